@@ -1,0 +1,27 @@
+# circuitry: how post-training changes the internal circuitry of language models.
+#
+#   snakemake --cores 2                                   toy study (config/toy.yaml)
+#   snakemake --cores all --configfile config/config.yaml  the paper's reproduction
+
+
+import os
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+# The toy study is the default; --configfile replaces it instead of merging into it.
+if not workflow.overwrite_configfiles:
+
+    configfile: os.path.join(workflow.basedir, "config", "toy.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        all_targets(),

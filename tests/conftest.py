@@ -1,0 +1,58 @@
+"""Shared test helpers: project paths, the real-data fixtures, Snakemake runs."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT.parent / "shared" / "fixtures"
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+def fixture_path(name: str) -> Path:
+    """A file of ../shared/fixtures; the test is skipped where the folder is absent."""
+    path = FIXTURES / name
+    if not path.is_file():
+        pytest.skip(
+            f"real benchmark fixture {name} not found: ../shared/fixtures exists in CI, "
+            "not in a user's clone"
+        )
+    return path
+
+
+def run_snakemake(
+    *args: str, workdir: Path | None = None, timeout: float = 600, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    """Run Snakemake on this project's Snakefile (in `workdir` if given)."""
+    cmd = [*SNAKEMAKE, "--snakefile", str(ROOT / "Snakefile")]
+    if workdir is not None:
+        cmd += ["--directory", str(workdir)]
+    return subprocess.run(
+        [*cmd, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def planned_jobs(*args: str, workdir: Path | None = None) -> Counter:
+    """Jobs per rule of a forced dry run (every job of the DAG, done or not)."""
+    result = run_snakemake(
+        "--dry-run", "--forceall", "--quiet", "rules", "--cores", "1", *args, workdir=workdir
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    table = result.stdout + result.stderr
+    jobs = Counter()
+    for match in re.finditer(r"^(\w+)\s+(\d+)$", table, flags=re.M):
+        if match.group(1) != "total":
+            jobs[match.group(1)] = int(match.group(2))
+    return jobs

@@ -1,0 +1,146 @@
+"""Config validation: the schema and the cross-reference checks, through Snakemake."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+
+from circuitry.config import ConfigError, check_config, enabled_pairs, models_in_use
+from conftest import ROOT, planned_jobs, run_snakemake
+
+
+def load(name: str) -> dict:
+    return yaml.safe_load((ROOT / "config" / name).read_text())
+
+
+def dry_run_with(config: dict, tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return run_snakemake("--dry-run", "--cores", "1", "--configfile", str(path))
+
+
+def test_full_config_plans_a_download_per_dataset():
+    jobs = planned_jobs("--configfile", "config/config.yaml")
+    assert jobs["download_dataset"] == 3
+
+
+def test_toy_config_is_the_default():
+    assert planned_jobs() == planned_jobs("--configfile", "config/toy.yaml")
+
+
+def _typo(c):
+    c["datasets"]["gsm8k"]["hub_confg"] = c["datasets"]["gsm8k"].pop("hub_config")
+
+
+def _unknown_model(c):
+    c["pairs"]["mistral"]["tuned"] = "mistral-7b-rl-typo"
+
+
+def _alpha_above_one(c):
+    c["eap"]["alphas"] = [0.1, 1.5]
+
+
+def _alpha_zero(c):
+    c["eap"]["alphas"] = [0]
+
+
+def _no_source(c):
+    del c["datasets"]["college_math"]["source"]
+
+
+def _url_without_checksum(c):
+    del c["datasets"]["college_math"]["sha256"]
+
+
+def _unset_model_enabled(c):
+    c["pairs"]["qwen"]["enabled"] = True
+
+
+def _unknown_template(c):
+    c["models"]["mistral-7b-sft"]["template"] = "mistrall"
+
+
+@pytest.mark.parametrize(
+    "breaks, names",
+    [
+        (_typo, ["datasets.gsm8k", "hub_confg"]),
+        (_unknown_model, ["pairs.mistral.tuned", "mistral-7b-rl-typo"]),
+        (_alpha_above_one, ["eap.alphas.1", "maximum of 1"]),
+        (_alpha_zero, ["eap.alphas.0"]),
+        (_no_source, ["datasets.college_math", "'source' is a required property"]),
+        (_url_without_checksum, ["datasets.college_math", "'sha256'"]),
+        (_unset_model_enabled, ["models.qwen25-7b-", ".hub_id is not set", "disable the pair"]),
+        (_unknown_template, ["models.mistral-7b-sft.template", "mistrall"]),
+    ],
+)
+def test_broken_config_fails_before_any_job_naming_the_key(breaks, names, tmp_path):
+    config = load("config.yaml")
+    breaks(config)
+    result = dry_run_with(config, tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "invalid config" in output
+    for name in names:
+        assert name in output
+    assert "download_dataset" not in output
+
+
+def test_qwen_pair_is_disabled_until_its_models_are_set():
+    config = load("config.yaml")
+    assert "qwen" not in enabled_pairs(config)
+    assert config["models"]["qwen25-7b-sft"]["hub_id"] is None
+    check_config(config)
+    enabled = copy.deepcopy(config)
+    enabled["pairs"]["qwen"]["enabled"] = True
+    enabled["models"]["qwen25-7b-sft"]["hub_id"] = "someone/qwen2.5-7b-sft"
+    enabled["models"]["qwen25-7b-dpo"]["hub_id"] = "someone/qwen2.5-7b-dpo"
+    check_config(enabled)
+    assert {"qwen25-7b-sft", "qwen25-7b-dpo"} <= set(models_in_use(enabled))
+
+
+def test_models_in_use_follow_enabled_pairs():
+    config = load("config.yaml")
+    assert models_in_use(config) == [
+        "deepseek-math-7b-instruct",
+        "deepseek-math-7b-rl",
+        "mistral-7b-sft",
+        "math-shepherd-mistral-7b-rl",
+        "deepseek-r1-distill-qwen-7b",
+        "acereason-nemotron-7b",
+    ]
+
+
+def test_model_with_two_sources_is_rejected():
+    config = load("config.yaml")
+    config["models"]["mistral-7b-sft"]["path"] = "/models/mistral"
+    with pytest.raises(ConfigError, match="models.mistral-7b-sft: give only one of"):
+        check_config(config)
+
+
+def test_every_pair_disabled_is_rejected():
+    config = load("toy.yaml")
+    for pair in config["pairs"].values():
+        pair["enabled"] = False
+    with pytest.raises(ConfigError, match="every pair is disabled"):
+        check_config(config)
+
+
+def test_paper_settings():
+    config = load("config.yaml")
+    assert config["filter"] == {
+        "small_coeff": 0.5,
+        "big_coeff": 1.5,
+        "balance_coeff": 0.5,
+        "num_samples": 100,
+        "seed": 42,
+    }
+    assert config["eap"]["alphas"] == [0.03, 0.1, 0.3, 0.5]
+    methods = {name: pair["method"] for name, pair in config["pairs"].items()}
+    assert methods == {"deepseek": "GRPO", "mistral": "PPO", "distill-qwen": "GRPO", "qwen": "DPO"}
+    tokens = {m: config["models"][m]["max_new_tokens"] for m in config["models"]}
+    assert tokens["deepseek-math-7b-rl"] == tokens["mistral-7b-sft"] == 4096
+    assert tokens["qwen25-7b-sft"] == 8192
+    assert tokens["acereason-nemotron-7b"] == 32768
+    assert len(config["datasets"]["math"]["hub_config"]) == 7

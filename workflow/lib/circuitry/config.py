@@ -1,0 +1,100 @@
+"""Config checks beyond the JSON schema, and the views of the config that rules use.
+
+The schema (workflow/schemas/config.schema.yaml) fixes types, ranges and unknown keys;
+`check_config` adds what a schema cannot express: cross-references between sections
+and settings that only matter for the pairs that are enabled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+
+class ConfigError(ValueError):
+    """The configuration is inconsistent; the message names the offending key."""
+
+
+MODEL_SOURCES = ("hub_id", "path", "train")
+
+
+def describe_schema_error(error: Exception) -> str:
+    """One line naming the config key a schema violation is about.
+
+    `error` is a jsonschema ValidationError, or an exception raised while handling one
+    (as snakemake.utils.validate's WorkflowError is).
+    """
+    chain = (error, error.__cause__, error.__context__)
+    found = next((e for e in chain if hasattr(e, "absolute_path")), None)
+    if found is None:
+        return str(error)
+    path = ".".join(str(p) for p in found.absolute_path) or "(top level)"
+    return f"{path}: {found.message}"
+
+
+def enabled_pairs(config: dict) -> list[str]:
+    return [name for name, pair in config["pairs"].items() if pair.get("enabled", True)]
+
+
+def models_in_use(config: dict) -> list[str]:
+    """Models of the enabled pairs, in config order."""
+    used = {
+        m
+        for p in enabled_pairs(config)
+        for m in (config["pairs"][p]["base"], config["pairs"][p]["tuned"])
+    }
+    return [m for m in config["models"] if m in used]
+
+
+def _check_model(name: str, model: dict, templates: dict, in_use: bool) -> None:
+    key = f"models.{name}"
+    given = [s for s in MODEL_SOURCES if model.get(s) is not None]
+    if "hub_id" in model and model["hub_id"] is None and in_use:
+        raise ConfigError(
+            f"{key}.hub_id is not set, but an enabled pair uses this model; "
+            "set the hub id (see README, 'Full reproduction') or disable the pair"
+        )
+    if len(given) > 1:
+        raise ConfigError(f"{key}: give only one of {', '.join(MODEL_SOURCES)} (got {given})")
+    if not given and in_use:
+        raise ConfigError(f"{key}: give one of {', '.join(MODEL_SOURCES)}")
+    if model["template"] not in templates:
+        raise ConfigError(
+            f"{key}.template: unknown template {model['template']!r} "
+            f"(known: {', '.join(templates) or 'none'})"
+        )
+
+
+def _check_template(name: str, template: dict) -> None:
+    if template.get("system") and template["format"] == "raw":
+        raise ConfigError(
+            f"templates.{name}.system: a raw template has no system turn; "
+            "put the text into `user` or use format chatml/chat_template"
+        )
+
+
+def check_config(config: dict) -> None:
+    """Raise ConfigError naming the key of the first inconsistency found."""
+    templates = config.get("templates", {})
+    for name, template in templates.items():
+        _check_template(name, template)
+    for name, pair in config["pairs"].items():
+        for role in ("base", "tuned"):
+            if pair[role] not in config["models"]:
+                raise ConfigError(
+                    f"pairs.{name}.{role}: unknown model {pair[role]!r} "
+                    f"(known: {', '.join(config['models'])})"
+                )
+        if pair["base"] == pair["tuned"]:
+            raise ConfigError(f"pairs.{name}: base and tuned are the same model")
+    if not enabled_pairs(config):
+        raise ConfigError("pairs: every pair is disabled; enable at least one")
+    in_use = set(models_in_use(config))
+    for name, model in config["models"].items():
+        _check_model(name, model, templates, name in in_use)
+
+
+def config_hash(config: dict) -> str:
+    """A short stable fingerprint of the whole config, for provenance."""
+    blob = json.dumps(config, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]

@@ -1,0 +1,433 @@
+"""Generation: load a model, then answer every problem greedily in resumable batches.
+
+Which tokens are the completion. A row's generation ends at the first of:
+
+- an EOS token (the tokenizer's EOS or any EOS of the checkpoint's generation config):
+  finish reason `eos`; the EOS itself is not part of the completion;
+- a token after which the decoded completion contains one of the template's stop
+  strings: finish reason `stop`; that token is the completion's last;
+- `max_new_tokens` tokens: finish reason `length`.
+
+An EOS that also completes a stop string counts as `eos`. `completion_token_ids` are
+exactly those generated ids (never padding, never the terminating EOS), and
+`completion` is their decode, special tokens kept and spaces not cleaned up.
+
+Batches are a deterministic function of the problems and the batch size (longest
+prompts first, fixed chunks), and greedy results depend on batch composition through
+padding, so a restarted job rebuilds the same batches. Each finished batch is appended
+to a partial file next to the output; a restart keeps its rows and generates only the
+batches still missing, so the final file is byte-identical to an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import transformers
+from tqdm import tqdm
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GenerationConfig,
+    StoppingCriteria,
+    StoppingCriteriaList,
+)
+
+from circuitry.io import atomic_path, dumps_row, write_jsonl
+from circuitry.prompts import Prompt, PromptTemplate, build_prompt
+
+log = logging.getLogger(__name__)
+
+FINISH_REASONS = ("eos", "stop", "length")
+COMMIT_HASH = re.compile(r"[0-9a-f]{40}")
+# A character is at most 4 byte-level tokens, so this many trailing tokens hold the
+# last `len(stop)` characters of a completion.
+TOKENS_PER_CHARACTER = 4
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for generation, with what identifies the weights it runs."""
+
+    model: torch.nn.Module
+    tokenizer: transformers.PreTrainedTokenizerBase
+    source: str
+    revision: str | None
+    identity: str
+    device: torch.device
+    dtype: torch.dtype
+    eos_token_ids: tuple[int, ...]
+    pad_token_id: int
+
+    def provenance(self) -> dict:
+        """JSON-able facts for the record: where the weights came from and how they ran."""
+        return {
+            "source": self.source,
+            "revision": self.revision,
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "device": self.device.type,
+            "eos_token_ids": list(self.eos_token_ids),
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+        }
+
+
+def choose_device(spec: dict) -> torch.device:
+    """CUDA when there is one and the model entry does not opt out with `gpu: false`."""
+    use_cuda = spec.get("gpu", True) and torch.cuda.is_available()
+    return torch.device("cuda" if use_cuda else "cpu")
+
+
+def choose_dtype(spec: dict, device: torch.device) -> torch.dtype:
+    """The entry's `dtype` (bfloat16 by default) on GPU; float32 on CPU."""
+    if device.type == "cpu":
+        return torch.float32
+    return getattr(torch, spec.get("dtype", "bfloat16"))
+
+
+def directory_fingerprint(path: str | os.PathLike) -> str:
+    """A hash of the names, sizes and modification times of the files under `path`."""
+    root = Path(path)
+    entries = sorted(
+        (str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns)
+        for p in root.rglob("*")
+        if p.is_file()
+    )
+    return hashlib.sha256(json.dumps(entries).encode()).hexdigest()[:16]
+
+
+def resolve_hub_revision(hub_id: str, revision: str) -> tuple[str, str | None]:
+    """The revision to load (resolved once, so model and tokenizer match) and its commit.
+
+    The commit is None when it cannot be known offline (a branch name never resolved
+    with network access).
+    """
+    from transformers.utils.hub import resolve_revision
+
+    resolved = resolve_revision(hub_id, revision)
+    commit = getattr(resolved, "resolved", None)
+    if commit is None and COMMIT_HASH.fullmatch(revision):
+        commit = revision
+    return resolved, commit
+
+
+def eos_token_ids(model, tokenizer) -> tuple[int, ...]:
+    """The tokenizer's EOS and every EOS of the checkpoint's generation config."""
+    configured = model.generation_config.eos_token_id
+    ids = set(configured if isinstance(configured, (list, tuple)) else [configured])
+    ids.add(tokenizer.eos_token_id)
+    return tuple(sorted(i for i in ids if i is not None))
+
+
+def load_model(spec: dict, device: str | torch.device | None = None) -> LoadedModel:
+    """Load the model and tokenizer of one `models` config entry.
+
+    `path` (a local save_pretrained directory) or `hub_id` at `revision`;
+    `trust_remote_code` only where the entry asks for it. The checkpoint's own
+    generation defaults (sampling settings, repetition penalty) are dropped so that
+    decoding is plain greedy.
+    """
+    device = torch.device(device) if device is not None else choose_device(spec)
+    dtype = choose_dtype(spec, device)
+    if spec.get("path"):
+        source, revision, commit = spec["path"], None, None
+        identity = f"path:{Path(source).resolve()}:{directory_fingerprint(source)}"
+    elif spec.get("hub_id"):
+        source = spec["hub_id"]
+        revision, commit = resolve_hub_revision(source, spec.get("revision", "main"))
+        identity = f"hub:{source}@{commit or revision}"
+    else:
+        raise ValueError("model entry has neither `path` nor `hub_id`")
+    remote = bool(spec.get("trust_remote_code", False))
+    log.info("loading %s (revision %s) as %s on %s", source, commit or revision, dtype, device)
+    tokenizer = AutoTokenizer.from_pretrained(source, revision=revision, trust_remote_code=remote)
+    model = AutoModelForCausalLM.from_pretrained(
+        source, revision=revision, dtype=dtype, device_map=str(device), trust_remote_code=remote
+    ).eval()
+    eos = eos_token_ids(model, tokenizer)
+    model.generation_config = GenerationConfig()
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos or (0,))[0]
+    return LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        source=source,
+        revision=commit,
+        identity=identity,
+        device=device,
+        dtype=dtype,
+        eos_token_ids=eos,
+        pad_token_id=pad,
+    )
+
+
+def decode(tokenizer, token_ids: Sequence[int]) -> str:
+    """Text of `token_ids`, special tokens kept and spaces not cleaned up."""
+    return tokenizer.decode(
+        list(token_ids), skip_special_tokens=False, clean_up_tokenization_spaces=False
+    )
+
+
+class StopStrings:
+    """Tells whether the last token of a completion makes a stop string appear in its text."""
+
+    def __init__(self, tokenizer, strings: Sequence[str]):
+        self.tokenizer = tokenizer
+        self.strings = tuple(strings)
+        self.window = TOKENS_PER_CHARACTER * (max(map(len, self.strings)) + 1)
+
+    def completed_at(self, token_ids: Sequence[int], end: int) -> bool:
+        """Whether the decoded tail of `token_ids[:end]` contains a stop string."""
+        text = decode(self.tokenizer, token_ids[max(0, end - self.window) : end])
+        return any(s in text for s in self.strings)
+
+
+class StopStringCriterion(StoppingCriteria):
+    """Stops a row once its completion contains a stop string (see StopStrings)."""
+
+    def __init__(self, stops: StopStrings, prompt_width: int):
+        self.stops = stops
+        self.prompt_width = prompt_width
+
+    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
+        tails = input_ids[:, self.prompt_width :][:, -self.stops.window :].tolist()
+        done = [self.stops.completed_at(tail, len(tail)) for tail in tails]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
+@dataclass(frozen=True)
+class Completion:
+    token_ids: list[int]
+    text: str
+    finish_reason: str
+
+
+def completion_end(
+    generated: Sequence[int],
+    eos_ids: Sequence[int],
+    stops: StopStrings | None,
+    max_new_tokens: int,
+) -> tuple[int, str]:
+    """How many of a row's generated ids form its completion, and why it ended."""
+    eos = set(eos_ids)
+    for position, token in enumerate(generated):
+        if token in eos:
+            return position, "eos"
+        if stops is not None and stops.completed_at(generated, position + 1):
+            return position + 1, "stop"
+    if len(generated) >= max_new_tokens:
+        return max_new_tokens, "length"
+    raise RuntimeError(
+        f"generation ended after {len(generated)} of {max_new_tokens} tokens "
+        "without EOS or stop string"
+    )
+
+
+def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Input ids padded on the left to the longest prompt, and the attention mask."""
+    width = max(len(p) for p in prompts)
+    input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for row, prompt in enumerate(prompts):
+        input_ids[row, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
+        attention_mask[row, width - len(prompt) :] = 1
+    return input_ids, attention_mask
+
+
+def greedy_config(lm: LoadedModel, max_new_tokens: int) -> GenerationConfig:
+    return GenerationConfig(
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        num_beams=1,
+        eos_token_id=list(lm.eos_token_ids) or None,
+        pad_token_id=lm.pad_token_id,
+    )
+
+
+def generate_batch(
+    lm: LoadedModel,
+    prompts: Sequence[Sequence[int]],
+    max_new_tokens: int,
+    stop: Sequence[str] = (),
+) -> list[Completion]:
+    """Greedy completions of a batch of prompt token ids (left padded together)."""
+    input_ids, attention_mask = left_pad(prompts, lm.pad_token_id)
+    width = input_ids.shape[1]
+    stops = StopStrings(lm.tokenizer, stop) if stop else None
+    criteria = StoppingCriteriaList([StopStringCriterion(stops, width)] if stops else [])
+    output = lm.model.generate(
+        input_ids=input_ids.to(lm.device),
+        attention_mask=attention_mask.to(lm.device),
+        generation_config=greedy_config(lm, max_new_tokens),
+        stopping_criteria=criteria,
+    )
+    completions = []
+    for generated in output[:, width:].tolist():
+        n, reason = completion_end(generated, lm.eos_token_ids, stops, max_new_tokens)
+        ids = generated[:n]
+        completions.append(Completion(ids, decode(lm.tokenizer, ids), reason))
+    return completions
+
+
+def plan_batches(prompt_lengths: dict[int, int], batch_size: int) -> list[list[int]]:
+    """Batches of idx: longest prompts first (memory errors show early), ties by idx."""
+    order = sorted(prompt_lengths, key=lambda idx: (-prompt_lengths[idx], idx))
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def build_prompts(template: PromptTemplate, problems: Sequence[dict], tokenizer) -> dict:
+    """Prompt of every problem, by idx."""
+    prompts: dict[int, Prompt] = {}
+    for problem in problems:
+        idx = problem["idx"]
+        if idx in prompts:
+            raise ValueError(f"problem idx {idx} occurs twice")
+        prompts[idx] = build_prompt(template, problem["question"], tokenizer)
+    return prompts
+
+
+def run_fingerprint(
+    lm: LoadedModel,
+    prompts: dict[int, Prompt],
+    batches: list[list[int]],
+    max_new_tokens: int,
+    stop: Sequence[str],
+) -> str:
+    """A hash of everything the rows depend on; a partial file from another run is not reused."""
+    settings = {
+        "model": lm.identity,
+        "provenance": lm.provenance(),
+        "pad_token_id": lm.pad_token_id,
+        "max_new_tokens": max_new_tokens,
+        "stop": list(stop),
+        "batches": [[[idx, prompts[idx].token_ids] for idx in batch] for batch in batches],
+    }
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+
+
+def partial_path_for(output: str | os.PathLike) -> Path:
+    """Where the rows of an unfinished run of `output` are kept."""
+    output = Path(output)
+    return output.with_name(output.name + ".partial")
+
+
+def read_partial(path: Path, fingerprint: str) -> dict[int, dict]:
+    """Rows of an interrupted run with the same fingerprint; a torn last line is dropped."""
+    if not path.exists():
+        return {}
+    lines = path.read_text(encoding="utf-8").splitlines()
+    try:
+        header = json.loads(lines[0]) if lines else None
+    except json.JSONDecodeError:
+        header = None
+    if not isinstance(header, dict) or header.get("fingerprint") != fingerprint:
+        log.warning("%s was written by a run with other settings; starting over", path)
+        return {}
+    rows = {}
+    for line in lines[1:]:
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            log.warning("%s: dropping a line cut short by the interruption", path)
+            continue
+        rows[row["idx"]] = row
+    return rows
+
+
+def start_partial(path: Path, fingerprint: str, rows: dict[int, dict]) -> None:
+    """(Re)write the partial file with its header and the rows kept so far."""
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        f.write(json.dumps({"fingerprint": fingerprint}) + "\n")
+        for row in rows.values():
+            f.write(dumps_row(row) + "\n")
+
+
+def append_rows(f, rows: Sequence[dict]) -> None:
+    """Append rows and push them to disk, so a killed job keeps them."""
+    f.write("".join(dumps_row(row) + "\n" for row in rows))
+    f.flush()
+    os.fsync(f.fileno())
+
+
+def generation_row(idx: int, prompt: Prompt, completion: Completion) -> dict:
+    return {
+        "idx": idx,
+        "prompt": prompt.text,
+        "prompt_token_ids": prompt.token_ids,
+        "completion": completion.text,
+        "completion_token_ids": completion.token_ids,
+        "finish_reason": completion.finish_reason,
+    }
+
+
+def generate_rows(
+    lm: LoadedModel,
+    template: PromptTemplate,
+    problems: Sequence[dict],
+    *,
+    max_new_tokens: int,
+    batch_size: int,
+    partial_path: str | os.PathLike,
+    progress: bool = True,
+) -> list[dict]:
+    """Generation rows of all `problems` (dicts with `idx`, `question`), sorted by idx.
+
+    Rows of an interrupted run are read back from `partial_path` and only the missing
+    batches are generated; each new batch is appended there as soon as it is done.
+    """
+    partial_path = Path(partial_path)
+    prompts = build_prompts(template, problems, lm.tokenizer)
+    batches = plan_batches({idx: len(p.token_ids) for idx, p in prompts.items()}, batch_size)
+    fingerprint = run_fingerprint(lm, prompts, batches, max_new_tokens, template.stop)
+    done = read_partial(partial_path, fingerprint)
+    start_partial(partial_path, fingerprint, done)
+    todo = [batch for batch in batches if any(idx not in done for idx in batch)]
+    log.info(
+        "%d problems in %d batches of up to %d: %d rows restored, %d batches to generate",
+        *(len(prompts), len(batches), batch_size, len(done), len(todo)),
+    )
+    n_todo = sum(len(batch) for batch in todo)
+    with (
+        open(partial_path, "a", encoding="utf-8") as f,
+        tqdm(total=n_todo, unit="row", disable=not progress, desc="generate") as bar,
+    ):
+        for number, batch in enumerate(todo, 1):
+            start = time.perf_counter()
+            token_ids = [prompts[idx].token_ids for idx in batch]
+            completions = generate_batch(lm, token_ids, max_new_tokens, template.stop)
+            n_tokens = sum(len(c.token_ids) for c in completions)
+            rate = n_tokens / (time.perf_counter() - start)
+            new = [
+                generation_row(idx, prompts[idx], completion)
+                for idx, completion in zip(batch, completions, strict=True)
+                if idx not in done
+            ]
+            append_rows(f, new)
+            done.update((row["idx"], row) for row in new)
+            log.info(
+                "batch %d/%d: %d rows, %d completion tokens, %.1f tokens/s",
+                *(number, len(todo), len(batch), n_tokens, rate),
+            )
+            bar.update(len(batch))
+            bar.set_postfix(tokens_per_s=f"{rate:.1f}")
+    reasons = Counter(row["finish_reason"] for row in done.values())
+    log.info("finish reasons: %s", ", ".join(f"{r} {reasons[r]}" for r in FINISH_REASONS))
+    return [done[idx] for idx in sorted(done)]
+
+
+def write_generations(
+    path: str | os.PathLike, rows: Sequence[dict], partial_path: str | os.PathLike
+) -> int:
+    """Write the final rows (sorted by idx) atomically, then drop the partial file."""
+    n = write_jsonl(path, sorted(rows, key=lambda row: row["idx"]))
+    Path(partial_path).unlink(missing_ok=True)
+    return n

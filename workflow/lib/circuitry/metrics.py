@@ -1,0 +1,552 @@
+"""Circuit metrics: EAP edge scores of a base and a tuned model turned into comparable numbers.
+
+For one sample, `w` is the vector of its EAP scores on the real edges of the graph
+(`edge_mask`); `a = |w|`. Entropies use the natural log (nats) with `0 log 0 = 0`.
+
+Per sample (one value per problem and role):
+
+- `intensity`      activation intensity, `mean(a)`;
+- `entropy`        information complexity (headline): Shannon entropy of the normalised
+                   edge mass `p = a / sum(a)`;
+- `entropy_hist`   information complexity (variant): Shannon entropy of the histogram of
+                   `a` over `HIST_BINS` equal-width bins on `[0, U]`, `U` the
+                   `HIST_UPPER_QUANTILE` quantile of `a` pooled over all samples of both
+                   roles; values above `U` count in the last bin. The shared grid puts the
+                   same `|w|` in the same bin for both models, and the quantile (not the
+                   maximum) keeps one extreme edge from squeezing every other edge into the
+                   first bin (EAP scores are heavy-tailed);
+- `kurtosis`       distribution kurtosis (headline): excess kurtosis of `w`
+                   (`scipy.stats.kurtosis`, `fisher=True`, `bias=True`: the edges are the
+                   whole graph, not a sample from a larger population);
+- `kurtosis_abs`   distribution kurtosis (variant): the same of `a`;
+- `node_entropy`   mean over forward nodes of the entropy of each node's normalised
+                   outgoing `a` (over its real out-edges).
+
+Pooled (one value per role, tested with a paired permutation test):
+
+- `diversity`        cross-sample diversity (headline): mean pairwise cosine distance
+                     `1 - cos(a_i, a_j)` over all pairs of samples `i < j`;
+- `profile_entropy`  entropy of the normalised sample-mean `a` profile: how spread the
+                     average circuit is (the mean of per-sample entropies is not that);
+- `profile_kurtosis` excess kurtosis of the sample-mean `w` profile.
+
+The pooled mean of `a` is not listed: it equals the mean of per-sample intensities.
+A metric is NaN where it is undefined (all-zero scores, a constant `w`, fewer than two
+samples for diversity). Expected directions after RL (the paper's findings): intensity
+up, entropy up, kurtosis down, diversity up.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy import special, stats
+
+from circuitry.io import atomic_path, write_text
+
+ROLES = ("base", "tuned")
+HIST_BINS = 50
+HIST_UPPER_QUANTILE = 0.99
+NPZ_KEYS = ("scores", "idx", "edge_mask", "forward_nodes", "backward_nodes")
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """What a metric measures, how, and which way the paper says RL moves it."""
+
+    name: str
+    quantity: str
+    variant: str
+    kind: str  # "per-sample" | "pooled"
+    headline: bool
+    expected: int  # +1: expected to rise after RL, -1: to fall
+    definition: str
+
+
+METRICS: dict[str, MetricSpec] = {
+    spec.name: spec
+    for spec in (
+        MetricSpec(
+            name="intensity",
+            quantity="activation intensity",
+            variant="mean |w|",
+            kind="per-sample",
+            headline=True,
+            expected=+1,
+            definition="mean of |w| over the real edges",
+        ),
+        MetricSpec(
+            name="entropy",
+            quantity="information complexity",
+            variant="normalised edge mass",
+            kind="per-sample",
+            headline=True,
+            expected=+1,
+            definition="Shannon entropy (nats) of p = |w| / sum |w|",
+        ),
+        MetricSpec(
+            name="entropy_hist",
+            quantity="information complexity",
+            variant="histogram of |w|",
+            kind="per-sample",
+            headline=False,
+            expected=+1,
+            definition=(
+                "Shannon entropy (nats) of the histogram of |w| on equal-width bins over "
+                "[0, U] shared by both roles, U a quantile of |w| over both roles, larger "
+                f"values in the last bin (default {HIST_BINS} bins, U the "
+                f"{HIST_UPPER_QUANTILE:g} quantile; the metrics JSON records both)"
+            ),
+        ),
+        MetricSpec(
+            name="kurtosis",
+            quantity="distribution kurtosis",
+            variant="w",
+            kind="per-sample",
+            headline=True,
+            expected=-1,
+            definition="excess kurtosis of w (scipy.stats.kurtosis, fisher=True, bias=True)",
+        ),
+        MetricSpec(
+            name="kurtosis_abs",
+            quantity="distribution kurtosis",
+            variant="|w|",
+            kind="per-sample",
+            headline=False,
+            expected=-1,
+            definition="excess kurtosis of |w| (scipy.stats.kurtosis, fisher=True, bias=True)",
+        ),
+        MetricSpec(
+            name="node_entropy",
+            quantity="information complexity",
+            variant="mean per-node out-edge entropy",
+            kind="per-sample",
+            headline=False,
+            expected=+1,
+            definition=(
+                "mean over forward nodes of the entropy (nats) of the node's normalised "
+                "outgoing |w|"
+            ),
+        ),
+        MetricSpec(
+            name="diversity",
+            quantity="cross-sample diversity",
+            variant="mean pairwise cosine distance",
+            kind="pooled",
+            headline=True,
+            expected=+1,
+            definition="mean over sample pairs i < j of 1 - cos(|w_i|, |w_j|)",
+        ),
+        MetricSpec(
+            name="profile_entropy",
+            quantity="information complexity",
+            variant="sample-mean |w| profile",
+            kind="pooled",
+            headline=False,
+            expected=+1,
+            definition="Shannon entropy (nats) of the normalised sample-mean |w| profile",
+        ),
+        MetricSpec(
+            name="profile_kurtosis",
+            quantity="distribution kurtosis",
+            variant="sample-mean w profile",
+            kind="pooled",
+            headline=False,
+            expected=-1,
+            definition="excess kurtosis of the sample-mean w profile (bias=True)",
+        ),
+    )
+}
+PER_SAMPLE_METRICS = tuple(name for name, spec in METRICS.items() if spec.kind == "per-sample")
+POOLED_METRICS = tuple(name for name, spec in METRICS.items() if spec.kind == "pooled")
+
+
+def metric_definitions() -> pd.DataFrame:
+    """One row per metric: the table of definitions the report shows."""
+    return pd.DataFrame([vars(spec) for spec in METRICS.values()])
+
+
+@dataclass(frozen=True)
+class EdgeScores:
+    """The EAP output of one model: scores `[n_samples, n_forward, n_backward]` and its graph."""
+
+    scores: np.ndarray
+    idx: np.ndarray
+    edge_mask: np.ndarray
+    forward_nodes: tuple[str, ...]
+    backward_nodes: tuple[str, ...]
+
+    @classmethod
+    def from_npz(cls, source: str | os.PathLike | Mapping) -> EdgeScores:
+        """Read an EAP npz (a path or its loaded contents), checking its own consistency."""
+        if isinstance(source, Mapping):
+            return cls._from_arrays(source, "npz contents")
+        with np.load(source, allow_pickle=False) as npz:
+            return cls._from_arrays(npz, str(source))
+
+    @classmethod
+    def _from_arrays(cls, arrays: Mapping, where: str) -> EdgeScores:
+        missing = [key for key in NPZ_KEYS if key not in arrays]
+        if missing:
+            raise ValueError(f"{where}: missing arrays {missing}")
+        edge_scores = cls(
+            scores=np.asarray(arrays["scores"]),
+            idx=np.asarray(arrays["idx"]),
+            edge_mask=np.asarray(arrays["edge_mask"], dtype=bool),
+            forward_nodes=tuple(str(name) for name in arrays["forward_nodes"]),
+            backward_nodes=tuple(str(name) for name in arrays["backward_nodes"]),
+        )
+        edge_scores.check(where)
+        return edge_scores
+
+    def check(self, where: str = "edge scores") -> None:
+        """Raise ValueError unless shapes, mask, idx and values agree with each other."""
+        if self.scores.ndim != 3:
+            raise ValueError(
+                f"{where}: scores must be [n_samples, n_forward, n_backward], "
+                f"got shape {self.scores.shape}"
+            )
+        n_samples, n_forward, n_backward = self.scores.shape
+        if n_samples == 0:
+            raise ValueError(f"{where}: no samples")
+        if self.edge_mask.shape != (n_forward, n_backward):
+            raise ValueError(
+                f"{where}: edge_mask shape {self.edge_mask.shape} does not match scores "
+                f"[{n_forward}, {n_backward}]"
+            )
+        if (len(self.forward_nodes), len(self.backward_nodes)) != (n_forward, n_backward):
+            raise ValueError(
+                f"{where}: {len(self.forward_nodes)} forward / {len(self.backward_nodes)} "
+                f"backward node names for scores of shape {self.scores.shape}"
+            )
+        if not self.edge_mask.any():
+            raise ValueError(f"{where}: edge_mask has no real edge")
+        if self.idx.shape != (n_samples,):
+            raise ValueError(f"{where}: idx shape {self.idx.shape}, expected ({n_samples},)")
+        if len(np.unique(self.idx)) != n_samples:
+            raise ValueError(f"{where}: idx has duplicates")
+        if not np.isfinite(self.scores).all():
+            raise ValueError(f"{where}: scores contain NaN or infinite values")
+        if np.any(self.scores[:, ~self.edge_mask]):
+            raise ValueError(f"{where}: non-zero scores on non-edges (edge_mask does not match)")
+
+    @property
+    def edge_values(self) -> np.ndarray:
+        """Real-edge scores `[n_samples, n_edges]` in float64, edges in row-major mask order."""
+        return self.scores[:, self.edge_mask].astype(np.float64)
+
+
+def load_edge_scores(path: str | os.PathLike) -> EdgeScores:
+    """One role's EAP npz, checked (ValueError naming the file if it is inconsistent)."""
+    return EdgeScores.from_npz(path)
+
+
+def check_paired(base: EdgeScores, tuned: EdgeScores) -> None:
+    """Raise ValueError unless both roles scored the same problems on the same graph."""
+    base.check("base")
+    tuned.check("tuned")
+    if not np.array_equal(base.idx, tuned.idx):
+        raise ValueError(
+            "base and tuned idx differ: both roles must score the same problems in the same order"
+        )
+    if base.scores.shape != tuned.scores.shape:
+        raise ValueError(
+            f"score shapes differ: base {base.scores.shape}, tuned {tuned.scores.shape}"
+        )
+    if (base.forward_nodes, base.backward_nodes) != (tuned.forward_nodes, tuned.backward_nodes):
+        raise ValueError("base and tuned graphs have different node names")
+    if not np.array_equal(base.edge_mask, tuned.edge_mask):
+        raise ValueError("base and tuned edge_mask differ")
+
+
+def mass_entropy(mass: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Shannon entropy (nats) of `mass` normalised along `axis`; NaN where the mass is all zero.
+
+    Computed as `log S - sum(m log m) / S` with `S = sum(m)` and `0 log 0 = 0`: one
+    logarithm per element, which matters inside the permutation test.
+    """
+    total = mass.sum(axis=axis)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        entropy = np.log(total) - special.xlogy(mass, mass).sum(axis=axis) / total
+    return np.where(total > 0, entropy, np.nan)
+
+
+def histogram_upper(*abs_values: np.ndarray, quantile: float = HIST_UPPER_QUANTILE) -> float:
+    """The upper end `U` of the histogram grid: a quantile of all `|w|` given (both roles)."""
+    return float(np.quantile(np.concatenate([a.ravel() for a in abs_values]), quantile))
+
+
+def histogram_entropy(abs_w: np.ndarray, upper: float, bins: int = HIST_BINS) -> np.ndarray:
+    """Entropy (nats) of each row's histogram on `bins` equal bins over `[0, upper]`.
+
+    Bin `k` holds `k*upper/bins <= |w| < (k+1)*upper/bins`; values `>= upper` go in the
+    last bin. With `upper == 0` every value lies in the first bin (entropy 0).
+    """
+    if upper > 0:
+        bin_of = np.minimum(np.floor(abs_w / upper * bins), bins - 1).astype(np.int64)
+    else:
+        bin_of = np.zeros(abs_w.shape, dtype=np.int64)
+    n_rows = abs_w.shape[0]
+    offsets = np.arange(n_rows)[:, None] * bins
+    counts = np.bincount((bin_of + offsets).ravel(), minlength=n_rows * bins)
+    return mass_entropy(counts.reshape(n_rows, bins).astype(np.float64))
+
+
+def excess_kurtosis(values: np.ndarray) -> np.ndarray:
+    """Excess kurtosis along the last axis (`bias=True`); NaN for a constant row."""
+    values = np.asarray(values, dtype=np.float64)
+    spread = np.ptp(values, axis=-1) > 0
+    result = np.full(values.shape[:-1], np.nan)
+    result[spread] = stats.kurtosis(values[spread], axis=-1, fisher=True, bias=True)
+    return result
+
+
+def node_entropy(scores: np.ndarray, edge_mask: np.ndarray) -> np.ndarray:
+    """`[n_samples, n_forward]`: entropy of each forward node's normalised outgoing `|w|`.
+
+    Non-edges carry no mass; a node whose real out-edges are all zero gets NaN.
+    """
+    return mass_entropy(np.where(edge_mask, np.abs(scores.astype(np.float64)), 0.0), axis=-1)
+
+
+def nanmean(values: np.ndarray, axis: int) -> np.ndarray:
+    """Mean of the defined values along `axis`; NaN (without a warning) where none is."""
+    defined = ~np.isnan(values)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(defined, values, 0.0).sum(axis=axis) / defined.sum(axis=axis)
+
+
+def cosine_gram(abs_w: np.ndarray) -> np.ndarray:
+    """Cosine similarities between rows; rows of norm zero give NaN."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        unit = abs_w / np.linalg.norm(abs_w, axis=-1, keepdims=True)
+    return unit @ unit.T
+
+
+def diversity_from_gram(gram: np.ndarray) -> np.ndarray:
+    """Mean of `1 - cos` over the off-diagonal of `[..., n, n]` cosine matrices (NaN if n < 2)."""
+    n = gram.shape[-1]
+    if n < 2:
+        return np.full(gram.shape[:-2], np.nan)
+    off_diagonal = gram.sum(axis=(-2, -1)) - np.trace(gram, axis1=-2, axis2=-1)
+    return 1.0 - off_diagonal / (n * (n - 1))
+
+
+def cross_sample_diversity(abs_w: np.ndarray) -> float:
+    """Mean pairwise cosine distance between the rows (samples) of `abs_w`."""
+    return float(diversity_from_gram(cosine_gram(abs_w)))
+
+
+def edge_relative_change(
+    base_mean: np.ndarray, tuned_mean: np.ndarray, edge_mask: np.ndarray
+) -> np.ndarray:
+    """`(tuned - base) / base` per edge of the sample-mean `|w|`; NaN on non-edges.
+
+    A zero base mean is handled explicitly: 0 if the tuned mean is zero too (no change),
+    NaN otherwise (a relative change from zero is undefined).
+    """
+    with np.errstate(invalid="ignore", divide="ignore"):
+        change = (tuned_mean - base_mean) / base_mean
+    change = np.where(base_mean == 0, np.where(tuned_mean == 0, 0.0, np.nan), change)
+    return np.where(edge_mask, change, np.nan)
+
+
+def per_sample_metrics(
+    edges: EdgeScores, hist_upper: float, hist_bins: int = HIST_BINS
+) -> dict[str, np.ndarray]:
+    """Every per-sample metric of one role, each `[n_samples]` in idx order."""
+    w = edges.edge_values
+    a = np.abs(w)
+    return {
+        "intensity": a.mean(axis=1),
+        "entropy": mass_entropy(a),
+        "entropy_hist": histogram_entropy(a, hist_upper, hist_bins),
+        "kurtosis": excess_kurtosis(w),
+        "kurtosis_abs": excess_kurtosis(a),
+        "node_entropy": nanmean(node_entropy(edges.scores, edges.edge_mask), axis=1),
+    }
+
+
+class PairedEdgeStack:
+    """Both roles' real-edge scores stacked: rows `0..n-1` base, `n..2n-1` tuned, by idx.
+
+    A pooled metric is a function of a *selection* of `n` rows, one per idx. The
+    paired permutation test swaps base and tuned within an idx, which changes only the
+    selection, so the cosine Gram matrix is computed once and every selection is cheap.
+    """
+
+    def __init__(self, base_w: np.ndarray, tuned_w: np.ndarray):
+        if base_w.shape != tuned_w.shape:
+            raise ValueError(f"role shapes differ: {base_w.shape} vs {tuned_w.shape}")
+        self.n = base_w.shape[0]
+        self.w = np.concatenate([base_w, tuned_w]).astype(np.float64)
+        self.abs_w = np.abs(self.w)
+        self.gram = cosine_gram(self.abs_w)
+        self.base_rows = np.arange(self.n)
+        self.tuned_rows = np.arange(self.n) + self.n
+
+    @property
+    def identical_roles(self) -> bool:
+        return bool(np.array_equal(self.w[: self.n], self.w[self.n :]))
+
+    def _indicator(self, rows: np.ndarray) -> np.ndarray:
+        """`[..., 2n]` 0/1 vectors marking the selected rows."""
+        indicator = np.zeros((*rows.shape[:-1], 2 * self.n))
+        np.put_along_axis(indicator, np.asarray(rows, dtype=np.int64), 1.0, axis=-1)
+        return indicator
+
+    def _sample_mean(self, values: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        return self._indicator(rows) @ values / rows.shape[-1]
+
+    def _indicated_diversity(self, indicator: np.ndarray) -> np.ndarray:
+        """Diversity of the `n` rows marked by `indicator`, from quadratic forms of the Gram.
+
+        `u' G u` sums the cosines of all selected pairs, `u . diag(G)` the self-pairs: two
+        matrix products instead of gathering an `n x n` block per selection.
+        """
+        n = self.n
+        if n < 2:
+            return np.full(indicator.shape[:-1], np.nan)
+        all_pairs = ((indicator @ self.gram) * indicator).sum(axis=-1)
+        self_pairs = indicator @ np.diagonal(self.gram)
+        return 1.0 - (all_pairs - self_pairs) / (n * (n - 1))
+
+    def _profile(self, metric: str) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
+        if metric == "profile_entropy":
+            return self.abs_w, mass_entropy
+        if metric == "profile_kurtosis":
+            return self.w, excess_kurtosis
+        raise ValueError(f"unknown pooled metric {metric!r}; known: {POOLED_METRICS}")
+
+    def pooled(self, metric: str, rows: np.ndarray) -> np.ndarray:
+        """Pooled `metric` of the rows selected by `rows` `[..., n]` (one row per idx)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if metric == "diversity":
+            return diversity_from_gram(self.gram[rows[..., :, None], rows[..., None, :]])
+        values, summarise = self._profile(metric)
+        return summarise(self._sample_mean(values, rows))
+
+    def pooled_change(self, metric: str, base_rows: np.ndarray) -> np.ndarray:
+        """`pooled(other rows) - pooled(base_rows)`: the permutation test's statistic.
+
+        `base_rows[i]` is `i` or `n + i` (idx `i`'s base or tuned row); the other rows are
+        the remaining row of each idx.
+
+        The two selections hold all `2n` rows between them, so each is the complement of
+        the other: one indicator, and one matrix product for both sample-mean profiles.
+        Assumes every row has a non-zero `|w|` (else the metric is undefined and untested).
+        """
+        indicator = self._indicator(base_rows)
+        if metric == "diversity":
+            return self._indicated_diversity(1.0 - indicator) - self._indicated_diversity(indicator)
+        values, summarise = self._profile(metric)
+        base_profile = indicator @ values / self.n
+        partner_profile = values.sum(axis=0) / self.n - base_profile
+        return summarise(partner_profile) - summarise(base_profile)
+
+    def pooled_values(self) -> dict[str, dict[str, float]]:
+        """`{metric: {"base": value, "tuned": value}}` for every pooled metric."""
+        return {
+            metric: {
+                "base": float(self.pooled(metric, self.base_rows)),
+                "tuned": float(self.pooled(metric, self.tuned_rows)),
+            }
+            for metric in POOLED_METRICS
+        }
+
+
+@dataclass
+class CircuitMetrics:
+    """All metrics of one pair x dataset x alpha, both roles."""
+
+    idx: np.ndarray
+    per_sample: pd.DataFrame  # tidy: idx, role, metric, value
+    pooled: dict[str, dict[str, float]]
+    node_entropy: dict[str, np.ndarray]  # role -> [n_samples, n_forward]
+    edge_change: np.ndarray  # [n_forward, n_backward], NaN on non-edges
+    forward_nodes: tuple[str, ...]
+    backward_nodes: tuple[str, ...]
+    histogram: dict[str, float]
+    stack: PairedEdgeStack = field(repr=False)
+
+    def write(self, csv_path: str | os.PathLike, json_path: str | os.PathLike) -> None:
+        """The metrics rule's outputs: the per-sample table (CSV) and the summary (JSON)."""
+        with atomic_path(csv_path) as tmp:
+            self.per_sample.to_csv(tmp, index=False)
+        write_text(json_path, json.dumps(self.summary(), indent=2, allow_nan=False) + "\n")
+
+    def summary(self) -> dict:
+        """A JSON-safe summary (NaN written as null) for the metrics `.json` output."""
+        return {
+            "n_samples": len(self.idx),
+            "n_edges": int(self.stack.w.shape[1]),
+            "idx": self.idx.tolist(),
+            "forward_nodes": list(self.forward_nodes),
+            "backward_nodes": list(self.backward_nodes),
+            "histogram": self.histogram,
+            "pooled": {
+                metric: {role: _json_number(value) for role, value in by_role.items()}
+                for metric, by_role in self.pooled.items()
+            },
+            "node_entropy_mean": {
+                role: _json_list(nanmean(values, axis=0))
+                for role, values in self.node_entropy.items()
+            },
+            "edge_relative_change": _json_list(self.edge_change),
+            "definitions": {name: vars(spec) for name, spec in METRICS.items()},
+        }
+
+
+def _json_number(value: float) -> float | None:
+    return None if np.isnan(value) else float(value)
+
+
+def _json_list(values: np.ndarray) -> list:
+    return np.where(np.isnan(values), None, values).tolist()
+
+
+def tidy_per_sample(idx: np.ndarray, by_role: dict[str, dict[str, np.ndarray]]) -> pd.DataFrame:
+    """Long table `idx, role, metric, value` from `{role: {metric: values}}`."""
+    frames = [
+        pd.DataFrame({"idx": idx, "role": role, "metric": metric, "value": by_role[role][metric]})
+        for metric in PER_SAMPLE_METRICS
+        for role in ROLES
+    ]
+    return pd.concat(frames, ignore_index=True)
+
+
+def compute_circuit_metrics(
+    base: EdgeScores,
+    tuned: EdgeScores,
+    *,
+    hist_bins: int = HIST_BINS,
+    hist_upper_quantile: float = HIST_UPPER_QUANTILE,
+) -> CircuitMetrics:
+    """Per-sample, per-node, per-edge and pooled metrics of a base/tuned pair of EAP outputs."""
+    check_paired(base, tuned)
+    roles = {"base": base, "tuned": tuned}
+    upper = histogram_upper(
+        *(np.abs(edges.edge_values) for edges in roles.values()), quantile=hist_upper_quantile
+    )
+    values = {role: per_sample_metrics(edges, upper, hist_bins) for role, edges in roles.items()}
+    stack = PairedEdgeStack(base.edge_values, tuned.edge_values)
+    return CircuitMetrics(
+        idx=base.idx,
+        per_sample=tidy_per_sample(base.idx, values),
+        pooled=stack.pooled_values(),
+        node_entropy={role: node_entropy(e.scores, e.edge_mask) for role, e in roles.items()},
+        edge_change=edge_relative_change(
+            np.abs(base.scores).mean(axis=0, dtype=np.float64),
+            np.abs(tuned.scores).mean(axis=0, dtype=np.float64),
+            base.edge_mask,
+        ),
+        forward_nodes=base.forward_nodes,
+        backward_nodes=base.backward_nodes,
+        histogram={"bins": hist_bins, "upper": upper, "upper_quantile": hist_upper_quantile},
+        stack=stack,
+    )

@@ -1,0 +1,272 @@
+"""EAP engine on tiny random models of every supported family.
+
+Exactness is checked in float64 against the definition (finite differences of edge
+ablations) and against autograd (completeness); the other tests check that batching,
+gradient checkpointing, dtype and failures do not change or corrupt the scores.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from transformers import (
+    GPT2Config,
+    GPT2LMHeadModel,
+    GPTNeoXConfig,
+    GPTNeoXForCausalLM,
+    LlamaConfig,
+    LlamaForCausalLM,
+    MistralConfig,
+    MistralForCausalLM,
+    Phi3Config,
+    Phi3ForCausalLM,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
+
+from circuitry.eap import (
+    Sample,
+    ablation_check,
+    model_graph,
+    perturbed_loss,
+    score_samples,
+)
+
+FAMILIES = ("llama", "mistral", "qwen2", "phi3", "gpt2")
+VOCAB = 50
+RMS_FAMILIES = {
+    "llama": (LlamaConfig, LlamaForCausalLM, {"attention_bias": True, "mlp_bias": True}),
+    "mistral": (MistralConfig, MistralForCausalLM, {}),
+    "qwen2": (Qwen2Config, Qwen2ForCausalLM, {}),
+    "phi3": (Phi3Config, Phi3ForCausalLM, {}),
+}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run several times faster single-threaded on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_model(
+    family: str, n_layers: int = 2, dtype=torch.float64, init: float = 0.3, seed: int = 0
+) -> torch.nn.Module:
+    """A seeded random model: 4 query heads, 2 kv heads (GQA), hidden 32, every bias random.
+
+    A large init keeps the model far from linear, so first-order agreement is not trivial.
+    """
+    torch.manual_seed(seed)
+    special = {"bos_token_id": 1, "eos_token_id": 2, "initializer_range": init}
+    if family == "gpt2":
+        config = GPT2Config(
+            vocab_size=VOCAB, n_embd=32, n_layer=n_layers, n_head=4, n_positions=64, **special
+        )
+        model = GPT2LMHeadModel(config)
+    else:
+        config_class, model_class, extra = RMS_FAMILIES[family]
+        config = config_class(
+            vocab_size=VOCAB,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=n_layers,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=64,
+            pad_token_id=0,
+            **special,
+            **extra,
+        )
+        model = model_class(config)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("bias"):
+                param.normal_(0.0, init)
+    return model.to(dtype)
+
+
+def make_samples(n: int, seed: int = 1) -> list[Sample]:
+    """Samples of different prompt and answer lengths (5-12 tokens read)."""
+    rng = np.random.default_rng(seed)
+    samples = []
+    for i in range(n):
+        prompt = rng.integers(3, VOCAB, size=int(rng.integers(3, 6))).tolist()
+        answer = rng.integers(3, VOCAB, size=int(rng.integers(3, 8))).tolist()
+        cut_len = int(rng.integers(2, len(answer) + 1))
+        samples.append(Sample(prompt, answer, cut_len, sample_id=f"s{i}"))
+    return samples
+
+
+def hook_count(model: torch.nn.Module) -> int:
+    return sum(
+        len(m._forward_hooks)
+        + len(m._forward_pre_hooks)
+        + len(m._backward_hooks)
+        + len(m._backward_pre_hooks)
+        for m in model.modules()
+    )
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_scores_match_finite_differences_of_edge_ablations(family):
+    model = tiny_model(family, n_layers=3)
+    check = ablation_check(model, make_samples(1)[0], eps=1e-2)
+    print(
+        f"{family}: {len(check.edges)} edges, pearson r = {check.pearson_r:.8f}, "
+        f"max abs error / max |score| = {check.relative_max_error:.2e} "
+        f"(max |score| {check.max_abs_score:.3g})"
+    )
+    assert check.pearson_r >= 0.9999
+    assert check.relative_max_error <= 1e-3
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_column_sums_are_complete(family):
+    """sum_u score[u, v] = -<dL/d in_v, in_v>, the derivative of L(in_v - eps * in_v) at 0.
+
+    Every reader sits behind a scale-invariant norm, so both sides are nearly 0 (only the
+    norm's epsilon breaks the invariance) while single scores are not: the error is
+    measured against the largest |score|, the scale of the rounding error.
+    """
+    model = tiny_model(family)
+    sample = make_samples(1, seed=2)[0]
+    graph = model_graph(model)
+    scores = score_samples(model, [sample], dtype=np.float64)[0]
+    expected = []
+    for target in graph.backward_nodes:
+        eps = torch.zeros((), dtype=torch.float64, requires_grad=True)
+        (derivative,) = torch.autograd.grad(perturbed_loss(model, sample, target, eps), eps)
+        expected.append(derivative.item())
+    residual = np.max(np.abs(scores.sum(axis=0) - expected)) / np.abs(scores).max()
+    print(
+        f"{family}: completeness residual (max |column sum + <dL/d in_v, in_v>| / max |score|) "
+        f"= {residual:.1e}"
+    )
+    assert residual <= 1e-12
+
+
+@pytest.mark.parametrize("family", ["llama", "phi3"])
+def test_bfloat16_scores_match_float32(family):
+    """Same (bf16-representable) weights; only the model's arithmetic differs.
+
+    bf16 keeps 8 significant bits (unit roundoff 2^-8 = 0.4%); activations and gradients
+    pick up a few such roundings per layer, so in this 3-layer model scores should differ by
+    a few 0.1% to ~1% (measured: 0.2-1.2% of the scores' norm, r >= 0.99993). The bound, 5%
+    and r >= 0.999, leaves margin for other platforms while still catching a wrong cast or
+    a lost gradient path, which cost far more.
+    """
+    bf16 = tiny_model(family, n_layers=3, dtype=torch.bfloat16, init=0.02)
+    fp32 = copy.deepcopy(bf16).float()
+    samples = make_samples(3, seed=3)
+    mask = model_graph(fp32).edge_mask
+    low, high = score_samples(bf16, samples), score_samples(fp32, samples)
+    assert low.dtype == np.float32
+    for a, b in zip(low, high, strict=True):
+        error = np.linalg.norm(a[mask] - b[mask]) / np.linalg.norm(b[mask])
+        assert error <= 0.05
+        assert np.corrcoef(a[mask], b[mask])[0, 1] >= 0.999
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_batches_give_the_scores_of_single_samples(family):
+    model = tiny_model(family)
+    samples = make_samples(5, seed=4)
+    alone = np.stack([score_samples(model, [s], dtype=np.float64)[0] for s in samples])
+    for batch_size in (1, 2, len(samples)):
+        batched = score_samples(model, samples, batch_size=batch_size, dtype=np.float64)
+        np.testing.assert_allclose(batched, alone, rtol=1e-9, atol=1e-12 * np.abs(alone).max())
+
+
+def test_scores_have_the_graph_shape_and_zero_non_edges():
+    model = tiny_model("llama")
+    graph = model_graph(model)
+    scores = score_samples(model, make_samples(2))
+    assert scores.shape == (2, graph.n_forward, graph.n_backward)
+    assert scores.dtype == np.float32
+    assert np.all(scores[:, ~graph.edge_mask] == 0)
+    assert np.all(scores[:, graph.edge_mask] != 0)
+
+
+def test_gradient_checkpointing_and_train_mode_change_nothing():
+    """A training-mode model with checkpointing and dropout scores like the plain model."""
+    plain = tiny_model("llama")
+    checkpointed = copy.deepcopy(plain)
+    checkpointed.activation_checkpointing_enable()
+    checkpointed.train()
+    for layer in checkpointed.model.layers:
+        layer.self_attn.attention_dropout = 0.5
+    samples = make_samples(2)
+    np.testing.assert_allclose(
+        score_samples(checkpointed, samples, dtype=np.float64),
+        score_samples(plain, samples, dtype=np.float64),
+        rtol=1e-12,
+    )
+    assert checkpointed.training and checkpointed.is_activation_checkpointing
+    assert all(p.requires_grad for p in checkpointed.parameters())
+
+
+def test_hooks_and_model_state_are_restored_after_success_and_error():
+    model = tiny_model("phi3")
+    model.train()
+    before = hook_count(model)
+    score_samples(model, make_samples(2), batch_size=2)
+    assert hook_count(model) == before
+
+    def fail(module, args, output):
+        raise RuntimeError("boom")
+
+    failing = model.model.layers[1].mlp.register_forward_hook(fail)
+    with pytest.raises(RuntimeError, match="boom"):
+        score_samples(model, make_samples(2))
+    failing.remove()
+    assert hook_count(model) == before
+    assert model.training and all(m.training for m in model.modules())
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_non_finite_scores_name_the_sample():
+    model = tiny_model("qwen2")
+    with torch.no_grad():
+        model.model.layers[0].mlp.down_proj.weight[0, 0] = float("inf")
+    before = hook_count(model)
+    with pytest.raises(ValueError, match=r"not finite .*'s0' \(#0\)"):
+        score_samples(model, make_samples(1))
+    assert hook_count(model) == before
+
+
+def test_unsupported_architecture_names_its_class():
+    config = GPTNeoXConfig(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        intermediate_size=64,
+    )
+    model = GPTNeoXForCausalLM(config)
+    with pytest.raises(ValueError, match="GPTNeoXForCausalLM"):
+        score_samples(model, make_samples(1))
+
+
+def test_base_model_without_lm_head_is_refused():
+    model = tiny_model("llama").model
+    with pytest.raises(ValueError, match="LlamaModel has no module 'model.layers'"):
+        model_graph(model)
+
+
+def test_sample_window_must_fit_the_answer():
+    with pytest.raises(ValueError, match="cut_len=4 is outside"):
+        Sample([5, 6], [7, 8, 9], cut_len=4, sample_id=7)
+    sample = Sample([5, 6, 7], [8, 9, 10], cut_len=2)
+    assert sample.tokens == [5, 6, 7, 8, 9]
+    assert list(sample.loss_positions) == [2, 3]
+
+
+def test_ablation_rejects_non_edges():
+    model = tiny_model("mistral")
+    with pytest.raises(ValueError, match="no edge m1 -> a1.q"):
+        perturbed_loss(model, make_samples(1)[0], "a1.q", 1e-3, source="m1")

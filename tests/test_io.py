@@ -1,0 +1,49 @@
+"""Atomic writes: nothing half-written, and outputs readable like any other file."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from circuitry.io import atomic_dir, atomic_path, read_jsonl, write_jsonl
+
+
+def mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_a_failed_write_leaves_nothing(tmp_path):
+    target = tmp_path / "out.jsonl"
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("killed")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_directory_leaves_nothing(tmp_path):
+    with pytest.raises(RuntimeError), atomic_dir(tmp_path / "model") as tmp:
+        (tmp / "weights").write_text("half")
+        raise RuntimeError("killed")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_outputs_follow_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        write_jsonl(tmp_path / "rows.jsonl", [{"idx": 1}])
+        with atomic_dir(tmp_path / "model") as tmp:
+            (tmp / "config.json").write_text("{}")
+    finally:
+        os.umask(old)
+    assert mode(tmp_path / "rows.jsonl") == 0o644
+    assert mode(tmp_path / "model") == 0o755
+    assert read_jsonl(tmp_path / "rows.jsonl") == [{"idx": 1}]
+
+
+def test_a_malformed_line_is_named(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    path.write_text('{"idx": 1}\n{"idx": \n')
+    with pytest.raises(ValueError, match="rows.jsonl:2: not valid JSON"):
+        read_jsonl(path)

@@ -1,0 +1,617 @@
+"""The report: builders on known numbers, and a whole report of a synthetic study.
+
+`write_results_tree` writes every file the figures and report rules read, produced by the
+real modules (pairing, metrics, statistics) from random EAP scores on a 2-layer graph;
+the browser test and the figure tests use it too.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from datetime import datetime, timezone
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from circuitry import report, results
+from circuitry.config import config_hash, enabled_pairs, models_in_use
+from circuitry.figures import make_pair_figures, make_training_figure
+from circuitry.graph import build_graph
+from circuitry.io import write_json, write_jsonl, write_npz
+from circuitry.metrics import METRICS, EdgeScores, compute_circuit_metrics
+from circuitry.pairing import FilterSettings, pair_samples
+from circuitry.provenance import (
+    PACKAGES,
+    GitState,
+    Provenance,
+    collect_provenance,
+    git_state,
+    package_versions,
+    reproduce_command,
+)
+from circuitry.report import (
+    alpha_sweep_table,
+    format_number,
+    format_percent,
+    funnel_table,
+    headline_table,
+    significance_mark,
+    variant_agreement,
+    variant_table,
+    write_report,
+)
+from circuitry.results import Layout, load_pair_results, load_study
+from circuitry.stats import COLUMNS, assemble_tests_table, compare_roles, write_tests_table
+from conftest import ROOT
+
+TITLE_SCRIPT = "<script>document.title = 'pwned'</script>"
+XSS = (
+    f"{TITLE_SCRIPT}<b>bold?</b>"
+    "<img src=x onerror=\"document.body.setAttribute('data-xss', 'ran')\">"
+)
+TUNED_SCALE = {"toy-grpo": 1.4, "toy-dpo": 1.0}  # GRPO: stronger edges; DPO: no change
+N_PROBLEMS = 24
+N_LAYERS = 2
+
+
+def synthetic_config(datasets: int = 2, alphas=(0.1, 0.5), pairs=("toy-grpo", "toy-dpo")) -> dict:
+    """The toy config cut down: fewer datasets and alphas, cheap statistics."""
+    config = yaml.safe_load((ROOT / "config" / "toy.yaml").read_text())
+    config["datasets"] = dict(list(config["datasets"].items())[:datasets])
+    config["pairs"] = {name: config["pairs"][name] for name in pairs}
+    config["eap"]["alphas"] = list(alphas)
+    config["filter"]["num_samples"] = 12
+    config["stats"] = {"n_resamples": 99, "seed": 0}
+    return config
+
+
+def problem(i: int) -> dict:
+    return {
+        "idx": i,
+        "question": f"Tom has {i} <apples> & {i} pears. How many fruits?",
+        "answer": str(2 * i),
+        "solution": None,
+        "meta": {},
+    }
+
+
+def generation_row(i: int, model: str, dataset_no: int) -> dict:
+    """A graded row; some rows wrong or with odd lengths so that every filter removes some."""
+    tuned = model != "toy-sft"
+    correct = not (i % 7 == 3 and tuned) and i % 11 != 4
+    answer_len = 10 + (i % 3) + (25 if i % 13 == 6 and tuned else 0)
+    prompt_len = 8 + (1 if i % 9 == 5 and tuned else 0)
+    text = (
+        f"Let me add {i} and {i}. {XSS} So the answer is {2 * i}."
+        if not tuned
+        else (f"{i} + {i} = {2 * i}. <b>done</b> \\boxed{{{2 * i}}}")
+    )
+    return {
+        "idx": i,
+        "prompt": f"Q{dataset_no}: {i}",
+        "prompt_token_ids": list(range(prompt_len)),
+        "completion": text,
+        "completion_token_ids": list(range(answer_len)),
+        "finish_reason": "eos",
+        "pred": str(2 * i) if correct else "0",
+        "correct": correct,
+    }
+
+
+def edge_scores(rng, idx: np.ndarray, scale: float, noise: float) -> EdgeScores:
+    graph = build_graph(N_LAYERS)
+    profile = rng.standard_t(3, size=graph.edge_mask.shape)
+    scores = scale * (profile + noise * rng.normal(size=(len(idx), *graph.edge_mask.shape)))
+    scores[:, ~graph.edge_mask] = 0
+    return EdgeScores(
+        scores.astype(np.float32), idx, graph.edge_mask, graph.forward_nodes, graph.backward_nodes
+    )
+
+
+def write_eap(path: Path, edges: EdgeScores, alpha: float) -> None:
+    write_npz(
+        path,
+        scores=edges.scores,
+        idx=edges.idx,
+        edge_mask=edges.edge_mask,
+        forward_nodes=np.array(edges.forward_nodes),
+        backward_nodes=np.array(edges.backward_nodes),
+        cut_len=np.array(3),
+        window_len=np.full(len(edges.idx), 3),
+        reference_length=np.array(10.0),
+        alpha=np.array(alpha),
+    )
+
+
+def write_training_log(path: Path, method: str) -> None:
+    steps = np.arange(1, 21)
+    columns = {"step": steps, "loss": 2.0 / steps, "learning_rate": np.full(20, 1e-3)}
+    if method == "grpo":
+        columns |= {"reward": 1 - 1 / steps, "reward_std": np.full(20, 0.1)}
+    if method == "dpo":
+        columns |= {"rewards/accuracies": 1 - 0.5 / steps, "rewards/margins": np.log(steps)}
+    if method == "sft":
+        columns |= {"mean_token_accuracy": 1 - 1 / steps}
+    pd.DataFrame(columns).to_csv(path, index=False)
+
+
+def write_condition(layout, rng, pair, dataset, alpha, idx) -> pd.DataFrame:
+    """EAP npz of both roles, metrics CSV/JSON and the tests of one pair x dataset x alpha."""
+    where = {"pair": pair, "dataset": dataset, "alpha": str(alpha)}
+    base = edge_scores(rng, idx, 1.0, 0.5)
+    tuned = edge_scores(rng, idx, TUNED_SCALE[pair], 0.5 * TUNED_SCALE[pair])
+    for role, edges in (("base", base), ("tuned", tuned)):
+        write_eap(layout.path(results.EAP_FILE, role=role, **where), edges, alpha)
+    metrics = compute_circuit_metrics(base, tuned)
+    metrics.write(
+        layout.path(results.METRICS_FILE, ext="csv", **where),
+        layout.path(results.METRICS_FILE, ext="json", **where),
+    )
+    return compare_roles(metrics, pair=pair, dataset=dataset, alpha=alpha, n_resamples=99)
+
+
+def write_results_tree(root: Path, config: dict) -> None:
+    """Every input of the figures and report rules (not the figures), from the real modules."""
+    layout = Layout(root)
+    rng = np.random.default_rng(0)
+    frames = []
+    for number, dataset in enumerate(config["datasets"]):
+        problems = [problem(i) for i in range(N_PROBLEMS)]
+        rows_path = layout.path(results.DATASET_ROWS, dataset=dataset)
+        write_jsonl(rows_path, problems)
+        write_json(
+            layout.path(results.DATASET_SUMMARY, dataset=dataset),
+            {
+                "dataset": dataset,
+                "provenance": {"source": "toy", "format": "normalised", "toy": {"seed": number}},
+                "n_raw": N_PROBLEMS,
+                "dropped": {},
+                "n_kept": N_PROBLEMS,
+                "sha256": "0" * 64,
+            },
+        )
+        rows = {}
+        for model in models_in_use(config):
+            rows[model] = [generation_row(i, model, number) for i in range(N_PROBLEMS)]
+            where = {"model": model, "dataset": dataset}
+            write_jsonl(layout.path(results.GENERATIONS, **where), rows[model])
+            accuracy = float(np.mean([row["correct"] for row in rows[model]]))
+            write_json(
+                layout.path(results.GENERATION_PROVENANCE, **where),
+                {
+                    "source": f"resources/models/{model}",
+                    "revision": None,
+                    "dtype": "float32",
+                    "device": "cpu",
+                    "accuracy": accuracy,
+                    "n": N_PROBLEMS,
+                },
+            )
+        for pair in enabled_pairs(config):
+            spec = config["pairs"][pair]
+            selected, summary = pair_samples(
+                rows[spec["base"]],
+                rows[spec["tuned"]],
+                FilterSettings.from_config(config["filter"]),
+                pair=pair,
+                dataset=dataset,
+            )
+            write_json(layout.path(results.PAIR_SUMMARY, pair=pair, dataset=dataset), summary)
+            idx = np.array([row["idx"] for row in selected])
+            for alpha in config["eap"]["alphas"]:
+                frames.append(write_condition(layout, rng, pair, dataset, alpha, idx))
+    write_tests_table(assemble_tests_table(frames), layout.path(results.TESTS))
+    for model in layout.training_figures(config):
+        method = config["models"][model]["train"]["method"]
+        path = layout.path(results.TRAINING_LOG, model=model)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_training_log(path, method)
+
+
+def write_figures(root: Path, config: dict) -> None:
+    """What the figures rules write: every pair's figures and the training curves."""
+    layout = Layout(root)
+    for pair in enabled_pairs(config):
+        make_pair_figures(
+            load_pair_results(layout, config, pair), layout.pair_figures(pair, config["datasets"])
+        )
+    for model, path in layout.training_figures(config).items():
+        make_training_figure(
+            layout.path(results.TRAINING_LOG, model=model),
+            path,
+            model=model,
+            train=config["models"][model]["train"],
+        )
+
+
+def fixed_provenance() -> Provenance:
+    return Provenance(
+        config_hash="abc123def456",
+        packages={"numpy": np.__version__, "trl": None},
+        git=GitState("0123456789abcdef0123456789abcdef01234567", True),
+        run_date=datetime(2025, 1, 2, 3, 4, 5, tzinfo=timezone.utc).isoformat(),
+        command="snakemake --cores 2 --configfile 'my config.yaml'",
+    )
+
+
+def build_report(root: Path, config: dict) -> Path:
+    """A synthetic study, its figures and its report under `root`; the report's path."""
+    write_results_tree(root, config)
+    write_figures(root, config)
+    path = root / results.REPORT
+    write_report(path, load_study(Layout(root), config), fixed_provenance())
+    return path
+
+
+@pytest.fixture(scope="module")
+def study_root(tmp_path_factory) -> tuple[Path, dict]:
+    root = tmp_path_factory.mktemp("study")
+    config = synthetic_config()
+    build_report(root, config)
+    return root, config
+
+
+@pytest.fixture(scope="module")
+def html(study_root) -> str:
+    root, _ = study_root
+    return (root / results.REPORT).read_text(encoding="utf-8")
+
+
+# ---------------------------------------------------------------- formatting
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (1234.5, "1,230"),
+        (12.345, "12.3"),
+        (0.012345, "0.0123"),
+        (0.5, "0.500"),
+        (-2.5, "-2.50"),
+        (0.0, "0"),
+        (1.234e-5, "1.23e-05"),
+        (1500, "1,500"),
+        (np.int64(7), "7"),
+        (float("nan"), "–"),
+        (None, "–"),
+    ],
+)
+def test_numbers_have_three_significant_digits_and_nan_is_a_dash(value, text):
+    assert format_number(value) == text
+
+
+def test_percentages_are_signed():
+    assert format_percent(12.345) == "+12.3%"
+    assert format_percent(-3.0) == "-3.00%"
+    assert format_percent(float("nan")) == "–"
+
+
+@pytest.mark.parametrize(
+    ("q", "mark"),
+    [(0.0005, "***"), (0.005, "**"), (0.03, "*"), (0.05, ""), (0.5, ""), (float("nan"), "")],
+)
+def test_significance_marks(q, mark):
+    assert significance_mark(q) == mark
+
+
+# ---------------------------------------------------------------- tables on known numbers
+
+
+def known_row(pair, metric, change_pct, q, *, dataset="gsm", alpha=0.5, base=2.0) -> dict:
+    """One row of the tests table with a known change."""
+    row = dict.fromkeys(COLUMNS, np.nan)
+    change = base * change_pct / 100
+    expected = METRICS[metric].expected
+    row.update(
+        pair=pair,
+        dataset=dataset,
+        alpha=alpha,
+        metric=metric,
+        quantity=METRICS[metric].quantity,
+        variant=METRICS[metric].variant,
+        headline=METRICS[metric].headline,
+        kind=METRICS[metric].kind,
+        n=30,
+        base=base,
+        tuned=base + change,
+        change=change,
+        change_pct=change_pct,
+        test="Wilcoxon signed-rank (two-sided)",
+        p=q / 2,
+        q=q,
+        expected="up" if expected > 0 else "down",
+        as_expected=None if change == 0 else bool(np.sign(change) == expected),
+        note="",
+    )
+    return row
+
+
+def cells_by_metric(table, column: int) -> dict[str, report.Cell]:
+    return {row.cells[0].text.split(" (")[0]: row.cells[column] for row in table.rows}
+
+
+def test_headline_table_has_the_papers_layout_with_arrows_marks_and_colours():
+    tests = pd.DataFrame(
+        [
+            known_row("p1", "intensity", 12.345, 0.004),  # up as expected, **
+            known_row("p1", "entropy", -5.0, 0.2),  # down, against, not significant
+            known_row("p1", "kurtosis", -40.0, 0.0001),  # down as expected, ***
+            known_row("p1", "diversity", 3.0, 0.04),  # up as expected, *
+            known_row("p2", "intensity", 0.0, np.nan),  # no change, not tested
+        ]
+    )
+    table = headline_table(tests, {"p1": "GRPO", "p2": "DPO"}, ["gsm"], 0.5)
+    assert table.columns == ["metric", "p1 (GRPO)", "p2 (DPO)"]
+    assert [row.group for row in table.rows] == ["gsm"] * 4
+    p1, p2 = cells_by_metric(table, 1), cells_by_metric(table, 2)
+    assert (p1["activation intensity"].text, p1["activation intensity"].css) == (
+        "↑ +12.3%**",
+        "expected sig",
+    )
+    assert (p1["information complexity"].text, p1["information complexity"].css) == (
+        "↓ -5.00%",
+        "opposite ns",
+    )
+    assert (p1["distribution kurtosis"].text, p1["distribution kurtosis"].css) == (
+        "↓ -40.0%***",
+        "expected sig",
+    )
+    assert p1["cross-sample diversity"].text == "↑ +3.00%*"
+    assert (p2["activation intensity"].text, p2["activation intensity"].css) == ("→ 0%", "na")
+    assert (p2["information complexity"].text, p2["information complexity"].css) == ("–", "na")
+    assert "q = 0.004" in p1["activation intensity"].title
+
+
+def test_headline_table_shows_the_absolute_change_when_the_base_is_zero():
+    row = known_row("p1", "kurtosis", 10.0, 0.01) | {"change": -0.25, "change_pct": np.nan}
+    table = headline_table(pd.DataFrame([row]), {"p1": "PPO"}, ["gsm"], 0.5)
+    assert cells_by_metric(table, 1)["distribution kurtosis"].text == "↓ -0.250*"
+
+
+def test_alpha_sweep_shows_every_alpha_in_order():
+    tests = pd.DataFrame(
+        [
+            known_row("p1", "intensity", 10.0, 0.001, alpha=0.5),
+            known_row("p1", "intensity", -10.0, 0.3, alpha=0.1),
+        ]
+    )
+    table = alpha_sweep_table(tests, {"p1": "GRPO"}, ["gsm"], [0.1, 0.5])
+    cell = cells_by_metric(table, 1)["activation intensity"]
+    assert cell.parts == (("↓ -10.0%", "opposite ns"), ("↑ +10.0%**", "expected sig"))
+    assert cell.title.startswith("1 of 2 alphas significant as expected")
+
+
+def test_variants_are_compared_with_the_headline_of_their_quantity():
+    tests = pd.DataFrame(
+        [
+            known_row("p1", "entropy", 5.0, 0.01, alpha=0.1),  # expected
+            known_row("p1", "entropy_hist", -5.0, 0.01, alpha=0.1),  # opposite: disagrees
+            known_row("p1", "entropy", 5.0, 0.5, alpha=0.5),  # ns
+            known_row("p1", "entropy_hist", 1.0, 0.9, alpha=0.5),  # ns: agrees
+        ]
+    )
+    agreement = variant_agreement(tests).set_index(["metric", "verdict"])
+    assert agreement.loc[("entropy_hist", "opposite"), "agrees"].item() is False
+    assert agreement.loc[("entropy_hist", "ns"), "agrees"].item() is True
+    table = variant_table(tests, {"p1": "GRPO"})
+    cells = {row.cells[0].text: row.cells[1].text for row in table.rows}
+    assert cells["entropy: normalised edge mass (headline)"] == "✓1 ✗0 of 2"
+    assert cells["entropy_hist: histogram of |w|"] == "✓0 ✗1 of 2 · agrees 1/2"
+    assert cells["kurtosis_abs: |w|"] == "–"
+
+
+def test_funnel_table_counts_every_filter_and_the_windows():
+    rows = {
+        model: [generation_row(i, model, 0) for i in range(N_PROBLEMS)]
+        for model in ("toy-sft", "toy-grpo")
+    }
+    _, summary = pair_samples(
+        rows["toy-sft"], rows["toy-grpo"], FilterSettings(num_samples=5), pair="p", dataset="d"
+    )
+    table = funnel_table({"d": summary}, [0.1, 0.5])
+    cells = dict(zip(table.columns, (cell.text for cell in table.rows[0].cells), strict=True))
+    removed = {f["reason"]: f["removed"] for f in summary["filters"]}
+    assert cells["problems (joined)"] == str(N_PROBLEMS)
+    assert cells["− not both correct"] == str(removed["not both correct"])
+    assert cells["− not sampled"] == str(removed["not sampled"])
+    assert cells["analysed"] == "5"
+    reference = Fraction(summary["reference_length_fraction"])
+    assert cells["window tokens at α = 0.1 / α = 0.5"] == (
+        f"{max(1, int(0.1 * reference))} / {max(1, int(0.5 * reference))}"
+    )
+
+
+def test_accuracy_table_in_percent():
+    table = report.accuracy_table(
+        {("m", "d"): {"accuracy": 0.875, "n": 8, "dtype": "bfloat16", "device": "cuda"}},
+        ["m"],
+        ["d"],
+    )
+    assert [cell.text for cell in table.rows[0].cells] == ["m", "87.5%"]
+
+
+def test_methods_text_comes_from_the_config_and_is_escaped():
+    config = synthetic_config()
+    config["filter"]["big_coeff"] = 1.75
+    text = " ".join(report.methods_paragraphs(config, n_tests=17))
+    assert "[0.5·T, 1.75·T]" in text
+    assert "{0.1, 0.5}" in text
+    assert "all 17 tests" in text
+    config["templates"]["toy"]["user"] = "<b>{question}</b>"
+    cells = [cell.text for row in report.templates_table(config).rows for cell in row.cells]
+    assert "<b>{question}</b>" in cells  # plain text: escaped when rendered
+
+
+def test_extra_sections_are_rendered_with_the_toc(tmp_path):
+    extra = report.Section(
+        "dynamics",
+        "Training dynamics",
+        [report.Text(["Checkpoints <every> 10 steps."]), report.Code("x < y")],
+    )
+    html = report.render_report([extra], title="t")
+    assert '<a href="#dynamics">Training dynamics</a>' in html
+    assert "Checkpoints &lt;every&gt; 10 steps." in html
+    assert "x &lt; y" in html
+
+
+# ---------------------------------------------------------------- inputs
+
+
+def test_layout_lists_exactly_what_the_loaders_read(study_root, monkeypatch):
+    root, config = study_root
+    layout = Layout(root)
+    read = []
+    original = results.require
+    monkeypatch.setattr(results, "require", lambda path: read.append(str(path)) or original(path))
+    load_study(layout, config)
+    assert sorted(read) == sorted(layout.report_inputs(config))
+    read.clear()
+    load_pair_results(layout, config, "toy-grpo")
+    assert sorted(read) == sorted(layout.figure_inputs(config, "toy-grpo"))
+
+
+def test_a_missing_input_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match=re.escape("results/stats/tests.csv")):
+        load_study(Layout(tmp_path), synthetic_config())
+
+
+def test_examples_are_the_first_analysed_problems(study_root):
+    root, config = study_root
+    examples = load_study(Layout(root), config).examples["toy-grpo", "toy-gsm8k"]
+    where = {"pair": "toy-grpo", "dataset": "toy-gsm8k", "alpha": "0.1", "ext": "json"}
+    analysed = results.load_json(Layout(root).path(results.METRICS_FILE, **where))["idx"]
+    assert [e.idx for e in examples] == sorted(analysed)[: results.N_EXAMPLES]
+    assert [(c.role, c.model) for c in examples[0].completions] == [
+        ("base", "toy-sft"),
+        ("tuned", "toy-grpo"),
+    ]
+
+
+def test_long_completions_are_cut_and_say_how_much_is_left_out():
+    row = generation_row(3, "toy-sft", 0)
+    completion = results.completion_of(row, "base", "toy-sft", max_chars=20)
+    assert completion.text == row["completion"][:20]
+    assert completion.omitted_chars == len(row["completion"]) - 20
+    assert completion.n_tokens == len(row["completion_token_ids"])
+
+
+def test_headline_alpha_must_be_configured(study_root):
+    root, config = study_root
+    study = load_study(Layout(root), config)
+    assert report.headline_alpha_of(study, None) == 0.5
+    with pytest.raises(ValueError, match="not one of eap.alphas"):
+        report.headline_alpha_of(study, 0.3)
+    assert "longest answer window" in report.alpha_choice(0.5, [0.1, 0.5])
+    assert "as chosen for this run" in report.alpha_choice(0.1, [0.1, 0.5])
+
+
+# ---------------------------------------------------------------- the rendered report
+
+
+def test_report_is_one_file_with_every_figure_embedded(html, study_root):
+    root, config = study_root
+    n_figures = sum(len(Layout(root).pair_figures(p, config["datasets"])) for p in config["pairs"])
+    n_figures += len(Layout(root).training_figures(config))
+    images = re.findall(r'<img src="([^"]*)"', html)
+    assert len(images) == n_figures
+    assert all(src.startswith("data:image/png;base64,") for src in images)
+    assert not re.search(r'(src|href)="(?!data:|#)', html)  # nothing outside the file
+
+
+def test_report_has_the_sections_and_every_toc_link_resolves(html):
+    ids = set(re.findall(r'<section id="([^"]+)"', html))
+    links = set(re.findall(r'<a href="#([^"]+)"', html))
+    assert links == ids
+    for section in (
+        "headline",
+        "pairs",
+        "metrics",
+        "accuracy",
+        "examples",
+        "training",
+        "methods",
+        "provenance",
+    ):
+        assert section in ids
+    assert 'id="headline-table"' in html
+    assert "toy-grpo (GRPO)" in html and "toy-dpo (DPO)" in html
+
+
+def test_model_output_is_escaped_text(html):
+    assert TITLE_SCRIPT not in html
+    assert "&lt;script&gt;document.title = &#39;pwned&#39;&lt;/script&gt;" in html
+    assert "<b>bold?</b>" not in html and "&lt;b&gt;bold?&lt;/b&gt;" in html
+    assert "&lt;apples&gt; &amp; " in html  # the question too
+    assert len(re.findall(r"<script", html)) == 0
+
+
+def test_nan_is_never_shown_as_nan(html):
+    assert not re.search(r">\s*nan\s*<|\bNaN\b|>None<", html)
+
+
+def test_report_states_its_alpha_choice_and_provenance(html):
+    assert "The main table uses α = 0.5" in html
+    assert "abc123def456" in html
+    assert "0123456789abcdef0123456789abcdef01234567 (with uncommitted changes)" in html
+    assert "git checkout 0123456789abcdef0123456789abcdef01234567" in html
+    assert "snakemake --cores 2 --configfile &#39;my config.yaml&#39;" in html
+
+
+# ---------------------------------------------------------------- provenance
+
+
+def test_reproduce_command_is_quoted_and_relative_to_the_project(tmp_path):
+    command = reproduce_command(
+        cores=4,
+        configfiles=[ROOT / "config" / "config.yaml", tmp_path / "my config.yaml"],
+        config_args=["eap={'alphas': [0.1]}"],
+        project_dir=ROOT,
+    )
+    assert command == (
+        f"snakemake --cores 4 --configfile config/config.yaml '{tmp_path}/my config.yaml' "
+        "--config 'eap={'\"'\"'alphas'\"'\"': [0.1]}'"
+    )
+    assert reproduce_command(cores=None) == "snakemake --cores all"
+
+
+def git(repo: Path, *args: str) -> None:
+    subprocess.run(
+        ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.org", *args],
+        check=True,
+        capture_output=True,
+    )
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git not installed")
+def test_git_state_of_the_project_checkout_only(tmp_path):
+    assert git_state(tmp_path) == GitState(None, None)
+    git(tmp_path, "init", "-q")
+    assert git_state(tmp_path) == GitState(None, None)  # no commit yet
+    (tmp_path / "Snakefile").write_text("rule all:\n")
+    git(tmp_path, "add", "Snakefile")
+    git(tmp_path, "commit", "-q", "-m", "first")
+    state = git_state(tmp_path)
+    assert re.fullmatch(r"[0-9a-f]{40}", state.commit) and state.dirty is False
+    (tmp_path / "Snakefile").write_text("rule all:\n    input: []\n")
+    assert git_state(tmp_path).dirty is True
+    (tmp_path / "copy").mkdir()
+    assert git_state(tmp_path / "copy") == GitState(None, None)  # not the repo's top level
+
+
+def test_provenance_records_versions_hash_and_date(tmp_path):
+    config = synthetic_config()
+    now = datetime(2025, 6, 1, 12, 0, tzinfo=timezone.utc)
+    provenance = collect_provenance(
+        config, command="snakemake --cores 1", project_dir=tmp_path, now=now
+    )
+    assert provenance.config_hash == config_hash(config)
+    assert provenance.run_date == "2025-06-01T12:00:00+00:00"
+    assert provenance.packages["numpy"] == np.__version__
+    assert set(provenance.packages) == set(PACKAGES)
+    assert package_versions(["no-such-package-circuitry"]) == {"no-such-package-circuitry": None}

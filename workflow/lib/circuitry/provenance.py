@@ -1,0 +1,148 @@
+"""Provenance of a run: what produced the report, and the command that produces it again.
+
+The report shows the config hash, the versions of the packages that did the work, the
+git commit of the project checkout (and whether it had uncommitted changes), the run
+date and the exact `snakemake` command line.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shlex
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+from circuitry.config import config_hash
+
+PACKAGES = (
+    "torch",
+    "transformers",
+    "trl",
+    "datasets",
+    "math-verify",
+    "snakemake",
+    "numpy",
+    "scipy",
+    "pandas",
+    "seaborn",
+    "circuitry",
+)
+GIT_TIMEOUT_S = 10
+
+
+@dataclass(frozen=True)
+class GitState:
+    """The checkout the workflow ran from: its commit, and whether tracked files differed."""
+
+    commit: str | None
+    dirty: bool | None
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Everything the report's provenance section shows."""
+
+    config_hash: str
+    packages: dict[str, str | None]
+    git: GitState
+    run_date: str
+    command: str
+    python: str = field(default_factory=platform.python_version)
+    platform: str = field(default_factory=platform.platform)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def package_versions(packages: Sequence[str] = PACKAGES) -> dict[str, str | None]:
+    """Installed version of each package; None for one that is not installed."""
+    versions: dict[str, str | None] = {}
+    for name in packages:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def _git(project_dir: Path, *args: str) -> str | None:
+    """Output of a git command in `project_dir`; None if git is missing or the command fails."""
+    try:
+        result = subprocess.run(
+            ["git", "-C", str(project_dir), *args],
+            capture_output=True,
+            text=True,
+            timeout=GIT_TIMEOUT_S,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def git_state(project_dir: str | os.PathLike) -> GitState:
+    """Commit and dirtiness of the project checkout; `(None, None)` if it is not a git repo.
+
+    Only a repository whose top level *is* `project_dir` counts: a project copied into
+    some other repository must not report that repository's commit.
+    """
+    project = Path(project_dir).resolve()
+    top = _git(project, "rev-parse", "--show-toplevel")
+    if top is None or Path(top).resolve() != project:
+        return GitState(None, None)
+    commit = _git(project, "rev-parse", "HEAD")
+    if commit is None:  # a repository without any commit yet
+        return GitState(None, None)
+    status = _git(project, "status", "--porcelain", "--untracked-files=no")
+    return GitState(commit, None if status is None else bool(status))
+
+
+def _relative_to(path: str | os.PathLike, project_dir: Path) -> str:
+    """`path` relative to the project when it lies inside it (portable), else as given."""
+    resolved = Path(path).resolve()
+    if resolved.is_relative_to(project_dir):
+        return str(resolved.relative_to(project_dir))
+    return str(path)
+
+
+def reproduce_command(
+    *,
+    cores: int | str | None,
+    configfiles: Sequence[str | os.PathLike] = (),
+    config_args: Sequence[str] = (),
+    project_dir: str | os.PathLike = ".",
+) -> str:
+    """The `snakemake` command line of a run, from the arguments the run was started with.
+
+    `configfiles` are the `--configfile` arguments (none: the embedded toy default),
+    `config_args` the `--config key=value` arguments; both are shell-quoted.
+    """
+    project = Path(project_dir).resolve()
+    args = ["snakemake", "--cores", str(cores if cores is not None else "all")]
+    if configfiles:
+        args += ["--configfile", *(_relative_to(f, project) for f in configfiles)]
+    if config_args:
+        args += ["--config", *config_args]
+    return shlex.join(args)
+
+
+def collect_provenance(
+    config: Mapping,
+    *,
+    command: str,
+    project_dir: str | os.PathLike,
+    now: datetime | None = None,
+) -> Provenance:
+    """The provenance of a run of `config` from the checkout at `project_dir`."""
+    moment = now or datetime.now(timezone.utc)
+    return Provenance(
+        config_hash=config_hash(dict(config)),
+        packages=package_versions(),
+        git=git_state(project_dir),
+        run_date=moment.isoformat(timespec="seconds"),
+        command=command,
+    )

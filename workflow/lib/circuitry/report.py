@@ -1,0 +1,1105 @@
+"""The HTML report: gathers the study's outputs, builds tables and sections, renders one file.
+
+Three layers, each usable on its own:
+
+1. *Inputs* (`circuitry.results`): `Layout` knows where every stage writes; `load_study`
+   reads those files into a `Study`.
+2. *Builders.* Small functions turn results into report blocks (`Table`, `Figure`,
+   `Text`, `Code`, `Details`, `Examples`) grouped into `Section`s. They take data, not
+   paths, so tests feed them known numbers.
+3. *Rendering.* `render_report` fills the jinja2 template (autoescape on: completions
+   and questions are untrusted text) with the sections; figures are embedded as base64
+   `data:` URIs, so `report.html` is one self-contained file.
+
+Optional sections (training curves now, others later) are just more `Section`s: pass
+them as `extra_sections` to `build_sections`; the template renders any block list.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import ClassVar
+
+import jinja2
+import numpy as np
+import pandas as pd
+from markupsafe import Markup
+
+from circuitry.config import enabled_pairs, models_in_use
+from circuitry.eap import cut_length
+from circuitry.io import write_text
+from circuitry.metrics import METRICS, ROLES, metric_definitions
+from circuitry.provenance import Provenance
+from circuitry.results import (
+    EXAMPLE_CHARS,
+    N_EXAMPLES,
+    Example,
+    Study,
+    edge_change_figure_name,
+    pair_label,
+    require,
+)
+from circuitry.stats import N_RESAMPLES, SEED
+
+DEFAULT_TEMPLATE = Path(__file__).resolve().parents[2] / "report" / "report.html.j2"
+HEADLINE_METRICS = tuple(name for name, spec in METRICS.items() if spec.headline)
+SIGNIFICANCE_LEVEL = 0.05
+SIGNIFICANCE_MARKS = ((0.001, "***"), (0.01, "**"), (0.05, "*"))
+MISSING = "–"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+# ---------------------------------------------------------------- layout and inputs
+
+# ---------------------------------------------------------------- blocks
+
+
+@dataclass
+class Cell:
+    """A table cell: text (escaped), optional CSS class and tooltip; `parts` for mixed colours."""
+
+    text: str = ""
+    css: str = ""
+    title: str = ""
+    parts: tuple[tuple[str, str], ...] = ()  # (text, css) spans shown instead of `text`
+
+
+@dataclass
+class Row:
+    cells: list[Cell]
+    group: str | None = None  # a group header row is shown when this changes
+
+
+@dataclass
+class Table:
+    kind: ClassVar[str] = "table"
+    columns: list[str]
+    rows: list[Row]
+    caption: str = ""
+    notes: list[str | Markup] = field(default_factory=list)
+    id: str = ""
+    css: str = ""
+
+
+@dataclass
+class Figure:
+    kind: ClassVar[str] = "figure"
+    src: str  # data: URI
+    caption: str
+    alt: str
+
+
+@dataclass
+class Text:
+    kind: ClassVar[str] = "text"
+    paragraphs: list[str | Markup]
+
+
+@dataclass
+class Code:
+    kind: ClassVar[str] = "code"
+    text: str
+    caption: str = ""
+
+
+@dataclass
+class Details:
+    """A collapsible group of blocks (closed unless `open`)."""
+
+    kind: ClassVar[str] = "details"
+    summary: str
+    blocks: list
+    open: bool = False
+
+
+@dataclass
+class Examples:
+    kind: ClassVar[str] = "examples"
+    examples: list[Example]
+
+
+@dataclass
+class Section:
+    """A titled part of the report; its subsections appear nested in the table of contents."""
+
+    id: str
+    title: str
+    blocks: list = field(default_factory=list)
+    subsections: list[Section] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------- formatting
+
+
+def is_missing(value) -> bool:
+    return value is None or (isinstance(value, float | np.floating) and math.isnan(value))
+
+
+def format_number(value, digits: int = 3) -> str:
+    """`digits` significant digits, thousands separated; very small values in e-notation."""
+    if is_missing(value):
+        return MISSING
+    if isinstance(value, int | np.integer) and not isinstance(value, bool):
+        return f"{int(value):,}"
+    value = float(value)
+    if value == 0:
+        return "0"
+    if abs(value) < 1e-3:
+        return f"{value:.{digits - 1}e}"
+    rounded = float(f"{value:.{digits}g}")
+    decimals = max(0, digits - 1 - math.floor(math.log10(abs(rounded))))
+    return f"{rounded:,.{decimals}f}"
+
+
+def format_percent(value, digits: int = 3) -> str:
+    """A signed percentage with `digits` significant digits: `+12.3%`."""
+    if is_missing(value):
+        return MISSING
+    sign = "+" if value > 0 else ""
+    return f"{sign}{format_number(value, digits)}%"
+
+
+def format_alpha(alpha) -> str:
+    return f"α = {alpha}"
+
+
+def significance_mark(q) -> str:
+    """`***` q < 0.001, `**` q < 0.01, `*` q < 0.05, else nothing (also for a missing q)."""
+    if is_missing(q):
+        return ""
+    return next((mark for level, mark in SIGNIFICANCE_MARKS if q < level), "")
+
+
+def arrow(change) -> str:
+    if is_missing(change):
+        return MISSING
+    return "↑" if change > 0 else "↓" if change < 0 else "→"
+
+
+SIGNIFICANCE_LEGEND = (
+    "Significance from Benjamini–Hochberg q-values over the whole tests table: "
+    "* q < 0.05, ** q < 0.01, *** q < 0.001."
+)
+COLOUR_LEGEND = Markup(
+    'Colour: <span class="expected sig">as the paper expects, q &lt; 0.05</span> '
+    '<span class="expected ns">as expected, not significant</span> '
+    '<span class="opposite sig">against the expectation, q &lt; 0.05</span> '
+    '<span class="opposite ns">against, not significant</span> '
+    '<span class="na">no change, or not tested</span>'
+)
+EXPECTATION_NOTE = "Expected after RL (the paper): intensity ↑, entropy ↑, kurtosis ↓, diversity ↑."
+
+
+# ---------------------------------------------------------------- table builders
+
+
+def tests_index(tests: pd.DataFrame) -> dict[tuple[str, str, float, str], dict]:
+    """Rows of the tests table keyed by (pair, dataset, alpha, metric)."""
+    return {
+        (row["pair"], row["dataset"], float(row["alpha"]), row["metric"]): row
+        for row in tests.to_dict("records")
+    }
+
+
+def verdict(row: Mapping | None) -> str:
+    """`expected`/`opposite` (significant, q < 0.05, that way), `ns`, or `na` (no change)."""
+    if row is None or is_missing(row["change"]) or row["as_expected"] is None:
+        return "na"
+    if is_missing(row["q"]) or row["q"] >= SIGNIFICANCE_LEVEL:
+        return "ns"
+    return "expected" if row["as_expected"] else "opposite"
+
+
+def cell_css(row: Mapping | None) -> str:
+    """CSS classes: direction relative to the expectation, and significance."""
+    if row is None or row["as_expected"] is None or is_missing(row["change"]):
+        return "na"
+    direction = "expected" if row["as_expected"] else "opposite"
+    significant = not is_missing(row["q"]) and row["q"] < SIGNIFICANCE_LEVEL
+    return f"{direction} {'sig' if significant else 'ns'}"
+
+
+def change_text(row: Mapping) -> str:
+    """Arrow, percent change (absolute change when no percent exists) and significance marks."""
+    amount = row["change_pct"]
+    shown = format_percent(amount) if not is_missing(amount) else format_number(row["change"])
+    return f"{arrow(row['change'])} {shown}{significance_mark(row['q'])}".strip()
+
+
+def change_tooltip(row: Mapping) -> str:
+    parts = [
+        f"base {format_number(row['base'])}, tuned {format_number(row['tuned'])}",
+        f"change {format_number(row['change'])} "
+        f"[95% CI {format_number(row['ci_low'])}, {format_number(row['ci_high'])}]",
+        f"{row['test']}: p = {format_number(row['p'])}, q = {format_number(row['q'])}, "
+        f"n = {format_number(row['n'])}",
+    ]
+    if isinstance(row.get("note"), str) and row["note"]:
+        parts.append(row["note"])
+    return "; ".join(parts)
+
+
+def change_cell(row: Mapping | None) -> Cell:
+    if row is None:
+        return Cell(MISSING, "na", "no result for this condition")
+    return Cell(change_text(row), cell_css(row), change_tooltip(row))
+
+
+def metric_label(metric: str) -> str:
+    spec = METRICS[metric]
+    expected = "↑" if spec.expected > 0 else "↓"
+    return f"{spec.quantity} ({spec.variant}; expected {expected})"
+
+
+def headline_table(
+    tests: pd.DataFrame,
+    pairs: Mapping[str, str],
+    datasets: Sequence[str],
+    alpha: float,
+    *,
+    table_id: str = "headline-table",
+) -> Table:
+    """The paper's Table 1 layout at one alpha: dataset x headline metric rows, pair columns."""
+    index = tests_index(tests)
+    rows = [
+        Row(
+            [Cell(metric_label(metric))]
+            + [change_cell(index.get((pair, dataset, float(alpha), metric))) for pair in pairs],
+            group=dataset,
+        )
+        for dataset in datasets
+        for metric in HEADLINE_METRICS
+    ]
+    return Table(
+        columns=["metric", *(pair_label(p, m) for p, m in pairs.items())],
+        rows=rows,
+        caption=f"Change from base to tuned at {format_alpha(alpha)}, in percent of the base value",
+        notes=[
+            SIGNIFICANCE_LEGEND,
+            COLOUR_LEGEND,
+            EXPECTATION_NOTE,
+            "Hover a cell for the values, CI, p and q.",
+        ],
+        id=table_id,
+        css="headline",
+    )
+
+
+def alpha_sweep_cell(index: Mapping, pair: str, dataset: str, metric: str, alphas) -> Cell:
+    rows = [index.get((pair, dataset, float(alpha), metric)) for alpha in alphas]
+    parts = tuple(((change_text(row) if row else MISSING), cell_css(row)) for row in rows)
+    counts = [verdict(row) for row in rows]
+    title = (
+        f"{counts.count('expected')} of {len(alphas)} alphas significant as expected, "
+        f"{counts.count('opposite')} significant against"
+    )
+    return Cell(parts=parts, title=title)
+
+
+def alpha_sweep_table(
+    tests: pd.DataFrame, pairs: Mapping[str, str], datasets: Sequence[str], alphas: Sequence
+) -> Table:
+    """Every headline result at every alpha in one cell: is the conclusion stable in alpha?"""
+    index = tests_index(tests)
+    rows = [
+        Row(
+            [Cell(metric_label(metric))]
+            + [alpha_sweep_cell(index, pair, dataset, metric, alphas) for pair in pairs],
+            group=dataset,
+        )
+        for dataset in datasets
+        for metric in HEADLINE_METRICS
+    ]
+    return Table(
+        columns=["metric", *(pair_label(p, m) for p, m in pairs.items())],
+        rows=rows,
+        caption="Headline changes at every alpha, left to right "
+        + " | ".join(format_alpha(a) for a in alphas),
+        notes=[SIGNIFICANCE_LEGEND, COLOUR_LEGEND, EXPECTATION_NOTE],
+        id="alpha-sweep-table",
+        css="headline sweep",
+    )
+
+
+def verdict_counts(rows: Sequence[Mapping]) -> dict[str, int]:
+    verdicts = [verdict(row) for row in rows]
+    return {v: verdicts.count(v) for v in ("expected", "opposite", "ns", "na")}
+
+
+def variant_agreement(tests: pd.DataFrame) -> pd.DataFrame:
+    """One record per row of the tests table: pair, metric, its verdict, and whether that
+    equals the verdict of the headline metric of the same quantity in the same
+    pair x dataset x alpha condition.
+    """
+    headline_of = {spec.quantity: name for name, spec in METRICS.items() if spec.headline}
+    index = tests_index(tests)
+    records = []
+    for (pair, dataset, alpha, metric), row in index.items():
+        headline = index.get((pair, dataset, alpha, headline_of[METRICS[metric].quantity]))
+        records.append(
+            {
+                "pair": pair,
+                "metric": metric,
+                "verdict": verdict(row),
+                "agrees": headline is not None and verdict(headline) == verdict(row),
+            }
+        )
+    return pd.DataFrame(records, columns=["pair", "metric", "verdict", "agrees"])
+
+
+def variant_cell(group: pd.DataFrame, headline: bool) -> Cell:
+    if group.empty:
+        return Cell(MISSING, "na")
+    n = len(group)
+    expected = int((group["verdict"] == "expected").sum())
+    opposite = int((group["verdict"] == "opposite").sum())
+    text = f"✓{expected} ✗{opposite} of {n}"
+    if not headline:
+        text += f" · agrees {int(group['agrees'].sum())}/{n}"
+    css = "expected sig" if expected > opposite else "opposite sig" if opposite > expected else ""
+    return Cell(text, css)
+
+
+def variant_table(tests: pd.DataFrame, pairs: Mapping[str, str]) -> Table:
+    """Every metric (headline and variants, grouped by quantity) summarised per pair."""
+    agreement = variant_agreement(tests)
+    by_quantity: dict[str, list[str]] = {}
+    for name, spec in METRICS.items():
+        by_quantity.setdefault(spec.quantity, []).append(name)
+    rows = []
+    for quantity, names in by_quantity.items():
+        for name in sorted(names, key=lambda n: not METRICS[n].headline):
+            spec = METRICS[name]
+            label = f"{name}: {spec.variant}" + (" (headline)" if spec.headline else "")
+            cells = [
+                variant_cell(
+                    agreement[(agreement["pair"] == pair) & (agreement["metric"] == name)],
+                    spec.headline,
+                )
+                for pair in pairs
+            ]
+            rows.append(Row([Cell(label), *cells], group=quantity))
+    return Table(
+        columns=["metric", *(pair_label(p, m) for p, m in pairs.items())],
+        rows=rows,
+        caption="Headline and variant metrics over all datasets x alphas",
+        notes=[
+            "✓ k: conditions (dataset x alpha) with a change the way the paper expects and "
+            "q < 0.05; ✗ k: significant against the expectation; of N: conditions. "
+            "agrees: conditions where the variant reaches the same verdict (✓, ✗ or not "
+            "significant) as the headline metric of the same quantity.",
+        ],
+        id="variant-table",
+    )
+
+
+def variant_conclusion(tests: pd.DataFrame) -> list[str]:
+    """One sentence per quantity with variants: how often variants agree with the headline."""
+    agreement = variant_agreement(tests)
+    sentences = []
+    for name, spec in METRICS.items():
+        if not spec.headline:
+            continue
+        variants = [v for v, s in METRICS.items() if s.quantity == spec.quantity and not s.headline]
+        rows = agreement[agreement["metric"].isin(variants)]
+        if rows.empty:
+            continue
+        sentences.append(
+            f"{spec.quantity}: the variants ({', '.join(variants)}) reach the same verdict "
+            f"(significant as expected, significant against, or not significant) as the "
+            f"headline metric ({name}) in {int(rows['agrees'].sum())} of {len(rows)} "
+            "comparisons (each variant in each pair x dataset x alpha condition)."
+        )
+    return sentences
+
+
+ALL_TESTS_COLUMNS = (
+    ("pair", "pair"),
+    ("dataset", "dataset"),
+    ("alpha", "α"),
+    ("metric", "metric"),
+    ("n", "n"),
+    ("base", "base"),
+    ("tuned", "tuned"),
+    ("change_pct", "change"),
+    ("ci_pct_low", "95% CI low"),
+    ("ci_pct_high", "95% CI high"),
+    ("p", "p"),
+    ("q", "q"),
+    ("effect_size", "effect size"),
+    ("expected", "expected"),
+    ("note", "note"),
+)
+
+
+def all_tests_cell(row: Mapping, column: str) -> Cell:
+    value = row[column]
+    if column == "change_pct":
+        return Cell(change_text(row), cell_css(row))
+    if column in ("ci_pct_low", "ci_pct_high"):
+        return Cell(format_percent(value))
+    if column in ("pair", "dataset", "alpha", "metric", "expected"):
+        return Cell(str(value))
+    if column == "note":
+        return Cell(value if isinstance(value, str) else "")
+    return Cell(format_number(value))
+
+
+def all_tests_table(tests: pd.DataFrame) -> Table:
+    """The whole tests table, one row per pair x dataset x alpha x metric."""
+    rows = [
+        Row([all_tests_cell(row, column) for column, _ in ALL_TESTS_COLUMNS])
+        for row in tests.to_dict("records")
+    ]
+    return Table(
+        columns=[label for _, label in ALL_TESTS_COLUMNS],
+        rows=rows,
+        caption="All paired tests (results/stats/tests.csv)",
+        notes=[
+            "change and CI in percent of the base value; effect size: matched-pairs "
+            "rank-biserial correlation (per-sample metrics only).",
+            SIGNIFICANCE_LEGEND,
+        ],
+        id="all-tests",
+        css="compact",
+    )
+
+
+def definitions_table() -> Table:
+    """The metric definitions of `circuitry.metrics.metric_definitions()`."""
+    definitions = metric_definitions()
+    rows = [
+        Row(
+            [
+                Cell(d["name"]),
+                Cell(d["quantity"]),
+                Cell(d["variant"]),
+                Cell(d["kind"]),
+                Cell("headline" if d["headline"] else "variant"),
+                Cell("↑" if d["expected"] > 0 else "↓"),
+                Cell(d["definition"]),
+            ]
+        )
+        for d in definitions.to_dict("records")
+    ]
+    return Table(
+        columns=["metric", "quantity", "variant", "kind", "role", "expected", "definition"],
+        rows=rows,
+        caption="Metric definitions (w: a sample's EAP scores on the real edges)",
+        id="definitions",
+    )
+
+
+def funnel_table(summaries: Mapping[str, dict], alphas: Sequence) -> Table:
+    """The pairing funnel per dataset: how many problems each filter removed, and the windows."""
+    reasons: list[str] = []
+    for summary in summaries.values():
+        reasons += [f["reason"] for f in summary["filters"] if f["reason"] not in reasons]
+    rows = []
+    for dataset, summary in summaries.items():
+        removed = {f["reason"]: f["removed"] for f in summary["filters"]}
+        reference = Fraction(summary["reference_length_fraction"])
+        analysed = Cell(
+            format_number(summary["n_selected"]),
+            "warn" if summary.get("too_few") else "",
+            "fewer problems than filter.num_samples" if summary.get("too_few") else "",
+        )
+        rows.append(
+            Row(
+                [
+                    Cell(dataset),
+                    Cell(format_number(summary["n_joined"])),
+                    *(Cell(format_number(summary["n_correct"][role])) for role in ROLES),
+                    *(Cell(format_number(removed.get(reason))) for reason in reasons),
+                    analysed,
+                    Cell(format_number(float(reference))),
+                    Cell(" / ".join(str(cut_length(a, reference)) for a in alphas)),
+                ]
+            )
+        )
+    return Table(
+        columns=[
+            "dataset",
+            "problems (joined)",
+            "base correct",
+            "tuned correct",
+            *(f"− {reason}" for reason in reasons),
+            "analysed",
+            "T (tokens)",
+            "window tokens at " + " / ".join(format_alpha(a) for a in alphas),
+        ],
+        rows=rows,
+        caption="Sample filtering: problems removed by each step, in order",
+        notes=[
+            "T: reference answer length, the smaller of the two models' mean answer lengths "
+            "over the problems both answered correctly; window: the answer tokens EAP "
+            "scores, max(1, ⌊α·T⌋)."
+        ],
+    )
+
+
+def accuracy_table(
+    provenance: Mapping[tuple[str, str], dict], models: Sequence[str], datasets: Sequence[str]
+) -> Table:
+    """Each model's accuracy (graded with math-verify) on each dataset."""
+    rows = []
+    for model in models:
+        cells = [Cell(model)]
+        for dataset in datasets:
+            record = provenance[model, dataset]
+            cells.append(
+                Cell(
+                    format_percent_plain(100 * record["accuracy"]),
+                    title=f"n = {record['n']}, {record.get('dtype', '?')} on "
+                    f"{record.get('device', '?')}",
+                )
+            )
+        rows.append(Row(cells))
+    return Table(
+        columns=["model", *datasets],
+        rows=rows,
+        caption="Accuracy of greedy answers (all problems of each dataset)",
+        id="accuracy",
+    )
+
+
+def format_percent_plain(value) -> str:
+    return MISSING if is_missing(value) else f"{format_number(value)}%"
+
+
+# ---------------------------------------------------------------- methods and provenance
+
+
+def model_source(spec: Mapping) -> str:
+    if spec.get("train"):
+        train = spec["train"]
+        start = f"from {train['init']}" if train.get("init") else "from scratch"
+        return (
+            f"trained by the workflow: {train['method'].upper()} {start} on "
+            f"{', '.join(train['data'])} ({train['steps']} steps, seed {train['seed']})"
+        )
+    if spec.get("hub_id"):
+        return f"hub {spec['hub_id']} @ {spec.get('revision', 'main')}"
+    return f"local checkpoint {spec.get('path')}"
+
+
+def models_table(config: Mapping, provenance: Mapping[tuple[str, str], dict]) -> Table:
+    """Models in use: where they come from, the revision that ran, template, token limit."""
+    datasets = list(config["datasets"])
+    rows = []
+    for model in models_in_use(config):
+        spec = config["models"][model]
+        record = provenance.get((model, datasets[0]), {})
+        rows.append(
+            Row(
+                [
+                    Cell(model),
+                    Cell(model_source(spec)),
+                    Cell(str(record.get("source", MISSING))),
+                    Cell(str(record.get("revision") or MISSING)),
+                    Cell(spec["template"]),
+                    Cell(format_number(spec["max_new_tokens"])),
+                    Cell(f"{record.get('dtype', MISSING)} / {record.get('device', MISSING)}"),
+                ]
+            )
+        )
+    return Table(
+        columns=[
+            "model",
+            "configured source",
+            "loaded from",
+            "revision used",
+            "template",
+            "max_new_tokens",
+            "dtype / device",
+        ],
+        rows=rows,
+        caption="Models",
+        id="models",
+    )
+
+
+def pairs_table(config: Mapping) -> Table:
+    rows = [
+        Row(
+            [
+                Cell(pair),
+                Cell(config["pairs"][pair]["method"]),
+                Cell(config["pairs"][pair]["base"]),
+                Cell(config["pairs"][pair]["tuned"]),
+            ]
+        )
+        for pair in enabled_pairs(config)
+    ]
+    return Table(["pair", "method", "base", "tuned"], rows, caption="Model pairs")
+
+
+def templates_table(config: Mapping) -> Table:
+    used = {config["models"][m]["template"] for m in models_in_use(config)}
+    rows = [
+        Row(
+            [
+                Cell(name),
+                Cell(template["format"]),
+                Cell(template.get("system") or MISSING),
+                Cell(template.get("user") or MISSING),
+                Cell(", ".join(repr(s) for s in template.get("stop", [])) or MISSING),
+            ]
+        )
+        for name, template in config.get("templates", {}).items()
+        if name in used
+    ]
+    return Table(
+        ["template", "format", "system", "user", "stop strings"],
+        rows,
+        caption="Prompt templates ({question} is replaced by the problem)",
+        css="code-cells",
+    )
+
+
+def dataset_source(provenance: Mapping) -> str:
+    """Where a dataset's rows came from, in words (and how many were read, if limited)."""
+    described = describe_source(provenance)
+    limit = provenance.get("limit")
+    return f"{described}, first {limit} rows" if limit else described
+
+
+def describe_source(provenance: Mapping) -> str:
+    source = provenance.get("source")
+    if source == "hub":
+        config = provenance.get("hub_config")
+        configs = ", ".join(config) if isinstance(config, list) else config
+        return (
+            f"hub {provenance.get('hub_id')} ({configs or 'default'}, split "
+            f"{provenance.get('split')}) @ {provenance.get('revision')}"
+        )
+    if source == "url":
+        return f"{provenance.get('url')} (sha256 {provenance.get('sha256')})"
+    if source == "jsonl":
+        return f"local file {provenance.get('path')}"
+    if source == "toy":
+        settings = ", ".join(f"{k} {v}" for k, v in sorted(provenance.get("toy", {}).items()))
+        return f"toy generator ({settings})"
+    return str(source)
+
+
+def datasets_table(summaries: Mapping[str, dict]) -> Table:
+    rows = []
+    for dataset, summary in summaries.items():
+        provenance = summary.get("provenance", {})
+        dropped = summary.get("dropped") or {}
+        rows.append(
+            Row(
+                [
+                    Cell(dataset),
+                    Cell(dataset_source(provenance)),
+                    Cell(format_number(summary.get("n_raw"))),
+                    Cell(", ".join(f"{k}: {v}" for k, v in dropped.items()) or "none"),
+                    Cell(format_number(summary.get("n_kept"))),
+                    Cell(summary.get("sha256", MISSING), css="hash"),
+                ]
+            )
+        )
+    return Table(
+        ["dataset", "source", "rows read", "dropped", "kept", "sha256 of the normalised rows"],
+        rows,
+        caption="Datasets",
+        id="datasets",
+    )
+
+
+def stats_settings(config: Mapping) -> dict:
+    return {"n_resamples": N_RESAMPLES, "seed": SEED, **config.get("stats", {})}
+
+
+def methods_paragraphs(config: Mapping, n_tests: int) -> list[Markup]:
+    """The methods text, generated from the config (values escaped)."""
+    filters = config["filter"]
+    stats = stats_settings(config)
+    alphas = ", ".join(str(a) for a in config["eap"]["alphas"])
+    return [
+        Markup(
+            "Every model answers every problem greedily with its prompt template and its own "
+            "<code>max_new_tokens</code> (tables below), in batches of {batch}; a completion "
+            "ends at an EOS token, a stop string or the token limit. Answers are graded with "
+            "<code>math-verify</code> (<code>parse</code> + <code>verify</code>) against the "
+            "normalised gold answer."
+        ).format(batch=config.get("generation", {}).get("batch_size", MISSING)),
+        Markup(
+            "For each pair and dataset the two models' answers are joined by problem id and "
+            "the problems both answered correctly are kept. With T the smaller of the two "
+            "models' mean answer lengths (tokens) over those problems, a problem is dropped "
+            "when its prompt has a different number of tokens for the two models, when the "
+            "mean of its two answer lengths lies outside [{small}·T, {big}·T], or when its two "
+            "answer lengths differ by more than {balance} of their mean. Then {n} problems are "
+            "sampled with seed {seed} (all of them when fewer are left)."
+        ).format(
+            small=filters["small_coeff"],
+            big=filters["big_coeff"],
+            balance=filters["balance_coeff"],
+            n=filters["num_samples"],
+            seed=filters["seed"],
+        ),
+        Markup(
+            "Edge Attribution Patching on the residual graph at block granularity: forward "
+            "nodes <code>input</code> (embedding), <code>a<i>l</i></code> (attention output) "
+            "and <code>m<i>l</i></code> (MLP output) of each layer <i>l</i>; backward nodes "
+            "<code>a<i>l</i>.q</code>, <code>a<i>l</i>.k</code>, <code>a<i>l</i>.v</code> "
+            "(each projection's own copy of the residual stream), <code>m<i>l</i></code> and "
+            "<code>logits</code>; an edge u → v exists when u is computed before v reads the "
+            "residual stream. For each answer fraction α in {{{alphas}}} a model reads the "
+            "prompt and the first max(1, ⌊α·T⌋) tokens of its own answer; the loss L is its "
+            "mean cross-entropy on those tokens, and edge u → v scores "
+            "−Σ O<sub>u</sub> · ∂L/∂in<sub>v</sub> over positions and hidden dimensions "
+            "(one forward and one backward pass per batch, accumulated in float32)."
+        ).format(alphas=alphas),
+        Markup(
+            "Statistics, with problems paired by id: per-sample metrics are compared with the "
+            "two-sided Wilcoxon signed-rank test, a paired BCa bootstrap 95% CI of the mean "
+            "change ({n_resamples} resamples) and the matched-pairs rank-biserial correlation "
+            "as effect size; pooled metrics (one value per model) with a two-sided paired "
+            "permutation test ({n_resamples} resamples) that swaps base and tuned within a "
+            "problem. q-values: Benjamini–Hochberg over all {n_tests} tests of the table. "
+            "Random seed {seed}."
+        ).format(n_resamples=stats["n_resamples"], n_tests=n_tests, seed=stats["seed"]),
+    ]
+
+
+def provenance_table(provenance: Provenance) -> Table:
+    git = provenance.git
+    if git.commit is None:
+        commit = "not a git checkout"
+    else:
+        commit = git.commit + (" (with uncommitted changes)" if git.dirty else "")
+    items = [
+        ("config hash", provenance.config_hash),
+        ("git commit", commit),
+        ("run date", provenance.run_date),
+        ("python", provenance.python),
+        ("platform", provenance.platform),
+    ]
+    items += [
+        (f"package {name}", version or "not installed")
+        for name, version in provenance.packages.items()
+    ]
+    return Table(
+        ["", "value"],
+        [Row([Cell(key), Cell(value)]) for key, value in items],
+        caption="Provenance",
+        id="provenance-table",
+    )
+
+
+def reproduce_text(provenance: Provenance) -> str:
+    """The shell lines that reproduce the run: the checkout, then the snakemake command."""
+    lines = []
+    if provenance.git.commit:
+        lines.append(f"git checkout {provenance.git.commit}")
+    lines.append(provenance.command)
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- figures and sections
+
+
+def data_uri(path: str | os.PathLike) -> str:
+    """A PNG file as a base64 `data:` URI; fails naming the file if it is missing or not a PNG."""
+    data = require(path).read_bytes()
+    if not data.startswith(PNG_SIGNATURE):
+        raise ValueError(f"{path}: not a PNG file")
+    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+
+
+def figure(path: str | os.PathLike, caption: str) -> Figure:
+    return Figure(src=data_uri(path), caption=caption, alt=caption)
+
+
+def pair_figure_captions(pair_text: str, datasets: Sequence[str]) -> dict[str, str]:
+    captions = {
+        "metrics_vs_alpha": (
+            f"{pair_text}: headline metrics against α, base and tuned. Per-sample metrics: "
+            "mean over the analysed problems with a 95% t-interval; diversity is one value "
+            "per model."
+        ),
+        "diversity": (
+            f"{pair_text}: cross-sample diversity (mean pairwise cosine distance of |w| "
+            "between problems) of base and tuned model, per dataset and α; labels give the "
+            "change (paper, Figure 3a)."
+        ),
+        "node_entropy": (
+            f"{pair_text}: entropy of each forward node's normalised outgoing |w|, mean over "
+            "problems (paper, Figure 3b)."
+        ),
+        "log_abs_w": (
+            f"{pair_text}: distribution of log10 |w| over the real edges of all analysed "
+            "problems, base and tuned; dashed lines: medians."
+        ),
+    }
+    for dataset in datasets:
+        captions[edge_change_figure_name(dataset)] = (
+            f"{pair_text} on {dataset}: relative change (tuned − base) / base of each edge's "
+            "mean |w|, rows forward nodes (writers), columns backward nodes (readers); blank: "
+            "no edge. Colours are clipped at the 98th percentile of |change| (paper, Figure 2)."
+        )
+    return captions
+
+
+def slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")
+
+
+def pair_section(study: Study, pair: str) -> Section:
+    """One pair: its models, the filtering funnel, and its figures."""
+    spec = study.config["pairs"][pair]
+    label = pair_label(pair, spec["method"])
+    summaries = {d: study.pair_summaries[pair, d] for d in study.datasets}
+    captions = pair_figure_captions(label, study.datasets)
+    figures = [figure(path, captions[name]) for name, path in study.pair_figures[pair].items()]
+    intro = Text(
+        [
+            Markup("Base <code>{base}</code> → tuned <code>{tuned}</code> ({method}).").format(
+                base=spec["base"], tuned=spec["tuned"], method=spec["method"]
+            )
+        ]
+    )
+    return Section(
+        f"pair-{slug(pair)}", label, [intro, funnel_table(summaries, study.alphas), *figures]
+    )
+
+
+def headline_alpha_of(study: Study, alpha: float | None) -> float:
+    """The alpha of the main table: `alpha` if given (must be configured), else the largest."""
+    if alpha is None:
+        return max(study.alphas)
+    if alpha not in study.alphas:
+        raise ValueError(f"headline alpha {alpha} is not one of eap.alphas {study.alphas}")
+    return alpha
+
+
+def overview_text(tests: pd.DataFrame, pairs: Mapping[str, str], alpha: float) -> list[str]:
+    """One sentence per pair: headline verdicts at the headline alpha."""
+    index = tests_index(tests)
+    sentences = []
+    for pair, method in pairs.items():
+        rows = [
+            row
+            for (p, _, a, metric), row in index.items()
+            if p == pair and a == float(alpha) and metric in HEADLINE_METRICS
+        ]
+        counts = verdict_counts(rows)
+        sentences.append(
+            f"{pair_label(pair, method)}: of {len(rows)} headline results at "
+            f"{format_alpha(alpha)}, {counts['expected']} change the way the paper expects "
+            f"with q < {SIGNIFICANCE_LEVEL}, {counts['opposite']} significantly the other way."
+        )
+    return sentences
+
+
+def alpha_choice(alpha: float, alphas: Sequence[float]) -> str:
+    """Why the main table shows `alpha`, and where the other alphas are."""
+    if alpha == max(alphas):
+        reason = (
+            f"The main table uses {format_alpha(alpha)}, the longest answer window of this run: "
+            "its EAP loss averages over the most answer tokens, so per-problem scores are the "
+            "least noisy and cover the most of each answer."
+        )
+    else:
+        reason = f"The main table uses {format_alpha(alpha)}, as chosen for this run."
+    return (
+        f"{reason} The same table at every other α follows, and the α-sweep table shows all "
+        "of them side by side, so a conclusion that holds at one α only is easy to spot."
+    )
+
+
+def headline_section(study: Study, alpha: float) -> Section:
+    others = [a for a in study.alphas if a != alpha]
+    blocks = [
+        Text([*overview_text(study.tests, study.pairs, alpha), alpha_choice(alpha, study.alphas)]),
+        headline_table(study.tests, study.pairs, study.datasets, alpha),
+        alpha_sweep_table(study.tests, study.pairs, study.datasets, study.alphas),
+    ]
+    blocks += [
+        Details(
+            f"Table at {format_alpha(other)}",
+            [
+                headline_table(
+                    study.tests,
+                    study.pairs,
+                    study.datasets,
+                    other,
+                    table_id=f"headline-table-alpha-{slug(str(other))}",
+                )
+            ],
+        )
+        for other in others
+    ]
+    return Section("headline", "Headline results", blocks)
+
+
+def metrics_section(study: Study) -> Section:
+    return Section(
+        "metrics",
+        "Metrics and variants",
+        [
+            Text(
+                [
+                    "Where the paper's definition is ambiguous, variants are computed "
+                    "alongside the headline metric; the table shows whether the conclusion "
+                    "depends on the variant.",
+                    *variant_conclusion(study.tests),
+                ]
+            ),
+            definitions_table(),
+            variant_table(study.tests, study.pairs),
+            Details("All tests", [all_tests_table(study.tests)]),
+        ],
+    )
+
+
+def examples_section(study: Study) -> Section:
+    subsections = [
+        Section(
+            f"examples-{slug(pair)}-{slug(dataset)}",
+            f"{pair_label(pair, method)} on {dataset}",
+            [Examples(study.examples[pair, dataset])],
+        )
+        for pair, method in study.pairs.items()
+        for dataset in study.datasets
+    ]
+    intro = Text(
+        [
+            f"The first {N_EXAMPLES} analysed problems (by id) of each pair and dataset, with "
+            f"both models' greedy answers (the first {EXAMPLE_CHARS:,} characters; model "
+            "output is shown as plain text)."
+        ]
+    )
+    return Section("examples", "Example completions", [intro], subsections)
+
+
+def accuracy_section(study: Study) -> Section:
+    return Section(
+        "accuracy",
+        "Model accuracy",
+        [accuracy_table(study.generation_provenance, study.models, study.datasets)],
+    )
+
+
+def training_section(study: Study) -> Section | None:
+    """Training curves of the models the workflow trained; None when it trained none."""
+    if not study.training_figures:
+        return None
+    blocks = [
+        Text(["Per-step training logs of the models this workflow trained itself."]),
+        *(
+            figure(path, f"{model}: {model_source(study.config['models'][model])}")
+            for model, path in study.training_figures.items()
+        ),
+    ]
+    return Section("training", "Training curves", blocks)
+
+
+def methods_section(study: Study) -> Section:
+    n_tests = int(study.tests["p"].notna().sum())
+    return Section(
+        "methods",
+        "Methods",
+        [
+            Text(methods_paragraphs(study.config, n_tests)),
+            pairs_table(study.config),
+            templates_table(study.config),
+        ],
+    )
+
+
+def provenance_section(study: Study, provenance: Provenance) -> Section:
+    """Config hash, code and package versions, model and dataset sources, the command."""
+    return Section(
+        "provenance",
+        "Provenance and reproduction",
+        [
+            provenance_table(provenance),
+            models_table(study.config, study.generation_provenance),
+            datasets_table(study.dataset_summaries),
+            Code(reproduce_text(provenance), caption="Reproduce this report"),
+        ],
+    )
+
+
+def build_sections(
+    study: Study,
+    provenance: Provenance,
+    *,
+    headline_alpha: float | None = None,
+    extra_sections: Sequence[Section] = (),
+) -> list[Section]:
+    """The report's sections in order; `extra_sections` go after the results, before methods."""
+    alpha = headline_alpha_of(study, headline_alpha)
+    sections = [
+        headline_section(study, alpha),
+        Section(
+            "pairs",
+            "Pairs",
+            [Text(["Per pair: the filtering funnel and the figures."])],
+            [pair_section(study, pair) for pair in study.pairs],
+        ),
+        metrics_section(study),
+        accuracy_section(study),
+        examples_section(study),
+        training_section(study),
+        *extra_sections,
+        methods_section(study),
+        provenance_section(study, provenance),
+    ]
+    return [section for section in sections if section is not None]
+
+
+# ---------------------------------------------------------------- rendering
+
+
+def render_report(
+    sections: Sequence[Section],
+    *,
+    title: str = "circuitry: how post-training changes LLM circuitry",
+    meta: Sequence[str] = (),
+    template: str | os.PathLike = DEFAULT_TEMPLATE,
+) -> str:
+    """The report as one HTML string (autoescaped; figures already embedded)."""
+    template = Path(template)
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(template.parent),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    return env.get_template(template.name).render(title=title, meta=meta, sections=sections)
+
+
+def report_meta(study: Study, provenance: Provenance) -> list[str]:
+    return [
+        f"{len(study.pairs)} pairs × {len(study.datasets)} datasets × {len(study.alphas)} α",
+        f"config {provenance.config_hash}",
+        f"run {provenance.run_date}",
+    ]
+
+
+def write_report(
+    path: str | os.PathLike,
+    study: Study,
+    provenance: Provenance,
+    *,
+    headline_alpha: float | None = None,
+    extra_sections: Sequence[Section] = (),
+    template: str | os.PathLike = DEFAULT_TEMPLATE,
+) -> None:
+    """Build, render and atomically write `report.html`."""
+    sections = build_sections(
+        study, provenance, headline_alpha=headline_alpha, extra_sections=extra_sections
+    )
+    html = render_report(sections, meta=report_meta(study, provenance), template=template)
+    write_text(path, html)

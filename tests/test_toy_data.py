@@ -67,8 +67,10 @@ def test_difficulty_grows_with_the_number_of_steps():
 
 
 def test_dataset_rows_follow_the_normalised_schema():
-    rows = toy.dataset_rows({"task": "mixed", "n_test": 20, "seed": 3, "max_operand": 99})
+    rows = toy.dataset_rows({"task": "mixed", "n": 20, "seed": 3, "max_operand": 99})
     assert [r["idx"] for r in rows] == list(range(20))
+    train = toy.dataset_rows({"task": "mixed", "split": "train", "n": 20, "seed": 3})
+    assert not {r["question"] for r in rows} & {r["question"] for r in train}
     assert set(rows[0]) == {"idx", "question", "answer", "solution", "meta"}
     assert rows[0]["meta"]["task"] == "mixed"
 

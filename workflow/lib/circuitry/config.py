@@ -16,6 +16,7 @@ class ConfigError(ValueError):
 
 
 MODEL_SOURCES = ("hub_id", "path", "train")
+TRAINED_MODEL_DIR = "resources/models/{model}"
 
 
 def describe_schema_error(error: Exception) -> str:
@@ -46,6 +47,41 @@ def models_in_use(config: dict) -> list[str]:
     return [m for m in config["models"] if m in used]
 
 
+def all_datasets(config: dict) -> dict:
+    """Evaluation benchmarks and training data: every dataset the data stage can build."""
+    return {**config["datasets"], **config.get("training_data", {})}
+
+
+def trained_models(config: dict) -> list[str]:
+    """Models the workflow trains itself."""
+    return [name for name, model in config["models"].items() if model.get("train")]
+
+
+def model_spec(config: dict, name: str) -> dict:
+    """A model's config entry, with `path` set to the build directory of a trained model."""
+    spec = dict(config["models"][name])
+    if spec.get("train"):
+        spec["path"] = TRAINED_MODEL_DIR.format(model=name)
+    return spec
+
+
+def _check_train(name: str, train: dict, config: dict) -> None:
+    key = f"models.{name}.train"
+    init = train.get("init")
+    if train["method"] == "sft" and init is not None:
+        raise ConfigError(f"{key}.init: sft trains from scratch; remove init")
+    if init is not None and init not in config["models"]:
+        raise ConfigError(f"{key}.init: unknown model {init!r}")
+    if init == name:
+        raise ConfigError(f"{key}.init: a model cannot start from itself")
+    for data in train["data"]:
+        if data not in config.get("training_data", {}):
+            raise ConfigError(
+                f"{key}.data: {data!r} is not an entry of training_data "
+                f"(known: {', '.join(config.get('training_data', {})) or 'none'})"
+            )
+
+
 def _check_model(name: str, model: dict, templates: dict, in_use: bool) -> None:
     key = f"models.{name}"
     given = [s for s in MODEL_SOURCES if model.get(s) is not None]
@@ -66,11 +102,12 @@ def _check_model(name: str, model: dict, templates: dict, in_use: bool) -> None:
 
 
 def _check_template(name: str, template: dict) -> None:
-    if template.get("system") and template["format"] == "raw":
-        raise ConfigError(
-            f"templates.{name}.system: a raw template has no system turn; "
-            "put the text into `user` or use format chatml/chat_template"
-        )
+    from circuitry.prompts import PromptTemplate
+
+    try:
+        PromptTemplate.from_config(template)
+    except ValueError as e:
+        raise ConfigError(f"templates.{name}: {e}") from None
 
 
 def check_config(config: dict) -> None:
@@ -92,6 +129,11 @@ def check_config(config: dict) -> None:
     in_use = set(models_in_use(config))
     for name, model in config["models"].items():
         _check_model(name, model, templates, name in in_use)
+        if model.get("train"):
+            _check_train(name, model["train"], config)
+    shared = config["datasets"].keys() & config.get("training_data", {}).keys()
+    if shared:
+        raise ConfigError(f"training_data: {sorted(shared)} also named in datasets; rename one")
 
 
 def config_hash(config: dict) -> str:

@@ -54,7 +54,7 @@ def _steps_text(steps: list[tuple[int, str, int, int]], answer: int) -> str:
 def _add(rng: random.Random, max_operand: int) -> Problem:
     name, item = rng.choice(NAMES), rng.choice(ITEMS)
     a, b = rng.randint(1, max_operand), rng.randint(1, max_operand)
-    question = f"{name} has {a} {item}. {name} gets {b} more. How many {item} does {name} have?"
+    question = f"{name} has {a} {item} and gets {b} more. How many {item} now?"
     return Problem("add", (a, b), question, _steps_text([(a, "+", b, a + b)], a + b), str(a + b))
 
 
@@ -73,10 +73,7 @@ def _chain(rng: random.Random, max_operand: int, n_steps: int = 3) -> Problem:
             steps.append((total, "+", b, total + b))
             clauses.append(f"gets {b} more")
             total += b
-    question = (
-        f"{name} has {start} {item}. {name} {', then '.join(clauses)}. "
-        f"How many {item} does {name} have?"
-    )
+    question = f"{name} has {start} {item}, {', '.join(clauses)}. How many {item} now?"
     operands = (start, *(b if op == "+" else -b for _, op, b, _ in steps))
     return Problem("chain", operands, question, _steps_text(steps, total), str(total))
 
@@ -89,15 +86,12 @@ def _mixed(rng: random.Random, max_operand: int, max_factor: int = 12) -> Proble
     if rng.random() < 0.5:
         c = rng.randint(1, max_operand)
         steps.append((product, "+", c, product + c))
-        clause, total = f"{name} gets {c} more", product + c
+        clause, total = f"gets {c} more", product + c
     else:
         c = rng.randint(1, product - 1)
         steps.append((product, "-", c, product - c))
-        clause, total = f"{name} gives away {c}", product - c
-    question = (
-        f"{name} has {boxes} boxes with {per_box} {item} in each box. {clause}. "
-        f"How many {item} does {name} have?"
-    )
+        clause, total = f"gives away {c}", product - c
+    question = f"{name} has {boxes} boxes of {per_box} {item} and {clause}. How many {item} now?"
     operands = (boxes, per_box, c if steps[1][1] == "+" else -c)
     return Problem("mixed", operands, question, _steps_text(steps, total), str(total))
 
@@ -142,7 +136,8 @@ def problems(task: str, split: str, n: int, seed: int = 0, **params) -> list[Pro
 
 
 def dataset_rows(spec: dict) -> list[dict]:
-    """Rows of a `source: toy` dataset: its `toy` block names task, n_test, seed, params."""
+    """Rows of a `source: toy` dataset; its `toy` block names task, split, n, seed, params."""
     settings = dict(spec)
-    task, n, seed = settings.pop("task"), settings.pop("n_test"), settings.pop("seed", 0)
-    return [p.as_row(i) for i, p in enumerate(problems(task, "test", n, seed, **settings))]
+    task, n = settings.pop("task"), settings.pop("n")
+    split, seed = settings.pop("split", "test"), settings.pop("seed", 0)
+    return [p.as_row(i) for i, p in enumerate(problems(task, split, n, seed, **settings))]

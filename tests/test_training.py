@@ -1,0 +1,144 @@
+"""Reduced-budget runs of the three trainers (trl SFT, GRPO, DPO) on toy problems."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from circuitry import toy, training
+from circuitry.io import sha256_file
+from circuitry.prompts import PromptTemplate
+
+TEMPLATE = PromptTemplate(format="raw", user="{question}\n")
+TINY = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+}
+SFT = {
+    "method": "sft",
+    "seed": 0,
+    "steps": 4,
+    "batch_size": 8,
+    "learning_rate": 3e-3,
+    "architecture": TINY,
+}
+GRPO = {
+    "method": "grpo",
+    "seed": 0,
+    "steps": 2,
+    "prompts_per_step": 2,
+    "num_generations": 4,
+    "temperature": 1.0,
+    "max_completion_length": 12,
+    "learning_rate": 1e-3,
+}
+DPO = {
+    "method": "dpo",
+    "seed": 0,
+    "steps": 2,
+    "batch_size": 4,
+    "learning_rate": 1e-3,
+    "beta": 0.1,
+    "samples_per_prompt": 4,
+    "num_prompts": 8,
+    "temperature": 1.0,
+    "max_completion_length": 12,
+}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def problems():
+    return [
+        p.as_row(i) for i, p in enumerate(toy.problems("add", "train", 32, seed=0, max_operand=20))
+    ]
+
+
+@pytest.fixture(scope="module")
+def sft_dir(tmp_path_factory, problems):
+    out = tmp_path_factory.mktemp("models") / "sft"
+    training.train_model(SFT, problems, TEMPLATE, None, out)
+    return out
+
+
+def weights_hash(model_dir) -> str:
+    return sha256_file(model_dir / "model.safetensors")
+
+
+def test_sft_writes_a_loadable_model_with_its_log(sft_dir):
+    model = AutoModelForCausalLM.from_pretrained(sft_dir)
+    tokenizer = AutoTokenizer.from_pretrained(sft_dir)
+    assert type(model).__name__ == "LlamaForCausalLM"
+    assert model.config.num_key_value_heads < model.config.num_attention_heads
+    assert tokenizer.eos_token_id == model.generation_config.eos_token_id
+    log = pd.read_csv(sft_dir / training.LOG_FILE)
+    steps = log.dropna(subset=["loss"])
+    assert list(steps["step"]) == [1, 2, 3, 4]
+    assert {"loss", "mean_token_accuracy"} <= set(log.columns)
+    assert not list(sft_dir.parent.glob(".*.tmp"))
+
+
+def test_sft_is_bit_identical_for_the_same_seed(sft_dir, problems, tmp_path):
+    training.train_model(SFT, problems, TEMPLATE, None, tmp_path / "again")
+    training.train_model({**SFT, "seed": 1}, problems, TEMPLATE, None, tmp_path / "other")
+    assert weights_hash(tmp_path / "again") == weights_hash(sft_dir)
+    assert weights_hash(tmp_path / "other") != weights_hash(sft_dir)
+
+
+@pytest.fixture
+def parity_grader(monkeypatch):
+    """A 4-step model is never right, which leaves GRPO no advantage and DPO no pair: grade
+    by the parity of the completion's length instead, so every prompt gets right and wrong
+    samples and the trainers themselves are exercised."""
+    monkeypatch.setattr(training, "grade", lambda text, gold: (text, len(text) % 2 == 0))
+
+
+def test_grpo_from_sft_logs_rewards_and_is_deterministic(
+    sft_dir, problems, tmp_path, parity_grader
+):
+    first = training.train_model(GRPO, problems, TEMPLATE, sft_dir, tmp_path / "grpo")
+    training.train_model(GRPO, problems, TEMPLATE, sft_dir, tmp_path / "again")
+    assert weights_hash(tmp_path / "grpo") == weights_hash(tmp_path / "again")
+    assert weights_hash(tmp_path / "grpo") != weights_hash(sft_dir)
+    assert {"reward", "reward_std"} <= set(first.columns)
+    assert first.dropna(subset=["reward"])["reward"].between(0, 1).all()
+
+
+def test_dpo_trains_on_pairs_of_its_own_samples(sft_dir, problems, tmp_path, parity_grader):
+    first = training.train_model(DPO, problems, TEMPLATE, sft_dir, tmp_path / "dpo")
+    training.train_model(DPO, problems, TEMPLATE, sft_dir, tmp_path / "again")
+    assert weights_hash(tmp_path / "dpo") == weights_hash(tmp_path / "again")
+    assert weights_hash(tmp_path / "dpo") != weights_hash(sft_dir)
+    assert first["n_pairs"].iloc[0] > 0
+    assert "rewards/accuracies" in first.columns
+
+
+def test_dpo_without_any_pair_fails_clearly(sft_dir, problems, tmp_path, monkeypatch):
+    monkeypatch.setattr(training, "grade", lambda text, gold: (text, False))
+    with pytest.raises(ValueError, match="no preference pairs: none of 8 prompts"):
+        training.train_model(DPO, problems, TEMPLATE, sft_dir, tmp_path / "dpo")
+    assert not (tmp_path / "dpo").exists()
+
+
+def test_rl_needs_the_model_it_starts_from(problems, tmp_path):
+    with pytest.raises(ValueError, match="grpo needs the model it starts from"):
+        training.train_model(GRPO, problems, TEMPLATE, None, tmp_path / "x")
+
+
+def test_correctness_reward_grades_final_answers():
+    rewards = training.correctness_reward(
+        ["1+2=3\n\\boxed{3}", "\\boxed{4}", "no answer"], answer=["3", "3", "3"]
+    )
+    assert rewards == [1.0, 0.0, 0.0]

@@ -19,6 +19,12 @@ if not workflow.overwrite_configfiles:
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/training.smk"
+include: "workflow/rules/generation.smk"
+include: "workflow/rules/pairs.smk"
+include: "workflow/rules/eap.smk"
+include: "workflow/rules/analysis.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:

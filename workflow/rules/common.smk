@@ -17,7 +17,19 @@ os.environ.update(
 
 from snakemake.utils import validate
 
-from circuitry.config import ConfigError, check_config, describe_schema_error
+from circuitry.provenance import reproduce_command
+from circuitry.results import Layout
+from circuitry.config import (
+    TRAINED_MODEL_DIR,
+    ConfigError,
+    all_datasets,
+    check_config,
+    describe_schema_error,
+    enabled_pairs,
+    model_spec,
+    models_in_use,
+    trained_models,
+)
 
 # Schema first (types, ranges, unknown keys; fills defaults), then cross-references.
 try:
@@ -27,16 +39,37 @@ except (WorkflowError, ConfigError) as e:
     raise WorkflowError(f"invalid config: {describe_schema_error(e)}") from None
 
 
+LAYOUT = Layout()
+REPORT_TEMPLATE = os.path.join(workflow.basedir, "workflow", "report", "report.html.j2")
 DATASETS = list(config["datasets"])
+ALL_DATASETS = all_datasets(config)
+MODELS = models_in_use(config)
+PAIRS = enabled_pairs(config)
+TRAINED = trained_models(config)
+
+
+def one_of(names):
+    """A wildcard pattern matching exactly these names."""
+    return "|".join(map(re.escape, names)) or "(?!)"
+
+
+ALPHAS = [str(alpha) for alpha in config["eap"]["alphas"]]
 
 
 wildcard_constraints:
-    dataset="|".join(map(re.escape, DATASETS)),
+    dataset=one_of(DATASETS),
+    model=one_of(config["models"]),
+    pair=one_of(PAIRS),
+    role="base|tuned",
+    alpha=one_of(ALPHAS),
+
+
+# ---- data ----
 
 
 def local_dataset_file(wildcards):
     """A local source file is an input, so editing it reruns the download."""
-    spec = config["datasets"][wildcards.dataset]
+    spec = ALL_DATASETS[wildcards.dataset]
     return [spec["path"]] if spec["source"] == "jsonl" else []
 
 
@@ -44,6 +77,97 @@ def dataset_files():
     return expand("resources/datasets/{dataset}.jsonl", dataset=DATASETS)
 
 
+# ---- models ----
+
+
+def uses_gpu(model):
+    return bool(config["models"][model].get("gpu", True))
+
+
+def model_mem_mb(model):
+    """Host memory of a job holding one model: its weights twice over, plus headroom."""
+    return int(4000 + 4000 * config["models"][model]["size_b"])
+
+
+def model_runtime(model, per_billion):
+    """Minutes for one job of this model, scaled from its size."""
+    return int(30 + per_billion * config["models"][model]["size_b"])
+
+
+def model_threads(model):
+    """Tiny models run fastest on one thread each, so their jobs can run side by side."""
+    return 1 if config["models"][model]["size_b"] < 0.1 else 8
+
+
+def model_gpus(model):
+    return 1 if uses_gpu(model) else 0
+
+
+def model_dir(model):
+    """A model built by the workflow is an input of the jobs that use it."""
+    return [TRAINED_MODEL_DIR.format(model=model)] if model in TRAINED else []
+
+
+def train_inputs(wildcards):
+    train = config["models"][wildcards.model]["train"]
+    inputs = {"data": expand("resources/datasets/{d}.jsonl", d=train["data"])}
+    if train.get("init"):
+        inputs["init"] = TRAINED_MODEL_DIR.format(model=train["init"])
+    return inputs
+
+
+def template_of(model):
+    return config["templates"][config["models"][model]["template"]]
+
+
+# ---- generations and pairs ----
+
+
+def generation_files():
+    return expand(
+        "results/generations/{model}/{dataset}.jsonl", model=MODELS, dataset=DATASETS
+    )
+
+
+def pair_generations(wildcards):
+    pair = config["pairs"][wildcards.pair]
+    return {
+        role: f"results/generations/{pair[role]}/{wildcards.dataset}.jsonl"
+        for role in ("base", "tuned")
+    }
+
+
+def pair_files():
+    return expand("results/pairs/{pair}/{dataset}.jsonl", pair=PAIRS, dataset=DATASETS)
+
+
+# ---- EAP, metrics, statistics ----
+
+
+def role_model(wildcards):
+    return config["pairs"][wildcards.pair][wildcards.role]
+
+
+def eap_files():
+    return expand(
+        "results/eap/{pair}/{dataset}/alpha{alpha}/{role}.npz",
+        pair=PAIRS,
+        dataset=DATASETS,
+        alpha=ALPHAS,
+        role=("base", "tuned"),
+    )
+
+
+def metric_files(kind="csv"):
+    return expand(
+        "results/metrics/{pair}/{dataset}/alpha{alpha}.{kind}",
+        pair=PAIRS,
+        dataset=DATASETS,
+        alpha=ALPHAS,
+        kind=kind,
+    )
+
+
 def all_targets():
     """Every final output of the stages that exist."""
-    return dataset_files()
+    return ["results/report/report.html"]

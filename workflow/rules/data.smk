@@ -1,4 +1,4 @@
-# Dataset stage: every benchmark normalised to resources/datasets/{dataset}.jsonl.
+# Dataset stage: every benchmark and training set normalised to resources/datasets/.
 
 
 # Downloads run on the submit host: compute nodes of many clusters have no internet.
@@ -14,13 +14,15 @@ rule download_dataset:
         summary="resources/datasets/{dataset}.summary.json",
     log:
         "logs/download_dataset/{dataset}.log",
+    wildcard_constraints:
+        dataset=one_of(ALL_DATASETS),
     conda:
         "../../envs/circuitry.yaml"
     resources:
         mem_mb=4000,
         runtime=30,
     params:
-        spec=lambda wildcards: config["datasets"][wildcards.dataset],
+        spec=lambda wildcards: ALL_DATASETS[wildcards.dataset],
         download_dir="resources/downloads",
     script:
         "../scripts/download_dataset.py"

@@ -48,8 +48,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 import torch
@@ -59,6 +61,7 @@ from tqdm.auto import tqdm
 
 from circuitry.architectures import Architecture, LayerModules, architecture_for, project_slice
 from circuitry.graph import Graph, attention_index, build_graph, mlp_column, mlp_index, qkv_columns
+from circuitry.pairing import as_written
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +99,30 @@ class Sample:
         """Positions whose logits predict the window tokens."""
         start = len(self.prompt_token_ids) - 1
         return range(start, start + self.cut_len)
+
+
+def cut_length(alpha: float, reference_length: Fraction) -> int:
+    """The answer window of the study: `max(1, floor(alpha * T))`, computed exactly.
+
+    `alpha` is taken as the decimal written in the config and `T` as the exact fraction
+    the pairing stage recorded, so `floor` never lands one token off through rounding.
+    """
+    return max(1, math.floor(as_written(alpha) * reference_length))
+
+
+def windowed_samples(pair_rows: Sequence[dict], role: str, cut_len: int) -> list[Sample]:
+    """Each paired row's `role` prompt and answer, its window the first `cut_len` answer
+    tokens (the whole answer where that is shorter: the length filters allow answers
+    down to 0.375 T, shorter than the window of alpha 0.5)."""
+    return [
+        Sample(
+            prompt_token_ids=row[role]["prompt_token_ids"],
+            answer_token_ids=row[role]["completion_token_ids"],
+            cut_len=min(cut_len, len(row[role]["completion_token_ids"])),
+            sample_id=row["idx"],
+        )
+        for row in pair_rows
+    ]
 
 
 def model_graph(model: nn.Module, granularity: str = "block") -> Graph:

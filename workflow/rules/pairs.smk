@@ -1,0 +1,24 @@
+# Sample pairing: problems both models answered correctly, with comparable lengths.
+
+
+localrules:
+    pair_samples,
+
+
+rule pair_samples:
+    input:
+        unpack(pair_generations),
+    output:
+        rows="results/pairs/{pair}/{dataset}.jsonl",
+        summary="results/pairs/{pair}/{dataset}.summary.json",
+    log:
+        "logs/pair_samples/{pair}/{dataset}.log",
+    conda:
+        "../../envs/circuitry.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    params:
+        filter=config["filter"],
+    script:
+        "../scripts/pair_samples.py"

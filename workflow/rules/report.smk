@@ -1,0 +1,65 @@
+# Figures of every pair and the single-file HTML report of the study.
+
+
+localrules:
+    report,
+
+
+rule figures:
+    input:
+        lambda wildcards: LAYOUT.figure_inputs(config, wildcards.pair),
+    output:
+        LAYOUT.pair_figures("{pair}", DATASETS).values(),
+    log:
+        "logs/figures/{pair}.log",
+    conda:
+        "../../envs/circuitry.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    script:
+        "../scripts/figures.py"
+
+
+rule training_figure:
+    input:
+        TRAINED_MODEL_DIR,
+    output:
+        "results/figures/training/{model}.png",
+    log:
+        "logs/training_figure/{model}.log",
+    wildcard_constraints:
+        model=one_of(TRAINED),
+    conda:
+        "../../envs/circuitry.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../scripts/training_figure.py"
+
+
+rule report:
+    input:
+        files=LAYOUT.report_inputs(config),
+        template=REPORT_TEMPLATE,
+    output:
+        "results/report/report.html",
+    log:
+        "logs/report.log",
+    conda:
+        "../../envs/circuitry.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    params:
+        command=reproduce_command(
+            cores=None,
+            configfiles=workflow.overwrite_configfiles,
+            config_args=workflow.config_settings.config_args or (),
+            project_dir=workflow.basedir,
+        ),
+        # the checkout the template lives in (workflow/report/report.html.j2)
+        project_dir=lambda wildcards, input: str(Path(input.template).parents[2]),
+    script:
+        "../scripts/report.py"

@@ -1,0 +1,11 @@
+"""Rule stats: every condition's tests in one table, with Benjamini-Hochberg q-values."""
+
+import pandas as pd
+
+from circuitry.logs import setup_logging
+from circuitry.stats import assemble_tests_table, write_tests_table
+
+log = setup_logging(snakemake.log[0])
+table = assemble_tests_table(pd.read_csv(path) for path in snakemake.input)
+write_tests_table(table, snakemake.output[0])
+log.info("%d tests, %d with q < 0.05", len(table), int((table["q"] < 0.05).sum()))

@@ -51,14 +51,14 @@ def _steps_text(steps: list[tuple[int, str, int, int]], answer: int) -> str:
     return "\n".join(lines) + f"\n\\boxed{{{answer}}}"
 
 
-def _add(rng: random.Random, max_operand: int) -> Problem:
+def _add(rng: random.Random, max_operand: int = 99) -> Problem:
     name, item = rng.choice(NAMES), rng.choice(ITEMS)
     a, b = rng.randint(1, max_operand), rng.randint(1, max_operand)
     question = f"{name} has {a} {item} and gets {b} more. How many {item} now?"
     return Problem("add", (a, b), question, _steps_text([(a, "+", b, a + b)], a + b), str(a + b))
 
 
-def _chain(rng: random.Random, max_operand: int, n_steps: int = 3) -> Problem:
+def _chain(rng: random.Random, max_operand: int = 99, n_steps: int = 3) -> Problem:
     name, item = rng.choice(NAMES), rng.choice(ITEMS)
     total = rng.randint(max(1, max_operand // 4), max_operand)
     start, steps, clauses = total, [], []
@@ -78,7 +78,7 @@ def _chain(rng: random.Random, max_operand: int, n_steps: int = 3) -> Problem:
     return Problem("chain", operands, question, _steps_text(steps, total), str(total))
 
 
-def _mixed(rng: random.Random, max_operand: int, max_factor: int = 12) -> Problem:
+def _mixed(rng: random.Random, max_operand: int = 99, max_factor: int = 12) -> Problem:
     name, item = rng.choice(NAMES), rng.choice(ITEMS)
     boxes, per_box = rng.randint(2, max_factor), rng.randint(2, max_factor)
     product = boxes * per_box

@@ -30,4 +30,55 @@ include: "workflow/rules/report.smk"
 rule all:
     default_target: True
     input:
-        all_targets(),
+        "results/report/report.html",
+
+
+# One target per stage (`snakemake stage_eap` builds every EAP score file, and
+# everything it needs); `snakemake --list-target-rules` lists them.
+
+
+localrules:
+    all,
+    stage_data,
+    stage_models,
+    stage_generation,
+    stage_pairs,
+    stage_eap,
+    stage_metrics,
+    stage_figures,
+
+
+rule stage_data:
+    input:
+        dataset_files(),
+
+
+rule stage_models:
+    input:
+        trained_model_dirs(),
+
+
+rule stage_generation:
+    input:
+        generation_files(),
+
+
+rule stage_pairs:
+    input:
+        pair_files(),
+
+
+rule stage_eap:
+    input:
+        eap_files(),
+
+
+rule stage_metrics:
+    input:
+        metric_files("csv"),
+        "results/stats/tests.csv",
+
+
+rule stage_figures:
+    input:
+        figure_files(),

@@ -44,6 +44,31 @@ def run_snakemake(
     )
 
 
+def _fields(line: str) -> dict[str, str]:
+    """`a=1, b=x` -> {"a": "1", "b": "x"}."""
+    return dict(part.split("=", 1) for part in line.split(", ") if "=" in part)
+
+
+def dry_run_jobs(*args: str, workdir: Path | None = None, env: dict | None = None) -> list[dict]:
+    """Every job of a forced dry run: its rule, wildcards and resources."""
+    result = run_snakemake(
+        "--dry-run", "--forceall", "--cores", "1", *args, workdir=workdir, env=env
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    jobs = []
+    for block in re.split(r"\n(?=(?:local)?rule \w+:\n)", result.stdout):
+        head = re.match(r"(?:local)?rule (\w+):\n", block)
+        if not head:
+            continue
+        job = {"rule": head.group(1), "wildcards": {}, "resources": {}}
+        for key in ("wildcards", "resources"):
+            line = re.search(rf"^\s+{key}: (.*)$", block, flags=re.M)
+            if line:
+                job[key] = _fields(line.group(1))
+        jobs.append(job)
+    return jobs
+
+
 def planned_jobs(*args: str, workdir: Path | None = None) -> Counter:
     """Jobs per rule of a forced dry run (every job of the DAG, done or not)."""
     result = run_snakemake(

@@ -108,6 +108,18 @@ def model_dir(model):
     return [TRAINED_MODEL_DIR.format(model=model)] if model in TRAINED else []
 
 
+def trained_model_dirs():
+    """Every model the workflow trains for the pairs in this run (and what they start from)."""
+    needed, todo = set(), [m for m in MODELS if m in TRAINED]
+    while todo:
+        model = todo.pop()
+        needed.add(model)
+        init = config["models"][model]["train"].get("init")
+        if init and init not in needed:
+            todo.append(init)
+    return [TRAINED_MODEL_DIR.format(model=m) for m in TRAINED if m in needed]
+
+
 def train_inputs(wildcards):
     train = config["models"][wildcards.model]["train"]
     inputs = {"data": expand("resources/datasets/{d}.jsonl", d=train["data"])}
@@ -168,6 +180,6 @@ def metric_files(kind="csv"):
     )
 
 
-def all_targets():
-    """Every final output of the stages that exist."""
-    return ["results/report/report.html"]
+def figure_files():
+    files = [f for pair in PAIRS for f in LAYOUT.pair_figures(pair, DATASETS).values()]
+    return files + list(LAYOUT.training_figures(config).values())

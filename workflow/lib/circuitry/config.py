@@ -34,7 +34,13 @@ def describe_schema_error(error: Exception) -> str:
 
 
 def enabled_pairs(config: dict) -> list[str]:
-    return [name for name, pair in config["pairs"].items() if pair.get("enabled", True)]
+    """Pairs the run covers: enabled ones, narrowed to `only_pairs` when that is given."""
+    only = config.get("only_pairs")
+    return [
+        name
+        for name, pair in config["pairs"].items()
+        if pair.get("enabled", True) and (only is None or name in only)
+    ]
 
 
 def models_in_use(config: dict) -> list[str]:
@@ -124,6 +130,13 @@ def check_config(config: dict) -> None:
                 )
         if pair["base"] == pair["tuned"]:
             raise ConfigError(f"pairs.{name}: base and tuned are the same model")
+    for name in config.get("only_pairs") or ():
+        if name not in config["pairs"]:
+            raise ConfigError(
+                f"only_pairs: unknown pair {name!r} (known: {', '.join(config['pairs'])})"
+            )
+        if not config["pairs"][name].get("enabled", True):
+            raise ConfigError(f"only_pairs: pair {name!r} is disabled; enable it first")
     if not enabled_pairs(config):
         raise ConfigError("pairs: every pair is disabled; enable at least one")
     in_use = set(models_in_use(config))

@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import huggingface_hub
 import torch
 import transformers
 from tqdm import tqdm
@@ -121,6 +122,30 @@ def resolve_hub_revision(hub_id: str, revision: str) -> tuple[str, str | None]:
     return resolved, commit
 
 
+class ModelUnavailableError(OSError):
+    """The weights of a model are neither on disk nor reachable."""
+
+
+def unavailable_message(spec: dict, revision: str | None) -> str:
+    """What is missing, and how to get it."""
+    if spec.get("path"):
+        return (
+            f"model directory {spec['path']} has no loadable model "
+            "(save_pretrained layout with config.json, weights and tokenizer expected)"
+        )
+    hub_id = spec["hub_id"]
+    where = "is not in the local Hugging Face cache"
+    if huggingface_hub.constants.HF_HUB_OFFLINE:
+        where += " and HF_HUB_OFFLINE=1 forbids downloading it"
+    else:
+        where += " and could not be downloaded (no network access, or a gated repository)"
+    return (
+        f"model {hub_id} (revision {revision}) {where}. Fetch it on a machine with access "
+        f"to the hub, into the cache this job reads (HF_HOME): "
+        f"`hf download {hub_id} --revision {revision}`"
+    )
+
+
 def eos_token_ids(model, tokenizer) -> tuple[int, ...]:
     """The tokenizer's EOS and every EOS of the checkpoint's generation config."""
     configured = model.generation_config.eos_token_id
@@ -150,10 +175,15 @@ def load_model(spec: dict, device: str | torch.device | None = None) -> LoadedMo
         raise ValueError("model entry has neither `path` nor `hub_id`")
     remote = bool(spec.get("trust_remote_code", False))
     log.info("loading %s (revision %s) as %s on %s", source, commit or revision, dtype, device)
-    tokenizer = AutoTokenizer.from_pretrained(source, revision=revision, trust_remote_code=remote)
-    model = AutoModelForCausalLM.from_pretrained(
-        source, revision=revision, dtype=dtype, device_map=str(device), trust_remote_code=remote
-    ).eval()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            source, revision=revision, trust_remote_code=remote
+        )
+        model = AutoModelForCausalLM.from_pretrained(
+            source, revision=revision, dtype=dtype, device_map=str(device), trust_remote_code=remote
+        ).eval()
+    except OSError as e:
+        raise ModelUnavailableError(unavailable_message(spec, revision)) from e
     eos = eos_token_ids(model, tokenizer)
     model.generation_config = GenerationConfig()
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos or (0,))[0]

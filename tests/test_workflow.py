@@ -1,0 +1,128 @@
+"""The workflow as Snakemake sees it: lint, the job lists it plans, resources, failures."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import yaml
+
+from conftest import ROOT, dry_run_jobs, run_snakemake
+
+PAPER_MODELS_PER_PAIR = {
+    "deepseek": {"deepseek-math-7b-instruct", "deepseek-math-7b-rl"},
+    "mistral": {"mistral-7b-sft", "math-shepherd-mistral-7b-rl"},
+    "distill-qwen": {"deepseek-r1-distill-qwen-7b", "acereason-nemotron-7b"},
+    "qwen": {"qwen25-7b-sft", "qwen25-7b-dpo"},
+}
+
+
+def full_config_with_qwen(tmp_path) -> str:
+    """config/config.yaml with the disabled qwen pair's models set and the pair enabled."""
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    config["models"]["qwen25-7b-sft"]["hub_id"] = "example-org/qwen2.5-7b-sft"
+    config["models"]["qwen25-7b-dpo"]["hub_id"] = "example-org/qwen2.5-7b-dpo"
+    config["pairs"]["qwen"]["enabled"] = True
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return str(path)
+
+
+def test_lint_is_clean():
+    result = run_snakemake("--lint")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Congratulations, your workflow is in a good condition!" in result.stdout + result.stderr
+
+
+def test_full_config_plans_every_stage(tmp_path):
+    jobs = dry_run_jobs("--configfile", full_config_with_qwen(tmp_path))
+    models, datasets, pairs, alphas, roles = 8, 3, 4, 4, 2
+    assert Counter(job["rule"] for job in jobs) == {
+        "download_dataset": datasets,
+        "generate": models * datasets,
+        "pair_samples": pairs * datasets,
+        "eap_score": pairs * datasets * alphas * roles,
+        "metrics": pairs * datasets * alphas,
+        "figures": pairs,
+        "stats": 1,
+        "report": 1,
+        "all": 1,
+    }
+
+
+def test_gpu_jobs_request_one_gpu_and_memory_scales_with_the_model(tmp_path):
+    jobs = dry_run_jobs("--configfile", full_config_with_qwen(tmp_path))
+    heavy = [job for job in jobs if job["rule"] in ("generate", "eap_score")]
+    assert heavy and all(job["resources"]["gpu"] == "1" for job in heavy)
+    assert all(int(job["resources"]["mem_mb"]) >= 30_000 for job in heavy)
+    toy = dry_run_jobs()
+    toy_heavy = [job for job in toy if job["rule"] in ("train_model", "generate", "eap_score")]
+    assert toy_heavy and all(job["resources"]["gpu"] == "0" for job in toy_heavy)
+    assert all(int(job["resources"]["mem_mb"]) < 5_000 for job in toy_heavy)
+
+
+def test_one_family_plans_only_that_pairs_jobs(tmp_path):
+    jobs = dry_run_jobs(
+        "--configfile", full_config_with_qwen(tmp_path), "--config", "only_pairs=[mistral]"
+    )
+    mistral = PAPER_MODELS_PER_PAIR["mistral"]
+    for job in jobs:
+        wildcards = job["wildcards"]
+        assert wildcards.get("pair", "mistral") == "mistral", job
+        assert wildcards.get("model", "mistral-7b-sft") in mistral, job
+    counts = Counter(job["rule"] for job in jobs)
+    assert counts["generate"] == 2 * 3
+    assert counts["pair_samples"] == 3
+    assert counts["eap_score"] == 3 * 4 * 2
+    assert counts["figures"] == 1
+
+
+def test_only_pairs_must_name_an_enabled_pair():
+    result = run_snakemake(
+        "--dry-run", "--configfile", "config/config.yaml", "--config", "only_pairs=[qwen]"
+    )
+    assert result.returncode != 0
+    assert "only_pairs: pair 'qwen' is disabled" in result.stdout + result.stderr
+
+
+def test_stage_targets_stop_at_their_stage():
+    def rules(target):
+        return {job["rule"] for job in dry_run_jobs(target)}
+
+    assert rules("stage_data") == {"download_dataset", "stage_data"}
+    assert rules("stage_models") == {"download_dataset", "train_model", "stage_models"}
+    assert "eap_score" not in rules("stage_pairs")
+    assert "report" not in rules("stage_eap") | rules("stage_metrics")
+
+
+def test_offline_generation_names_the_missing_model(tmp_path):
+    """With HF_HUB_OFFLINE=1 and an empty cache the generate job fails, naming the model
+    and the command that fetches it."""
+    config = yaml.safe_load((ROOT / "config" / "toy.yaml").read_text())
+    config["datasets"] = {"toy-gsm8k": config["datasets"]["toy-gsm8k"]}
+    config["datasets"]["toy-gsm8k"]["toy"]["n"] = 4
+    for name in ("base-model", "tuned-model"):
+        config["models"][name] = {
+            "hub_id": f"example-org/{name}",
+            "revision": "main",
+            "template": "toy",
+            "max_new_tokens": 8,
+            "gpu": False,
+        }
+    config["pairs"] = {"hub-pair": {"base": "base-model", "tuned": "tuned-model", "method": "GRPO"}}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = run_snakemake(
+        "results/generations/base-model/toy-gsm8k.jsonl",
+        "--cores",
+        "1",
+        "--configfile",
+        str(path),
+        workdir=tmp_path,
+        env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")},
+    )
+    log = (tmp_path / "logs" / "generate" / "base-model" / "toy-gsm8k.log").read_text()
+    assert result.returncode != 0
+    assert "model example-org/base-model (revision main) is not in the local" in log
+    assert "HF_HUB_OFFLINE=1 forbids downloading it" in log
+    assert "`hf download example-org/base-model --revision main`" in log
+    assert not (tmp_path / "results" / "generations" / "base-model" / "toy-gsm8k.jsonl").exists()

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 PACKAGES = ["slurmctld", "slurmd", "slurm-client", "munge"]
-TOOLS = ["munged", "slurmctld", "slurmd", "sbatch", "squeue", "sinfo", "scontrol"]
+TOOLS = ["munged", "munge", "slurmctld", "slurmd", "sbatch", "squeue", "sinfo", "scontrol"]
 SLURM_ETC = Path("/etc/slurm")
 MUNGE_SOCKET_DIR = Path("/run/munge")
 MARKER = "# written by circuitry's tests/slurm_cluster.py"
@@ -52,11 +52,14 @@ def ensure_slurm_installed() -> None:
     if not shutil.which("apt-get"):
         pytest.skip(f"SLURM is not installed and cannot be: {' '.join(PACKAGES)} need apt-get")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", *PACKAGES]):
+    for cmd in (
+        ["apt-get", "update"],
+        ["apt-get", "install", "-y", "--no-install-recommends", *PACKAGES],
+    ):
         subprocess.run(cmd, check=True, capture_output=True, env=env, timeout=600)
 
 
-def check_machine_is_free() -> None:
+def check_root_and_no_other_slurm() -> None:
     """Skip without root, and rather than overwrite a SLURM setup this test did not write."""
     if os.geteuid() != 0:
         pytest.skip("a throwaway SLURM cluster needs root (apt-get, /etc/slurm, daemons)")
@@ -111,6 +114,13 @@ def start_daemon(cmd: list[str], log: Path, **kwargs) -> subprocess.Popen:
         return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, **kwargs)
 
 
+def start_munged(log: Path) -> subprocess.Popen:
+    """munged as its own user; /run/munge is made here where no init system made it."""
+    MUNGE_SOCKET_DIR.mkdir(exist_ok=True)
+    shutil.chown(MUNGE_SOCKET_DIR, "munge", "munge")
+    return start_daemon(["munged", "--foreground"], log, user="munge", group="munge")
+
+
 def wait_for(ready, what: str, cluster: Cluster, daemons: list[subprocess.Popen]) -> None:
     """Poll until ready() holds; fail with the daemons' logs if one dies or time runs out."""
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
@@ -120,6 +130,10 @@ def wait_for(ready, what: str, cluster: Cluster, daemons: list[subprocess.Popen]
             reason = f"{', '.join(dead)} exited" if dead else f"{STARTUP_TIMEOUT_S} s passed"
             raise RuntimeError(f"SLURM: {what} not ready, {reason}\n{cluster.daemon_logs()}")
         time.sleep(0.5)
+
+
+def munge_works() -> bool:
+    return subprocess.run(["munge", "--no-input"], capture_output=True).returncode == 0
 
 
 def node_is_idle() -> bool:
@@ -145,18 +159,13 @@ def running_cluster(state_dir: Path) -> Iterator[Cluster]:
     """munged, slurmctld and slurmd up until the block ends, also when it fails."""
     cluster = Cluster(PARTITION, state_dir)
     daemons: list[subprocess.Popen] = []
-    write_config(state_dir)
-    for folder in ("ctld-state", "d-spool"):
-        (state_dir / folder).mkdir()
-    MUNGE_SOCKET_DIR.mkdir(exist_ok=True)
-    shutil.chown(MUNGE_SOCKET_DIR, "munge", "munge")
     try:
-        daemons.append(
-            start_daemon(
-                ["munged", "--foreground"], state_dir / "munged.log", user="munge", group="munge"
-            )
-        )
-        wait_for((MUNGE_SOCKET_DIR / "munge.socket.2").exists, "munged", cluster, daemons)
+        write_config(state_dir)
+        for folder in ("ctld-state", "d-spool"):
+            (state_dir / folder).mkdir()
+        if not munge_works():  # else the munge package started its own service
+            daemons.append(start_munged(state_dir / "munged.log"))
+            wait_for(munge_works, "munged", cluster, daemons)
         daemons.append(start_daemon(["slurmctld", "-D"], state_dir / "slurmctld.log"))
         daemons.append(start_daemon(["slurmd", "-D"], state_dir / "slurmd.log"))
         wait_for(node_is_idle, "the node", cluster, daemons)

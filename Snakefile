@@ -24,6 +24,7 @@ include: "workflow/rules/generation.smk"
 include: "workflow/rules/pairs.smk"
 include: "workflow/rules/eap.smk"
 include: "workflow/rules/analysis.smk"
+include: "workflow/rules/dynamics.smk"
 include: "workflow/rules/report.smk"
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from fractions import Fraction
 from pathlib import Path
 
@@ -235,7 +235,7 @@ def fixed_provenance() -> Provenance:
         config_hash="abc123def456",
         packages={"numpy": np.__version__, "trl": None},
         git=GitState("0123456789abcdef0123456789abcdef01234567", True),
-        run_date=datetime(2025, 1, 2, 3, 4, 5, tzinfo=timezone.utc).isoformat(),
+        run_date=datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC).isoformat(),
         command="snakemake --cores 2 --configfile 'my config.yaml'",
     )
 
@@ -606,7 +606,7 @@ def test_git_state_of_the_project_checkout_only(tmp_path):
 
 def test_provenance_records_versions_hash_and_date(tmp_path):
     config = synthetic_config()
-    now = datetime(2025, 6, 1, 12, 0, tzinfo=timezone.utc)
+    now = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
     provenance = collect_provenance(
         config, command="snakemake --cores 1", project_dir=tmp_path, now=now
     )

@@ -116,6 +116,17 @@ def test_grpo_from_sft_logs_rewards_and_is_deterministic(
     assert first.dropna(subset=["reward"])["reward"].between(0, 1).all()
 
 
+def test_grpo_saves_checkpoints_along_the_run(sft_dir, problems, tmp_path, parity_grader):
+    checkpoints = {1: tmp_path / "step1", 2: tmp_path / "step2"}
+    frame = training.train_grpo(
+        sft_dir, problems, TEMPLATE, {**GRPO, "steps": 2}, None, checkpoints=checkpoints
+    )
+    assert weights_hash(checkpoints[1]) != weights_hash(checkpoints[2])
+    assert weights_hash(checkpoints[1]) != weights_hash(sft_dir)
+    assert AutoModelForCausalLM.from_pretrained(checkpoints[2]).config.num_hidden_layers == 2
+    assert list(frame.dropna(subset=["reward"])["step"]) == [1, 2]
+
+
 def test_dpo_trains_on_pairs_of_its_own_samples(sft_dir, problems, tmp_path, parity_grader):
     first = training.train_model(DPO, problems, TEMPLATE, sft_dir, tmp_path / "dpo")
     training.train_model(DPO, problems, TEMPLATE, sft_dir, tmp_path / "again")

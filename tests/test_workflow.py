@@ -34,14 +34,20 @@ def test_lint_is_clean():
 
 
 def test_full_config_plans_every_stage(tmp_path):
+    """EAP: one job per pair, dataset and role writes every alpha. Dynamics: 2 temperatures
+    x 40 checkpoints, each a pair with the initial model on GSM8K at one alpha."""
     jobs = dry_run_jobs("--configfile", full_config_with_qwen(tmp_path))
     models, datasets, pairs, alphas, roles = 8, 3, 4, 4, 2
+    checkpoints = 2 * 400 // 10
     assert Counter(job["rule"] for job in jobs) == {
-        "download_dataset": datasets,
-        "generate": models * datasets,
-        "pair_samples": pairs * datasets,
-        "eap_score": pairs * datasets * alphas * roles,
-        "metrics": pairs * datasets * alphas,
+        "download_dataset": datasets + 1,  # + GSM8K train
+        "generate": models * datasets + checkpoints + 1,  # + the initial model on GSM8K
+        "pair_samples": pairs * datasets + checkpoints,
+        "eap_score": pairs * datasets * roles,
+        "eap_score_dynamics": checkpoints * roles,
+        "metrics": pairs * datasets * alphas + checkpoints,
+        "train_dynamics": 2,
+        "dynamics": 1,
         "figures": pairs,
         "stats": 1,
         "report": 1,
@@ -50,10 +56,15 @@ def test_full_config_plans_every_stage(tmp_path):
 
 
 def test_gpu_jobs_request_one_gpu_and_memory_scales_with_the_model(tmp_path):
-    jobs = dry_run_jobs("--configfile", full_config_with_qwen(tmp_path))
-    heavy = [job for job in jobs if job["rule"] in ("generate", "eap_score")]
+    path = full_config_with_qwen(tmp_path)
+    sizes = {name: model["size_b"] for name, model in yaml.safe_load(open(path))["models"].items()}
+    jobs = dry_run_jobs("--configfile", path)
+    heavy = [job for job in jobs if job["rule"] in ("generate", "eap_score", "train_dynamics")]
     assert heavy and all(job["resources"]["gpu"] == "1" for job in heavy)
-    assert all(int(job["resources"]["mem_mb"]) >= 30_000 for job in heavy)
+    generate = [job for job in jobs if job["rule"] == "generate"]
+    mem = {job["wildcards"]["model"]: int(job["resources"]["mem_mb"]) for job in generate}
+    assert mem["mistral-7b-sft"] == 4000 + 4000 * sizes["mistral-7b-sft"]
+    assert mem["qwen25-3b-instruct"] < mem["mistral-7b-sft"]
     toy = dry_run_jobs()
     toy_heavy = [job for job in toy if job["rule"] in ("train_model", "generate", "eap_score")]
     assert toy_heavy and all(job["resources"]["gpu"] == "0" for job in toy_heavy)
@@ -72,7 +83,7 @@ def test_one_family_plans_only_that_pairs_jobs(tmp_path):
     counts = Counter(job["rule"] for job in jobs)
     assert counts["generate"] == 2 * 3
     assert counts["pair_samples"] == 3
-    assert counts["eap_score"] == 3 * 4 * 2
+    assert counts["eap_score"] == 3 * 2  # one job per dataset and role, every alpha
     assert counts["figures"] == 1
 
 
@@ -100,6 +111,7 @@ def test_offline_generation_names_the_missing_model(tmp_path):
     config = yaml.safe_load((ROOT / "config" / "toy.yaml").read_text())
     config["datasets"] = {"toy-gsm8k": config["datasets"]["toy-gsm8k"]}
     config["datasets"]["toy-gsm8k"]["toy"]["n"] = 4
+    del config["dynamics"]
     for name in ("base-model", "tuned-model"):
         config["models"][name] = {
             "hub_id": f"example-org/{name}",

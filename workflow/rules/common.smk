@@ -17,6 +17,7 @@ os.environ.update(
 
 from snakemake.utils import validate
 
+from circuitry import dynamics
 from circuitry.provenance import reproduce_command
 from circuitry.results import Layout
 from circuitry.config import (
@@ -25,6 +26,7 @@ from circuitry.config import (
     all_datasets,
     check_config,
     describe_schema_error,
+    dynamics_pairs,
     enabled_pairs,
     model_spec,
     models_in_use,
@@ -39,6 +41,8 @@ except (WorkflowError, ConfigError) as e:
     raise WorkflowError(f"invalid config: {describe_schema_error(e)}") from None
 
 
+# Training-dynamics checkpoints become models and (initial -> checkpoint) pairs.
+CHECKPOINTS = dynamics.add_checkpoints(config)
 LAYOUT = Layout()
 REPORT_TEMPLATE = os.path.join(workflow.basedir, "workflow", "report", "report.html.j2")
 DATASETS = list(config["datasets"])
@@ -46,6 +50,9 @@ ALL_DATASETS = all_datasets(config)
 MODELS = models_in_use(config)
 PAIRS = enabled_pairs(config)
 TRAINED = trained_models(config)
+DYNAMICS_PAIRS = dynamics_pairs(config)
+TEMPERATURES = [str(t) for t in dynamics.temperatures(config)] if CHECKPOINTS else []
+DYNAMICS_ALPHA = str(config["dynamics"]["alpha"]) if CHECKPOINTS else None
 
 
 def one_of(names):
@@ -59,7 +66,8 @@ ALPHAS = [str(alpha) for alpha in config["eap"]["alphas"]]
 wildcard_constraints:
     dataset=one_of(DATASETS),
     model=one_of(config["models"]),
-    pair=one_of(PAIRS),
+    pair=one_of(PAIRS + DYNAMICS_PAIRS),
+    temperature=one_of(TEMPERATURES),
     role="base|tuned",
     alpha=one_of(ALPHAS),
 
@@ -104,8 +112,10 @@ def model_gpus(model):
 
 
 def model_dir(model):
-    """A model built by the workflow is an input of the jobs that use it."""
-    return [TRAINED_MODEL_DIR.format(model=model)] if model in TRAINED else []
+    """A model built by the workflow (trained, or a dynamics checkpoint) is an input of
+    the jobs that use it."""
+    built = model in TRAINED or "checkpoint" in config["models"][model]
+    return [TRAINED_MODEL_DIR.format(model=model)] if built else []
 
 
 def trained_model_dirs():
@@ -178,6 +188,58 @@ def metric_files(kind="csv"):
         alpha=ALPHAS,
         kind=kind,
     )
+
+
+# ---- training dynamics ----
+
+
+def dynamics_train_inputs(wildcards):
+    return {
+        "data": expand("resources/datasets/{d}.jsonl", d=config["dynamics"]["data"]),
+        "init": model_dir(config["dynamics"]["init"]),
+    }
+
+
+def checkpoint_dir_patterns():
+    """The checkpoint directories of one temperature's run, with a {temperature} wildcard."""
+    steps = dynamics.checkpoint_steps(config["dynamics"])
+    names = [
+        dynamics.CHECKPOINT.format(temperature="{temperature}", step=s) for s in steps
+    ]
+    return [TRAINED_MODEL_DIR.format(model=name) for name in names]
+
+
+def dynamics_inputs():
+    """What the dynamics summary reads: logs, accuracies and each checkpoint's metrics."""
+    if not CHECKPOINTS:
+        return {}
+    evaluated = config["dynamics"]["eval_dataset"]
+    models = [config["dynamics"]["init"]] + [c.name for c in CHECKPOINTS]
+    return {
+        "logs": expand(
+            "results/dynamics/t{temperature}/training_log.csv", temperature=TEMPERATURES
+        ),
+        "accuracy": [
+            f"results/generations/{m}/{evaluated}.provenance.json" for m in models
+        ],
+        "metrics": [
+            f"results/metrics/{c.name}/{evaluated}/alpha{DYNAMICS_ALPHA}.csv"
+            for c in CHECKPOINTS
+        ],
+    }
+
+
+def dynamics_report_inputs():
+    """The dynamics outputs the report shows (none when dynamics is off)."""
+    return DYNAMICS_OUTPUTS if CHECKPOINTS else {}
+
+
+DYNAMICS_OUTPUTS = {
+    "summary": "results/dynamics/summary.csv",
+    "highlights": "results/dynamics/highlights.csv",
+    "reward_figure": "results/figures/dynamics/reward.png",
+    "metrics_figure": "results/figures/dynamics/metrics.png",
+}
 
 
 def figure_files():

@@ -41,6 +41,7 @@ rule training_figure:
 
 rule report:
     input:
+        **{f"dynamics_{name}": path for name, path in dynamics_report_inputs().items()},
         files=LAYOUT.report_inputs(config),
         template=REPORT_TEMPLATE,
     output:

@@ -1,4 +1,4 @@
-"""Rule eap_score: EAP edge scores of one role's model on its own paired answers."""
+"""Rule eap_score: EAP edge scores of one role's model on its own paired answers, per alpha."""
 
 from fractions import Fraction
 
@@ -12,21 +12,23 @@ from circuitry.logs import setup_logging
 
 log = setup_logging(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
-role, alpha = snakemake.wildcards.role, float(snakemake.wildcards.alpha)
+role = snakemake.wildcards.role
 rows = read_jsonl(snakemake.input.pairs)
 reference = Fraction(read_json(snakemake.input.summary)["reference_length_fraction"])
-cut_len = cut_length(alpha, reference)
-samples = windowed_samples(rows, role, cut_len)
-log.info("%d samples, T = %s, alpha %s: cut_len %d", len(samples), reference, alpha, cut_len)
 model = load_model(snakemake.params.model).model
-scores = score_samples(model, samples, batch_size=snakemake.params.batch_size, progress=True)
-write_npz(
-    snakemake.output[0],
-    scores=scores,
-    idx=np.array([row["idx"] for row in rows]),
-    cut_len=np.array(cut_len),
-    window_len=np.array([sample.cut_len for sample in samples]),
-    reference_length=np.array(float(reference)),
-    alpha=np.array(alpha),
-    **model_graph(model).as_arrays(),
-)
+graph = model_graph(model).as_arrays()
+for alpha, output in zip(snakemake.params.alphas, snakemake.output, strict=True):
+    cut_len = cut_length(float(alpha), reference)
+    samples = windowed_samples(rows, role, cut_len)
+    log.info("alpha %s: %d samples, T = %s, cut_len %d", alpha, len(samples), reference, cut_len)
+    scores = score_samples(model, samples, batch_size=snakemake.params.batch_size, progress=True)
+    write_npz(
+        output,
+        scores=scores,
+        idx=np.array([row["idx"] for row in rows]),
+        cut_len=np.array(cut_len),
+        window_len=np.array([sample.cut_len for sample in samples]),
+        reference_length=np.array(float(reference)),
+        alpha=np.array(float(alpha)),
+        **graph,
+    )

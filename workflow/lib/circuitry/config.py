@@ -34,13 +34,26 @@ def describe_schema_error(error: Exception) -> str:
 
 
 def enabled_pairs(config: dict) -> list[str]:
-    """Pairs the run covers: enabled ones, narrowed to `only_pairs` when that is given."""
+    """The study's pairs: enabled ones, narrowed to `only_pairs` when that is given.
+
+    Pairs of the training-dynamics checkpoints (added by `circuitry.dynamics`) are not
+    among them: they have their own section of the report.
+    """
     only = config.get("only_pairs")
     return [
         name
         for name, pair in config["pairs"].items()
-        if pair.get("enabled", True) and (only is None or name in only)
+        if pair.get("enabled", True) and not pair.get("dynamics") and (only is None or name in only)
     ]
+
+
+def dynamics_pairs(config: dict) -> list[str]:
+    return [name for name, pair in config["pairs"].items() if pair.get("dynamics")]
+
+
+def pair_datasets(config: dict, pair: str) -> list[str]:
+    """The datasets a pair is analysed on (dynamics pairs: only the eval dataset)."""
+    return list(config["pairs"][pair].get("datasets") or config["datasets"])
 
 
 def models_in_use(config: dict) -> list[str]:
@@ -86,6 +99,21 @@ def _check_train(name: str, train: dict, config: dict) -> None:
                 f"{key}.data: {data!r} is not an entry of training_data "
                 f"(known: {', '.join(config.get('training_data', {})) or 'none'})"
             )
+
+
+def _check_dynamics(dynamics: dict, config: dict) -> None:
+    key = "dynamics"
+    if dynamics["init"] not in config["models"]:
+        raise ConfigError(f"{key}.init: unknown model {dynamics['init']!r}")
+    if dynamics["eval_dataset"] not in config["datasets"]:
+        raise ConfigError(f"{key}.eval_dataset: {dynamics['eval_dataset']!r} is not in datasets")
+    for data in dynamics["data"]:
+        if data not in config.get("training_data", {}):
+            raise ConfigError(f"{key}.data: {data!r} is not an entry of training_data")
+    if dynamics["alpha"] not in config["eap"]["alphas"]:
+        raise ConfigError(f"{key}.alpha: {dynamics['alpha']} is not one of eap.alphas")
+    if dynamics["steps"] % dynamics["checkpoint_every"]:
+        raise ConfigError(f"{key}.steps: not a multiple of checkpoint_every")
 
 
 def _check_model(name: str, model: dict, templates: dict, in_use: bool) -> None:
@@ -140,6 +168,10 @@ def check_config(config: dict) -> None:
     if not enabled_pairs(config):
         raise ConfigError("pairs: every pair is disabled; enable at least one")
     in_use = set(models_in_use(config))
+    dynamics = config.get("dynamics")
+    if dynamics and dynamics.get("enabled", True):
+        _check_dynamics(dynamics, config)
+        in_use.add(dynamics["init"])
     for name, model in config["models"].items():
         _check_model(name, model, templates, name in in_use)
         if model.get("train"):

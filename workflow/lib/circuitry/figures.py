@@ -19,7 +19,12 @@ Which data each figure shows, and why:
   a 95% t-interval over samples), panels datasets x metrics, one figure per pair;
 - `plot_log_abs_w`: the distribution of log10 |w| over real edges of both roles, panels
   datasets x alphas, one figure per pair;
-- `plot_training_curves`: per-step training logs of a model the workflow trained.
+- `plot_training_curves`: per-step training logs of a model the workflow trained;
+- `plot_reward_dynamics`: moving averages of GRPO reward and reward std per sampling
+  temperature (the paper's Figure 4);
+- `plot_metric_dynamics`: accuracy and each tracked metric's change against the initial
+  model over training steps, the interval of fastest accuracy gain shaded and each
+  metric's largest change inside it marked (Figure 5).
 """
 
 from __future__ import annotations
@@ -489,3 +494,86 @@ def make_training_figure(
     """The training-curve figure of a model the workflow trained (`train`: its config block)."""
     log = pd.read_csv(log_path)
     plot_training_curves(log, path, title=f"{model}: {train['method'].upper()} training")
+
+
+# ---------------------------------------------------------------- Figures 4 and 5: dynamics
+
+
+def temperature_colors(temperatures: Sequence[float]) -> dict[float, str]:
+    palette = sns.color_palette("rocket", n_colors=max(2, len(temperatures)))
+    return {t: palette[i] for i, t in enumerate(sorted(temperatures))}
+
+
+def plot_reward_dynamics(
+    logs: Mapping[float, pd.DataFrame], path: str | os.PathLike, *, window: int
+) -> None:
+    """Moving averages (`window` steps) of reward and reward std, one line per temperature."""
+    from circuitry.dynamics import moving_average
+
+    colors = temperature_colors(list(logs))
+    with report_style():
+        fig, axes = grid(1, 2, 3.0)
+        for ax, column in zip(axes[0], ("reward", "reward_std"), strict=True):
+            for temperature, log in sorted(logs.items()):
+                ax.plot(
+                    log["step"],
+                    moving_average(log[column], window),
+                    color=colors[temperature],
+                    label=f"T = {temperature:g}",
+                )
+            ax.set(xlabel="training step", ylabel=f"{column} (moving average, {window} steps)")
+        axes[0][0].legend(frameon=False)
+        fig.suptitle("GRPO reward along training")
+        save_png(fig, path)
+
+
+def plot_metric_dynamics(
+    summary: pd.DataFrame, highlights: pd.DataFrame, path: str | os.PathLike
+) -> None:
+    """Accuracy and the % change of each tracked metric against steps, per temperature.
+
+    Shaded: each temperature's interval of fastest accuracy gain; marked: where inside it
+    each metric is furthest from the initial model.
+    """
+    from circuitry.dynamics import TRACKED_METRICS
+
+    colors = temperature_colors(summary["temperature"].unique())
+    columns = ["accuracy", *(f"{m}_change_pct" for m in TRACKED_METRICS)]
+    labels = [
+        "accuracy on the eval set",
+        *(f"{METRICS[m].quantity}: change vs initial (%)" for m in TRACKED_METRICS),
+    ]
+    with report_style():
+        fig, axes = grid(2, 2, 2.8)
+        for ax, column, label in zip(axes.flat, columns, labels, strict=True):
+            for temperature, frame in summary.groupby("temperature"):
+                color = colors[temperature]
+                ax.plot(
+                    frame["step"],
+                    frame[column],
+                    marker="o",
+                    color=color,
+                    label=f"T = {temperature:g}",
+                )
+                span = highlights[highlights["temperature"] == temperature].iloc[0]
+                ax.axvspan(span["interval_start"], span["interval_end"], color=color, alpha=0.12)
+                metric = column.removesuffix("_change_pct")
+                mark = highlights[
+                    (highlights["temperature"] == temperature) & (highlights["metric"] == metric)
+                ]
+                if len(mark):
+                    ax.plot(
+                        mark["extremum_step"],
+                        mark["extremum_change_pct"],
+                        marker="*",
+                        markersize=14,
+                        color=color,
+                        linestyle="none",
+                    )
+            ax.set(xlabel="training step", ylabel=label)
+        axes[0][0].legend(frameon=False)
+        fig.suptitle(
+            "Accuracy and circuit change along GRPO training "
+            "(shaded: fastest accuracy gain; star: largest change inside it)"
+        )
+        save_png(fig, path)

@@ -13,7 +13,7 @@ import shlex
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
@@ -138,7 +138,7 @@ def collect_provenance(
     now: datetime | None = None,
 ) -> Provenance:
     """The provenance of a run of `config` from the checkout at `project_dir`."""
-    moment = now or datetime.now(timezone.utc)
+    moment = now or datetime.now(UTC)
     return Provenance(
         config_hash=config_hash(dict(config)),
         packages=package_versions(),

@@ -1030,6 +1030,92 @@ def provenance_section(study: Study, provenance: Provenance) -> Section:
     )
 
 
+def dynamics_table(summary: pd.DataFrame) -> Table:
+    """Accuracy and the tracked metrics' change at every checkpoint, one group per temperature."""
+    from circuitry.dynamics import TRACKED_METRICS
+
+    columns = ["step", "accuracy", *(METRICS[m].quantity for m in TRACKED_METRICS), "n"]
+    rows = [
+        Row(
+            [
+                Cell(str(int(row["step"]))),
+                Cell(format_percent_plain(100 * row["accuracy"])),
+                *(Cell(format_percent(row[f"{m}_change_pct"])) for m in TRACKED_METRICS),
+                Cell(format_number(row["n_samples"])),
+            ],
+            group=f"temperature {row['temperature']:g}",
+        )
+        for _, row in summary.iterrows()
+    ]
+    return Table(
+        columns,
+        rows,
+        caption="Accuracy on the eval set and change of each metric's mean vs the initial model",
+        notes=[
+            "Step 0 is the initial model. n: problems both models answered correctly and "
+            "analysed (the study's pairing filters)."
+        ],
+    )
+
+
+def dynamics_highlights_text(highlights: pd.DataFrame) -> list[str]:
+    """One sentence per temperature: the fastest-gain interval and the metrics' extrema."""
+    sentences = []
+    for temperature, frame in highlights.groupby("temperature"):
+        start, end = frame.iloc[0][["interval_start", "interval_end"]]
+        extrema = "; ".join(
+            f"{METRICS[row['metric']].quantity} {format_percent(row['extremum_change_pct'])} "
+            f"at step {int(row['extremum_step'])}"
+            for _, row in frame.iterrows()
+        )
+        sentences.append(
+            f"Temperature {temperature:g}: accuracy rose fastest between steps {int(start)} "
+            f"and {int(end)}; inside that interval each metric is furthest from the initial "
+            f"model at: {extrema}."
+        )
+    return sentences
+
+
+def dynamics_section(
+    config: Mapping,
+    summary: pd.DataFrame,
+    highlights: pd.DataFrame,
+    reward_figure: str | os.PathLike,
+    metrics_figure: str | os.PathLike,
+) -> Section:
+    """The training-dynamics section (the paper's Figures 4 and 5)."""
+    dynamics = config["dynamics"]
+    intro = (
+        f"GRPO from {dynamics['init']} on {', '.join(dynamics['data'])} at sampling "
+        f"temperatures {', '.join(f'{t:g}' for t in dynamics['temperatures'])} "
+        f"({dynamics['num_generations']} generations per prompt, {dynamics['steps']} steps, a "
+        f"checkpoint every {dynamics['checkpoint_every']}). Each checkpoint answered "
+        f"{dynamics['eval_dataset']} and was compared with the initial model through the "
+        f"study's own pairing, EAP (α = {dynamics['alpha']}) and metrics stages."
+    )
+    return Section(
+        "dynamics",
+        "Training dynamics",
+        [
+            Text([intro, *dynamics_highlights_text(highlights)]),
+            figure(
+                reward_figure,
+                "Reward and reward standard deviation along training, "
+                "moving averages over 8 steps (paper, Figure 4).",
+            ),
+            figure(
+                metrics_figure,
+                "Accuracy and the change of activation intensity, "
+                "distribution kurtosis and information complexity against "
+                "the initial model; shaded: the interval of fastest accuracy "
+                "gain, star: each metric's extremum inside it (paper, "
+                "Figure 5).",
+            ),
+            dynamics_table(summary),
+        ],
+    )
+
+
 def build_sections(
     study: Study,
     provenance: Provenance,

@@ -17,7 +17,7 @@ import logging
 import math
 import random
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -35,7 +35,7 @@ from transformers import (
 )
 
 from circuitry.grading import grade
-from circuitry.io import atomic_dir
+from circuitry.io import atomic_dir, atomic_path
 from circuitry.prompts import PromptTemplate, build_prompt, chat_messages, render_prompt
 from circuitry.tokenizer import build_char_tokenizer
 
@@ -143,21 +143,42 @@ def scratch_dir() -> Iterator[str]:
 
 
 def save_model(model, tokenizer, out_dir: str | Path, training_log: pd.DataFrame) -> None:
-    """Model, tokenizer and training log in save_pretrained layout, written atomically."""
-    model.generation_config = GenerationConfig(
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    """Model, tokenizer and training log in save_pretrained layout, written atomically.
+
+    The generation config saved is plain (the tokenizer's special tokens only), so no
+    trainer's sampling settings travel with the weights; the live model is not touched.
+    """
     with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp)
+        GenerationConfig(
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        ).save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         training_log.to_csv(Path(tmp) / LOG_FILE, index=False)
 
 
-def load_pretrained(path: str | Path):
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+class SaveCheckpoints(TrainerCallback):
+    """Saves the model at chosen steps (`{step: directory}`) while a trainer runs."""
+
+    def __init__(self, checkpoints: Mapping[int, str | Path], tokenizer, training_log: CsvLog):
+        self.checkpoints = dict(checkpoints)
+        self.tokenizer = tokenizer
+        self.training_log = training_log
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        directory = self.checkpoints.get(state.global_step)
+        if directory is not None:
+            save_model(model, self.tokenizer, directory, self.training_log.frame())
+            log.info("step %d: checkpoint saved to %s", state.global_step, directory)
+
+
+def load_pretrained(source: str | Path, revision: str | None = None):
+    """Model (float32: the trainers keep master weights in full precision) and tokenizer
+    from a local directory or a hub id."""
+    tokenizer = AutoTokenizer.from_pretrained(source, revision=revision)
+    model = AutoModelForCausalLM.from_pretrained(source, revision=revision, dtype=torch.float32)
     return model, tokenizer
 
 
@@ -260,20 +281,28 @@ def train_sft(
 
 
 def train_grpo(
-    init_dir: str | Path,
+    init: str | Path,
     problems: Sequence[dict],
     template: PromptTemplate,
     settings: dict,
-    out_dir: str | Path,
+    out_dir: str | Path | None,
+    checkpoints: Mapping[int, str | Path] | None = None,
+    revision: str | None = None,
 ) -> pd.DataFrame:
-    """GRPO from `init_dir` with the answer-correctness reward (group-normalised advantages)."""
+    """GRPO from `init` (a directory, or a hub id at `revision`) with the answer-correctness
+    reward (group-normalised advantages).
+
+    The final model goes to `out_dir` (if given); `checkpoints` maps steps to directories
+    the model is saved to during training (the training-dynamics runs).
+    """
     from trl import GRPOConfig, GRPOTrainer
 
     seed_everything(settings["seed"])
-    model, tokenizer = load_pretrained(init_dir)
+    model, tokenizer = load_pretrained(init, revision)
     records = prompt_records(problems, template, tokenizer)
     dataset = Dataset.from_list([{"prompt": r["prompt"], "answer": r["answer"]} for r in records])
     callback = CsvLog()
+    callbacks = [callback, SaveCheckpoints(checkpoints or {}, tokenizer, callback)]
     with scratch_dir() as tmp:
         args = GRPOConfig(
             output_dir=tmp,
@@ -294,10 +323,11 @@ def train_grpo(
             args=args,
             train_dataset=dataset,
             processing_class=tokenizer,
-            callbacks=[callback],
+            callbacks=callbacks,
         )
         trainer.train()
-    save_model(trainer.model, tokenizer, out_dir, callback.frame())
+    if out_dir is not None:
+        save_model(trainer.model, tokenizer, out_dir, callback.frame())
     return callback.frame()
 
 
@@ -425,3 +455,9 @@ def train_model(
         raise ValueError(f"{method} needs the model it starts from (train.init)")
     trainer = {"grpo": train_grpo, "dpo": train_dpo}[method]
     return trainer(init_dir, problems, template, settings, out_dir)
+
+
+def write_log(frame: pd.DataFrame, path: str | Path) -> None:
+    """A training log as CSV, written atomically."""
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)

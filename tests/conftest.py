@@ -16,6 +16,17 @@ FIXTURES = ROOT.parent / "shared" / "fixtures"
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models run several times faster on one thread on a shared 2-core machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def fixture_path(name: str) -> Path:
     """A file of ../shared/fixtures; the test is skipped where the folder is absent."""
     path = FIXTURES / name

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from circuitry.config import ConfigError, check_config, enabled_pairs, models_in_use
-from conftest import ROOT, planned_jobs, run_snakemake
+from conftest import ROOT, dry_run_jobs, planned_jobs, run_snakemake
 
 
 def load(name: str) -> dict:
@@ -22,8 +22,12 @@ def dry_run_with(config: dict, tmp_path):
 
 
 def test_full_config_plans_a_download_per_dataset():
-    jobs = planned_jobs("--configfile", "config/config.yaml")
-    assert jobs["download_dataset"] == 3
+    downloads = {
+        job["wildcards"]["dataset"]
+        for job in dry_run_jobs("--configfile", "config/config.yaml")
+        if job["rule"] == "download_dataset"
+    }
+    assert downloads == {"gsm8k", "math", "college_math", "gsm8k-train"}
 
 
 def test_toy_config_is_the_default():

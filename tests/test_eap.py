@@ -45,13 +45,7 @@ RMS_FAMILIES = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run several times faster single-threaded on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_model(

@@ -40,13 +40,7 @@ QUESTIONS = [
 RAW = PromptTemplate("raw", user="{question}\n")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and the test machine is shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def save_tiny_model(path, **generation_settings):

@@ -83,6 +83,7 @@ def reduced_toy_config(tmp_path, n_problems: int, batch_size: int) -> str:
         model["train"]["data"] = ["toy-gsm8k-train"]
     config["models"]["toy-sft"]["train"]["steps"] = 20
     config["generation"]["batch_size"] = batch_size
+    del config["dynamics"]
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     return str(path)

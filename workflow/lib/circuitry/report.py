@@ -20,7 +20,7 @@ from __future__ import annotations
 import base64
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -256,6 +256,20 @@ def metric_label(metric: str) -> str:
     return f"{spec.quantity} ({spec.variant}; expected {expected})"
 
 
+def headline_rows(
+    pairs: Mapping[str, str], datasets: Sequence[str], cell: Callable[[str, str, str], Cell]
+) -> list[Row]:
+    """Table 1's rows: dataset x headline metric, one `cell(pair, dataset, metric)` per pair."""
+    return [
+        Row(
+            [Cell(metric_label(metric))] + [cell(pair, dataset, metric) for pair in pairs],
+            group=dataset,
+        )
+        for dataset in datasets
+        for metric in HEADLINE_METRICS
+    ]
+
+
 def headline_table(
     tests: pd.DataFrame,
     pairs: Mapping[str, str],
@@ -266,15 +280,11 @@ def headline_table(
 ) -> Table:
     """The paper's Table 1 layout at one alpha: dataset x headline metric rows, pair columns."""
     index = tests_index(tests)
-    rows = [
-        Row(
-            [Cell(metric_label(metric))]
-            + [change_cell(index.get((pair, dataset, float(alpha), metric))) for pair in pairs],
-            group=dataset,
-        )
-        for dataset in datasets
-        for metric in HEADLINE_METRICS
-    ]
+    rows = headline_rows(
+        pairs,
+        datasets,
+        lambda pair, dataset, metric: change_cell(index.get((pair, dataset, float(alpha), metric))),
+    )
     return Table(
         columns=["metric", *(pair_label(p, m) for p, m in pairs.items())],
         rows=rows,
@@ -306,15 +316,11 @@ def alpha_sweep_table(
 ) -> Table:
     """Every headline result at every alpha in one cell: is the conclusion stable in alpha?"""
     index = tests_index(tests)
-    rows = [
-        Row(
-            [Cell(metric_label(metric))]
-            + [alpha_sweep_cell(index, pair, dataset, metric, alphas) for pair in pairs],
-            group=dataset,
-        )
-        for dataset in datasets
-        for metric in HEADLINE_METRICS
-    ]
+    rows = headline_rows(
+        pairs,
+        datasets,
+        lambda pair, dataset, metric: alpha_sweep_cell(index, pair, dataset, metric, alphas),
+    )
     return Table(
         columns=["metric", *(pair_label(p, m) for p, m in pairs.items())],
         rows=rows,

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from circuitry import dynamics
-from circuitry.config import ConfigError, check_config, enabled_pairs, pair_datasets
+from circuitry.config import ConfigError, check_config, dynamics_pairs, enabled_pairs
 from circuitry.figures import plot_metric_dynamics, plot_reward_dynamics
 from circuitry.report import dynamics_section
 from conftest import ROOT
@@ -34,9 +34,8 @@ def test_checkpoints_become_models_and_pairs_with_the_initial_model():
     assert model["template"] == "toy" and model["gpu"] is False
     pair = config["pairs"]["dyn-t1.0-step30"]
     assert (pair["base"], pair["tuned"], pair["method"]) == ("toy-sft", "dyn-t1.0-step30", "GRPO")
-    assert pair_datasets(config, "dyn-t1.0-step30") == ["toy-math"]
     assert enabled_pairs(config) == ["toy-grpo", "toy-dpo"]
-    assert pair_datasets(config, "toy-grpo") == list(config["datasets"])
+    assert dynamics_pairs(config) == [c.name for c in found]
 
 
 def test_dynamics_can_be_switched_off():

@@ -51,11 +51,6 @@ def dynamics_pairs(config: dict) -> list[str]:
     return [name for name, pair in config["pairs"].items() if pair.get("dynamics")]
 
 
-def pair_datasets(config: dict, pair: str) -> list[str]:
-    """The datasets a pair is analysed on (dynamics pairs: only the eval dataset)."""
-    return list(config["pairs"][pair].get("datasets") or config["datasets"])
-
-
 def models_in_use(config: dict) -> list[str]:
     """Models of the enabled pairs, in config order."""
     used = {

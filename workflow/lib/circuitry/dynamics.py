@@ -74,8 +74,8 @@ def add_checkpoints(config: dict) -> list[Checkpoint]:
     """Add a model and a pair (initial model -> checkpoint) per checkpoint to `config`.
 
     The models inherit the initial model's template, generation length and resources;
-    the pairs are marked `dynamics` (they stay out of the study's table and figures) and
-    are analysed on the eval dataset only. Returns the checkpoints.
+    the pairs are marked `dynamics`: they stay out of the study's table and figures, and
+    the workflow analyses them on the eval dataset only. Returns the checkpoints.
     """
     found = checkpoints(config)
     dynamics = config.get("dynamics") or {}
@@ -103,7 +103,6 @@ def add_checkpoints(config: dict) -> list[Checkpoint]:
             "base": dynamics["init"],
             "tuned": checkpoint.name,
             "method": "GRPO",
-            "datasets": [dynamics["eval_dataset"]],
             "dynamics": True,
         }
     return found

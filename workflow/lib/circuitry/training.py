@@ -1,10 +1,10 @@
-"""Training with trl: the toy lineage (SFT from scratch, then GRPO and DPO from it).
+"""Training: the toy lineage (SFT from scratch, then GRPO and DPO from it) and GRPO runs.
 
-All three trainers are trl's (`SFTTrainer`, `GRPOTrainer`, `DPOTrainer`), so the toy
-models go through the same training code researchers use on real models, and one
-callback writes every trainer's per-step log (loss, reward, accuracy) to a CSV next to
-the model. Prompts come from the model's template exactly as at generation time, and
-the correctness reward is the grader the evaluation uses.
+GRPO and DPO are trl's `GRPOTrainer` and `DPOTrainer`, the training code researchers use
+on real models; supervised fine-tuning of the tiny toy model is a plain PyTorch loop
+(see `train_sft`). Every run writes its per-step log (loss, reward, accuracy) to a CSV
+next to the model. Prompts come from the model's template exactly as at generation
+time, and the correctness reward is the grader the evaluation uses.
 
 Determinism: every run seeds Python, NumPy and torch and asks torch for deterministic
 algorithms, so the same settings on the same machine give bit-identical weights.
@@ -104,13 +104,9 @@ def trl_prompt(template: PromptTemplate, question: str, tokenizer):
 
 
 def prompt_records(problems: Sequence[dict], template: PromptTemplate, tokenizer) -> list[dict]:
-    """`prompt`, `answer` (gold, for the reward) and `completion` (the worked solution)."""
+    """`prompt` (as trl should see it) and `answer` (gold, for the reward) per problem."""
     return [
-        {
-            "prompt": trl_prompt(template, p["question"], tokenizer),
-            "answer": p["answer"],
-            "completion": p.get("solution") or "",
-        }
+        {"prompt": trl_prompt(template, p["question"], tokenizer), "answer": p["answer"]}
         for p in problems
     ]
 
@@ -300,7 +296,7 @@ def train_grpo(
     seed_everything(settings["seed"])
     model, tokenizer = load_pretrained(init, revision)
     records = prompt_records(problems, template, tokenizer)
-    dataset = Dataset.from_list([{"prompt": r["prompt"], "answer": r["answer"]} for r in records])
+    dataset = Dataset.from_list(records)
     callback = CsvLog()
     callbacks = [callback, SaveCheckpoints(checkpoints or {}, tokenizer, callback)]
     with scratch_dir() as tmp:

@@ -1,17 +1,20 @@
 """Cost of EAP scoring relative to a plain forward + backward of the same model and tokens.
 
-Three measurements:
+The measurements:
 
 - `train`: forward + `loss.backward()` with parameter gradients (a training step);
 - `input-grad`: forward + backward to the input only, parameters frozen (the least any
   gradient method needs);
-- `eap`: `circuitry.eap.score_samples` on one sample.
+- `eap`: `circuitry.eap.score_samples` on one sample under the paper's loss (`ce`);
+- `eap+unit`: `score_windows` with both losses (`ce`, `ce_unit`) from one forward pass;
+- `eap+unit+crossed`: the same on the sample's own answer and on another answer of the
+  same length (crossed text), as one EAP job does per alpha.
 
-All three use the same tokens and loss (mean cross-entropy on the answer window, logits
-only at the window). Time is the best of `--repeats` rounds that run the three modes in
-turn (so a busy machine slows them alike); peak memory is the extra memory over the loaded
-model during one cold run in a fresh process (CUDA: `max_memory_allocated`; CPU: the rise
-of the process's resident-set high-water mark). Printed as ratios.
+All use the same tokens and loss window (logits only at the window). Time is the best of
+`--repeats` rounds that run the modes in turn (so a busy machine slows them alike); peak
+memory is the extra memory over the loaded model during one cold run in a fresh process
+(CUDA: `max_memory_allocated`; CPU: the rise of the process's resident-set high-water
+mark). Printed as ratios.
 
     python benchmarks/eap_benchmark.py                  # toy Llama on CPU
     python benchmarks/eap_benchmark.py --device cuda    # Llama-7B shape, bf16, 512 and 2048 tokens
@@ -27,7 +30,7 @@ import sys
 import time
 from pathlib import Path
 
-MODES = ("train", "input-grad", "eap")
+MODES = ("train", "input-grad", "eap", "eap+unit", "eap+unit+crossed")
 SHAPES = {
     "toy": {
         "hidden_size": 128,
@@ -108,15 +111,21 @@ def make_step(model, mode: str, n_tokens: int, window: float):
     """A callable running one measured step of `mode` on `n_tokens` random tokens."""
     import torch
 
-    from circuitry.eap import Sample, score_samples
+    from circuitry.eap import LOSSES, Sample, score_samples, score_windows
 
     generator = torch.Generator().manual_seed(1)
     tokens = torch.randint(3, model.config.vocab_size, (n_tokens,), generator=generator)
+    other_answer = torch.randint(3, model.config.vocab_size, (n_tokens,), generator=generator)
     cut_len = max(1, int(window * n_tokens))
     prompt = n_tokens - cut_len
+    own = Sample(tokens[:prompt].tolist(), tokens[prompt:].tolist(), cut_len)
+    crossed = Sample(tokens[:prompt].tolist(), other_answer[:cut_len].tolist(), cut_len)
     if mode == "eap":
-        sample = Sample(tokens[:prompt].tolist(), tokens[prompt:].tolist(), cut_len)
-        return lambda: score_samples(model, [sample])
+        return lambda: score_samples(model, [own])
+    if mode == "eap+unit":
+        return lambda: score_windows(model, [own], LOSSES)
+    if mode == "eap+unit+crossed":
+        return lambda: [score_windows(model, [sample], LOSSES) for sample in (own, crossed)]
 
     device = model.get_input_embeddings().weight.device
     input_ids = tokens[None].to(device)
@@ -249,16 +258,19 @@ def report(args: argparse.Namespace, times: dict, peaks: dict) -> None:
         m = {mode: peaks[mode][n_tokens] for mode in MODES}
         print(f"\n{n_tokens} tokens")
         for mode in MODES:
-            print(f"  {mode:<11} {t[mode] * 1e3:9.1f} ms   peak +{m[mode] / mib:9.1f} MiB")
+            print(f"  {mode:<17} {t[mode] * 1e3:9.1f} ms   peak +{m[mode] / mib:9.1f} MiB")
         print(f"  forward buffer {forward_buffer_bytes(args, n_tokens) / mib:.1f} MiB")
         print(
             f"  time   eap/train {t['eap'] / t['train']:.2f}x, "
-            f"eap/input-grad {t['eap'] / t['input-grad']:.2f}x"
+            f"eap/input-grad {t['eap'] / t['input-grad']:.2f}x, "
+            f"eap+unit/eap {t['eap+unit'] / t['eap']:.2f}x, "
+            f"eap+unit+crossed/eap {t['eap+unit+crossed'] / t['eap']:.2f}x"
         )
         print(
             f"  memory eap/train {m['eap'] / m['train']:.2f}x, "
             f"eap/input-grad {m['eap'] / m['input-grad']:.2f}x, "
-            f"eap - input-grad = {(m['eap'] - m['input-grad']) / mib:.1f} MiB"
+            f"eap - input-grad = {(m['eap'] - m['input-grad']) / mib:.1f} MiB, "
+            f"eap+unit - eap = {(m['eap+unit'] - m['eap']) / mib:.1f} MiB"
         )
 
 

@@ -61,7 +61,7 @@ def _fields(line: str) -> dict[str, str]:
 
 
 def dry_run_jobs(*args: str, workdir: Path | None = None, env: dict | None = None) -> list[dict]:
-    """Every job of a forced dry run: its rule, wildcards and resources."""
+    """Every job of a forced dry run: its rule, wildcards, resources, inputs and outputs."""
     result = run_snakemake(
         "--dry-run", "--forceall", "--cores", "1", *args, workdir=workdir, env=env
     )
@@ -71,11 +71,12 @@ def dry_run_jobs(*args: str, workdir: Path | None = None, env: dict | None = Non
         head = re.match(r"(?:local)?rule (\w+):\n", block)
         if not head:
             continue
-        job = {"rule": head.group(1), "wildcards": {}, "resources": {}}
-        for key in ("wildcards", "resources"):
+        job = {"rule": head.group(1), "wildcards": {}, "resources": {}, "input": [], "output": []}
+        for key in ("wildcards", "resources", "input", "output"):
             line = re.search(rf"^\s+{key}: (.*)$", block, flags=re.M)
             if line:
-                job[key] = _fields(line.group(1))
+                text = line.group(1)
+                job[key] = _fields(text) if key in ("wildcards", "resources") else text.split(", ")
         jobs.append(job)
     return jobs
 

@@ -7,7 +7,14 @@ import copy
 import pytest
 import yaml
 
-from circuitry.config import ConfigError, check_config, enabled_pairs, models_in_use
+from circuitry.config import (
+    ConfigError,
+    check_config,
+    control_pairs,
+    enabled_pairs,
+    models_in_use,
+    replicate_groups,
+)
 from conftest import ROOT, dry_run_jobs, planned_jobs, run_snakemake
 
 
@@ -66,6 +73,18 @@ def _unknown_template(c):
     c["models"]["mistral-7b-sft"]["template"] = "mistrall"
 
 
+def _unknown_loss(c):
+    c["eap"]["losses"] = ["ce", "kl"]
+
+
+def _paper_loss_left_out(c):
+    c["eap"]["losses"] = ["ce_unit"]
+
+
+def _unknown_text(c):
+    c["eap"]["texts"] = ["own", "swapped"]
+
+
 @pytest.mark.parametrize(
     "breaks, names",
     [
@@ -77,6 +96,9 @@ def _unknown_template(c):
         (_url_without_checksum, ["datasets.college_math", "'sha256'"]),
         (_unset_model_enabled, ["models.qwen25-7b-", ".hub_id is not set", "disable the pair"]),
         (_unknown_template, ["models.mistral-7b-sft.template", "mistrall"]),
+        (_unknown_loss, ["eap.losses.1", "'kl' is not one of"]),
+        (_paper_loss_left_out, ["eap.losses: must include ce"]),
+        (_unknown_text, ["eap.texts.1", "'swapped' is not one of"]),
     ],
 )
 def test_broken_config_fails_before_any_job_naming_the_key(breaks, names, tmp_path):
@@ -148,3 +170,90 @@ def test_paper_settings():
     assert tokens["qwen25-7b-sft"] == 8192
     assert tokens["acereason-nemotron-7b"] == 32768
     assert len(config["datasets"]["math"]["hub_config"]) == 7
+
+
+def test_loss_and_text_names_of_the_schema_are_the_engines():
+    from circuitry.eap import LOSSES, TEXTS
+
+    schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    eap = schema["properties"]["eap"]["properties"]
+    assert tuple(eap["losses"]["items"]["enum"]) == LOSSES
+    assert tuple(eap["texts"]["items"]["enum"]) == TEXTS
+    assert eap["losses"]["default"] == ["ce", "ce_unit"]
+    assert eap["texts"]["default"] == ["own", "crossed"]
+
+
+def test_a_pair_of_a_model_with_itself_is_only_the_identity_control():
+    config = load("toy.yaml")
+    check_config(config)
+    del config["pairs"]["toy-identity"]["control"]
+    with pytest.raises(
+        ConfigError,
+        match="pairs.toy-identity: base and tuned are the same .*"
+        "pairs.toy-identity.control: identity",
+    ):
+        check_config(config)
+    config["pairs"]["toy-grpo"]["control"] = "identity"
+    config["pairs"]["toy-identity"]["control"] = "identity"
+    with pytest.raises(ConfigError, match="pairs.toy-grpo.control: identity compares a model"):
+        check_config(config)
+
+
+def _replicates(original, **changes):
+    def breaks(c):
+        c["pairs"]["toy-grpo-seed1"] |= {"replicate_of": original, **changes}
+
+    return breaks
+
+
+@pytest.mark.parametrize(
+    "breaks, message",
+    [
+        (_replicates("toy-grpo-typo"), "unknown pair 'toy-grpo-typo'"),
+        (_replicates("toy-grpo-seed2"), "'toy-grpo-seed2' is itself a replicate"),
+        (_replicates("toy-grpo", base="toy-dpo"), "base 'toy-dpo' differs from 'toy-grpo'"),
+        (_replicates("toy-grpo", method="DPO"), "method 'DPO' differs from 'toy-grpo'"),
+        (
+            _replicates("toy-grpo", tuned="toy-grpo"),
+            "tuned 'toy-grpo' is the tuned model of 'toy-grpo' itself",
+        ),
+    ],
+)
+def test_a_replicate_repeats_an_original_pair(breaks, message):
+    config = load("toy.yaml")
+    breaks(config)
+    with pytest.raises(ConfigError, match="pairs.toy-grpo-seed1.replicate_of: .*" + message):
+        check_config(config)
+
+
+def test_toy_study_carries_its_control_pairs():
+    config = load("toy.yaml")
+    assert control_pairs(config) == {"toy-identity": "identity", "toy-sft-more": "more-training"}
+    assert replicate_groups(config) == {
+        "toy-grpo": ["toy-grpo", "toy-grpo-seed1", "toy-grpo-seed2"]
+    }
+    config["pairs"]["toy-grpo-seed1"]["enabled"] = False
+    assert replicate_groups(config) == {"toy-grpo": ["toy-grpo", "toy-grpo-seed2"]}
+    assert replicate_groups({**config, "only_pairs": ["toy-grpo", "toy-dpo"]}) == {}
+
+
+def test_toy_controls_train_like_the_models_they_control():
+    from circuitry.training import warmup_cosine
+
+    models = load("toy.yaml")["models"]
+    grpo = models["toy-grpo"]["train"]
+    for seed in (1, 2):
+        assert models[f"toy-grpo-seed{seed}"]["train"] == {**grpo, "seed": seed}
+    sft, more = models["toy-sft"]["train"], models["toy-sft-more"]["train"]
+    assert (more["method"], more["init"], more["data"]) == ("sft", "toy-sft", sft["data"])
+    assert more["steps"] == grpo["steps"]
+    # The control goes on at the learning rate toy-sft's schedule ended on.
+    final = warmup_cosine(sft["steps"], sft["steps"], sft["warmup_steps"])
+    assert more["learning_rate"] == pytest.approx(final * sft["learning_rate"])
+
+
+def test_sft_continued_from_a_model_takes_its_architecture():
+    config = load("toy.yaml")
+    config["models"]["toy-sft-more"]["train"]["architecture"] = {"hidden_size": 32}
+    with pytest.raises(ConfigError, match="models.toy-sft-more.train.architecture: .* init"):
+        check_config(config)

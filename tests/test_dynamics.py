@@ -24,6 +24,7 @@ def toy_config() -> dict:
 
 def test_checkpoints_become_models_and_pairs_with_the_initial_model():
     config = toy_config()
+    config["dynamics"].update(temperatures=[0.6, 1.0], checkpoint_every=10)
     found = dynamics.add_checkpoints(config)
     steps = list(range(10, 61, 10))
     assert [c.name for c in found] == [f"dyn-t0.6-step{s}" for s in steps] + [
@@ -34,7 +35,9 @@ def test_checkpoints_become_models_and_pairs_with_the_initial_model():
     assert model["template"] == "toy" and model["gpu"] is False
     pair = config["pairs"]["dyn-t1.0-step30"]
     assert (pair["base"], pair["tuned"], pair["method"]) == ("toy-sft", "dyn-t1.0-step30", "GRPO")
-    assert enabled_pairs(config) == ["toy-grpo", "toy-dpo"]
+    toy = dynamics.add_checkpoints(toy_config())  # the toy: one temperature, every 20 steps
+    assert [c.name for c in toy] == ["dyn-t1.0-step20", "dyn-t1.0-step40", "dyn-t1.0-step60"]
+    assert enabled_pairs(config) == enabled_pairs(TOY)  # checkpoints are not study pairs
     assert dynamics_pairs(config) == [c.name for c in found]
 
 
@@ -77,7 +80,7 @@ def test_fastest_gain_is_per_step_between_consecutive_checkpoints():
 def per_sample(base: dict, tuned: dict, n: int = 4) -> pd.DataFrame:
     """A metrics CSV whose every sample has the given values per role and metric."""
     rows = [
-        {"idx": i, "role": role, "metric": metric, "value": value}
+        {"loss": "ce", "text": "own", "idx": i, "role": role, "metric": metric, "value": value}
         for role, values in (("base", base), ("tuned", tuned))
         for metric, value in values.items()
         for i in range(n)

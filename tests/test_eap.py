@@ -27,12 +27,17 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
+from circuitry import eap
 from circuitry.eap import (
+    DIAGNOSTICS,
+    LOSSES,
     Sample,
     ablation_check,
     model_graph,
     perturbed_loss,
     score_samples,
+    score_windows,
+    windowed_samples,
 )
 
 FAMILIES = ("llama", "mistral", "qwen2", "phi3", "gpt2")
@@ -106,12 +111,13 @@ def hook_count(model: torch.nn.Module) -> int:
     )
 
 
+@pytest.mark.parametrize("loss", LOSSES)
 @pytest.mark.parametrize("family", FAMILIES)
-def test_scores_match_finite_differences_of_edge_ablations(family):
+def test_scores_match_finite_differences_of_edge_ablations(family, loss):
     model = tiny_model(family, n_layers=3)
-    check = ablation_check(model, make_samples(1)[0], eps=1e-2)
+    check = ablation_check(model, make_samples(1)[0], eps=1e-2, loss=loss)
     print(
-        f"{family}: {len(check.edges)} edges, pearson r = {check.pearson_r:.8f}, "
+        f"{family} {loss}: {len(check.edges)} edges, pearson r = {check.pearson_r:.8f}, "
         f"max abs error / max |score| = {check.relative_max_error:.2e} "
         f"(max |score| {check.max_abs_score:.3g})"
     )
@@ -264,3 +270,158 @@ def test_ablation_rejects_non_edges():
     model = tiny_model("mistral")
     with pytest.raises(ValueError, match="no edge m1 -> a1.q"):
         perturbed_loss(model, make_samples(1)[0], "a1.q", 1e-3, source="m1")
+
+
+def position_gradient_norms(model, sample: Sample) -> np.ndarray:
+    """||softmax(z_t) - onehot(y_t)|| at each window position, from a plain forward pass."""
+    with torch.no_grad():
+        logits = model(torch.tensor([sample.tokens])).logits[0].double()
+    positions = list(sample.loss_positions)
+    targets = torch.tensor(sample.tokens)[[p + 1 for p in positions]]
+    g = torch.softmax(logits[positions], dim=-1)
+    g[torch.arange(len(positions)), targets] -= 1
+    return g.norm(dim=-1).numpy()
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_ce_unit_is_the_mean_of_one_token_ce_scores_over_their_gradient_norms(family):
+    """ce_unit of a window = mean over its positions t of (ce score of t alone) / ||g_t||.
+
+    A one-token window at answer position t is the sample whose prompt runs up to t: the
+    model is causal, so the positions before t read the same residuals either way.
+    """
+    model = tiny_model(family, n_layers=2).eval()  # no dropout in the plain forward
+    sample = Sample([5, 9, 14, 3], [21, 7, 33, 12, 40, 8], cut_len=5, sample_id="w")
+    norms = position_gradient_norms(model, sample)
+    prompt, answer = list(sample.prompt_token_ids), list(sample.answer_token_ids)
+    singles = [Sample(prompt + answer[:t], answer[t:], cut_len=1) for t in range(sample.cut_len)]
+    one_token = score_samples(model, singles, dtype=np.float64)
+    expected = (one_token / norms[:, None, None]).mean(axis=0)
+    unit = score_samples(model, [sample], loss="ce_unit", dtype=np.float64)[0]
+    # RMSNorm runs in float32 inside float64 models: sequences of other lengths round
+    # differently at about 1e-7 of the largest score
+    np.testing.assert_allclose(unit, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
+    assert not np.allclose(unit, score_samples(model, [sample], dtype=np.float64)[0])
+
+
+def test_one_forward_pass_serves_every_loss():
+    model = tiny_model("qwen2")
+    samples = make_samples(3, seed=5)
+    forwards = []
+    handle = model.register_forward_hook(lambda *args: forwards.append(1))
+    both = score_windows(model, samples, LOSSES, batch_size=3, dtype=np.float64)
+    handle.remove()
+    assert len(forwards) == 1
+    for loss in LOSSES:
+        alone = score_samples(model, samples, loss=loss, dtype=np.float64)
+        np.testing.assert_allclose(both[loss].scores, alone, rtol=1e-12)
+
+
+def window_logits_and_targets(model, sample: Sample):
+    """Float64 logits at the window positions and the window's tokens, from a plain forward."""
+    logits = model(torch.tensor([sample.tokens])).logits[0, list(sample.loss_positions)].double()
+    return logits, torch.tensor(sample.answer_token_ids[: sample.cut_len])
+
+
+def final_norm_input_gradient_norm(model, sample: Sample, loss: str) -> float:
+    """||dL/d(final-norm input)||_F by autograd through a plain forward, L by its definition."""
+    captured = {}
+    handle = model.model.norm.register_forward_pre_hook(lambda m, args: captured.update(x=args[0]))
+    with torch.enable_grad():
+        logits, targets = window_logits_and_targets(model, sample)
+        handle.remove()
+        if loss == "ce":
+            value = torch.nn.functional.cross_entropy(logits, targets)
+        else:
+            g = torch.softmax(logits.detach(), dim=-1)
+            g[torch.arange(len(targets)), targets] -= 1
+            value = (g / g.norm(dim=-1, keepdim=True) * logits).sum() / len(targets)
+        (grad,) = torch.autograd.grad(value, captured["x"])
+    return grad.norm().item()
+
+
+def test_diagnostics_match_their_definitions():
+    model = tiny_model("llama").eval()
+    samples = make_samples(4, seed=6)
+    scored = score_windows(model, samples, LOSSES, batch_size=2, dtype=np.float64)
+    for i, sample in enumerate(samples):
+        with torch.no_grad():
+            logits, targets = window_logits_and_targets(model, sample)
+        log_p = torch.log_softmax(logits, dim=-1)
+        norms = position_gradient_norms(model, sample)
+        expected = {
+            "window_ce": -log_p[torch.arange(sample.cut_len), targets].mean().item(),
+            "window_entropy": -(log_p.exp() * log_p).sum(dim=-1).mean().item(),
+            "window_len": sample.cut_len,
+        }
+        grad_logits_norm = {"ce": norms.mean() / sample.cut_len, "ce_unit": 1 / sample.cut_len}
+        for loss in LOSSES:
+            diagnostics = {name: values[i] for name, values in scored[loss].diagnostics.items()}
+            assert set(diagnostics) == set(DIAGNOSTICS)
+            for name, value in expected.items():
+                assert diagnostics[name] == pytest.approx(value, rel=1e-9), name
+            assert diagnostics["grad_logits_norm"] == pytest.approx(
+                grad_logits_norm[loss], rel=1e-9
+            )
+            assert diagnostics["grad_final_norm_input"] == pytest.approx(
+                final_norm_input_gradient_norm(model, sample, loss), rel=1e-9
+            )
+
+
+def test_unknown_loss_is_refused():
+    with pytest.raises(ValueError, match="losses must be distinct names among ce, ce_unit"):
+        score_windows(tiny_model("llama"), make_samples(1), ["ce", "kl"])
+
+
+def test_non_finite_diagnostics_name_the_sample(monkeypatch):
+    real = eap._position_statistics
+
+    def nan_entropy_for_second_sample(logits, targets):
+        window = real(logits, targets)
+        entropy = window.entropy.index_fill(0, torch.tensor([1]), float("nan"))
+        return eap._PositionStatistics(window.ce, entropy, window.grad_norm)
+
+    monkeypatch.setattr(eap, "_position_statistics", nan_entropy_for_second_sample)
+    samples = make_samples(2)
+    samples.sort(key=lambda s: len(s.tokens))
+    with pytest.raises(ValueError, match=r"diagnostics are not finite .*'s\d' \(#1\)"):
+        score_windows(tiny_model("llama"), samples, batch_size=2)
+
+
+def test_crossed_text_reads_the_other_answer_after_the_own_prompt():
+    rows = [
+        {
+            "idx": 3,
+            "base": {"prompt_token_ids": [1, 5], "completion_token_ids": [7, 8, 9]},
+            "tuned": {"prompt_token_ids": [1, 6], "completion_token_ids": [4, 4]},
+        }
+    ]
+    (own,) = windowed_samples(rows, "base", 3)
+    (crossed,) = windowed_samples(rows, "base", 3, text="crossed")
+    assert own.tokens == [1, 5, 7, 8, 9]
+    assert crossed.tokens == [1, 5, 4, 4]  # the window is cut to the shorter answer
+    assert windowed_samples(rows, "tuned", 1, text="crossed")[0].tokens == [1, 6, 7]
+    with pytest.raises(ValueError, match="unknown text 'mixed'"):
+        windowed_samples(rows, "base", 1, text="mixed")
+
+
+def test_ce_unit_directions_stay_exact_for_a_model_sure_of_its_answer():
+    """Where p_y rounds to 1 in float32, p_y - 1 loses every digit of g_t's target
+    component; ce_unit (each g_t scaled to unit length) must still match float64."""
+    sure = tiny_model("llama", n_layers=2).eval()
+    with torch.no_grad():
+        sure.lm_head.weight.mul_(40)
+        tokens = [5, 9, 14, 3]
+        for _ in range(6):  # the greedy answer, on which the model is sure
+            tokens.append(int(sure(torch.tensor([tokens])).logits[0, -1].argmax()))
+    sample = Sample(tokens[:4], tokens[4:], cut_len=6)
+    float32 = copy.deepcopy(sure).float()
+    p_target = torch.softmax(float32(torch.tensor([tokens])).logits[0, 3:-1], dim=-1).max(dim=-1)
+    assert (p_target.values == 1.0).any()  # the case the exact target component is for
+    exact = score_windows(sure, [sample], ["ce_unit"], dtype=np.float64)["ce_unit"]
+    rounded = score_windows(float32, [sample], ["ce_unit"])["ce_unit"]
+    assert rounded.diagnostics["grad_logits_norm"][0] == pytest.approx(1 / 6, rel=1e-6)
+    mask = model_graph(sure).edge_mask
+    error = np.linalg.norm(rounded.scores[0][mask] - exact.scores[0][mask])
+    # measured: 0.15% (the float32 forward's own rounding); p_y - 1 instead gives 89%
+    assert error <= 1e-2 * np.linalg.norm(exact.scores[0][mask])

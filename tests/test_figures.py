@@ -44,12 +44,36 @@ def test_every_figure_of_a_pair_is_written(pair_results):
         "diversity",
         "node_entropy",
         "log_abs_w",
+        "confidence",
         "edge_change/toy-gsm8k",
     }
     for path in paths.values():
         assert_png(path)
     assert dict(matplotlib.rcParams) == rc_before  # styling stayed inside the figures
     assert matplotlib.get_backend() == backend_before
+
+
+def test_confidence_frame_pairs_log_intensity_and_window_loss_changes():
+    rows = [
+        ("d", 0.5, 7, role, metric, value)
+        for role, metric, value in (
+            ("base", "intensity", 2.0),
+            ("tuned", "intensity", 1.0),
+            ("base", "window_ce", 0.30),
+            ("tuned", "window_ce", 0.10),
+        )
+    ]
+    rows.append(("d", 0.1, 7, "base", "intensity", 5.0))  # another alpha: left out
+    per_sample = pd.DataFrame(rows, columns=["dataset", "alpha", "idx", "role", "metric", "value"])
+    frame = figures.confidence_frame(per_sample, 0.5)
+    assert frame.to_dict("records") == [
+        {
+            "dataset": "d",
+            "idx": 7,
+            "log_intensity_change": pytest.approx(np.log(0.5)),
+            "window_ce_change": pytest.approx(-0.2),
+        }
+    ]
 
 
 def test_wrong_figure_names_fail_before_drawing(pair_results, tmp_path):

@@ -25,6 +25,7 @@ from circuitry.metrics import (
     mass_entropy,
     metric_definitions,
 )
+from circuitry.scorefile import DIAGNOSTICS, write_score_file
 
 FORWARD = ("input", "a0")
 BACKWARD = ("a0.q", "m0", "logits")
@@ -72,8 +73,29 @@ def per_sample(result, metric, role) -> list[float]:
 
 
 def test_tidy_table_layout(result):
-    assert list(result.per_sample.columns) == ["idx", "role", "metric", "value"]
+    assert list(result.per_sample.columns) == ["text", "role", "idx", "metric", "value"]
     assert len(result.per_sample) == len(PER_SAMPLE_METRICS) * 2 * len(IDX)
+    assert result.texts == ("own",)
+
+
+def test_crossed_scores_share_the_histogram_grid():
+    """Each model on the other's text joins the table, on one grid over all four files."""
+    crossed = {"base": edge_scores(TUNED), "tuned": edge_scores(BASE)}
+    both = compute_circuit_metrics(
+        edge_scores(BASE),
+        edge_scores(TUNED),
+        crossed=crossed,
+        hist_bins=4,
+        hist_upper_quantile=1.0,
+    )
+    assert both.texts == ("own", "crossed")
+    assert len(both.per_sample) == len(PER_SAMPLE_METRICS) * 4 * len(IDX)
+    assert both.values("intensity", "base", "crossed") == pytest.approx([12 / 5, 3 / 5])
+    assert both.values("entropy_hist", "tuned", "crossed") == pytest.approx(
+        both.values("entropy_hist", "base", "own")
+    )
+    with pytest.raises(ValueError, match="both roles"):
+        compute_circuit_metrics(edge_scores(BASE), edge_scores(TUNED), crossed={"base": BASE})
 
 
 def test_intensity(result):
@@ -231,6 +253,50 @@ def test_npz_round_trip(tmp_path):
     loaded = load_edge_scores(path)
     assert loaded.forward_nodes == FORWARD and loaded.backward_nodes == BACKWARD
     np.testing.assert_array_equal(loaded.edge_values[0], [2, -2, 0, 1, -1])
+
+
+def test_score_file_round_trip_with_diagnostics(tmp_path):
+    path = tmp_path / "ce" / "base_on_own.npz"
+    diagnostics = {name: np.array([0.5, 2.0]) for name in DIAGNOSTICS}
+    write_score_file(
+        path,
+        scores=BASE,
+        diagnostics=diagnostics,
+        idx=IDX,
+        graph={
+            "edge_mask": MASK,
+            "forward_nodes": np.array(FORWARD),
+            "backward_nodes": np.array(BACKWARD),
+        },
+        condition={"alpha": 0.5, "cut_len": 3, "loss": "ce", "role": "base", "text": "own"},
+    )
+    loaded = load_edge_scores(path)
+    assert set(loaded.diagnostics) == set(DIAGNOSTICS)
+    np.testing.assert_array_equal(loaded.diagnostics["window_ce"], [0.5, 2.0])
+    with np.load(path, allow_pickle=False) as npz:
+        assert str(npz["loss"]) == "ce" and float(npz["alpha"]) == 0.5
+    with pytest.raises(ValueError, match=r"diagnostics \['window_len'\] missing"):
+        write_score_file(
+            path,
+            scores=BASE,
+            diagnostics={k: v for k, v in diagnostics.items() if k != "window_len"},
+            idx=IDX,
+            graph={},
+            condition={},
+        )
+
+
+def test_non_finite_diagnostic_names_the_problem():
+    arrays = {
+        "scores": BASE,
+        "idx": IDX,
+        "edge_mask": MASK,
+        "forward_nodes": np.array(FORWARD),
+        "backward_nodes": np.array(BACKWARD),
+        "window_entropy": np.array([0.1, np.nan]),
+    }
+    with pytest.raises(ValueError, match=r"window_entropy is NaN or infinite for idx \[3\]"):
+        EdgeScores.from_npz(arrays)
 
 
 def test_missing_npz_array_is_named():

@@ -6,8 +6,16 @@ import json
 import random
 
 import pytest
+from tokenizers import Tokenizer, models
+from transformers import PreTrainedTokenizerFast
 
-from circuitry.pairing import FilterSettings, PairingError, pair_samples
+from circuitry.pairing import (
+    FilterSettings,
+    PairingError,
+    check_shared_vocabulary,
+    pair_samples,
+)
+from circuitry.tokenizer import UNK, build_char_tokenizer
 
 DEFAULTS = FilterSettings()
 
@@ -188,3 +196,24 @@ def test_repeated_idx_is_refused():
 def test_settings_from_config_fill_the_paper_defaults():
     assert FilterSettings.from_config({}) == FilterSettings(0.5, 1.5, 0.5, 100, 42)
     assert FilterSettings.from_config({"seed": 7, "num_samples": 3}).seed == 7
+
+
+def test_crossed_scoring_needs_one_vocabulary():
+    """Crossed text feeds one model's ids to the other: both must read them as one token."""
+    rows = [
+        {
+            "idx": 0,
+            "base": {"completion_token_ids": [20, 25]},
+            "tuned": {"completion_token_ids": [26]},
+        }
+    ]
+    base = build_char_tokenizer()
+    check_shared_vocabulary("p", {"base": base, "tuned": build_char_tokenizer()}, rows)
+    vocab = base.get_vocab()
+    vocab["5"], vocab["6"] = vocab["6"], vocab["5"]  # ids 25 and 26 swap their characters
+    swapped = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel(vocab, UNK)))
+    with pytest.raises(
+        PairingError,
+        match="pair p: .*token id 25 is '5' for the base tokenizer and '6' for the tuned",
+    ):
+        check_shared_vocabulary("p", {"base": base, "tuned": swapped}, rows)

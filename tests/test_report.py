@@ -23,8 +23,15 @@ from circuitry import report, results
 from circuitry.config import config_hash, enabled_pairs, models_in_use
 from circuitry.figures import make_pair_figures, make_training_figure
 from circuitry.graph import build_graph
-from circuitry.io import write_json, write_jsonl, write_npz
-from circuitry.metrics import METRICS, EdgeScores, compute_circuit_metrics
+from circuitry.io import write_json, write_jsonl
+from circuitry.metrics import (
+    CONFIDENCE_METRICS,
+    METRICS,
+    EdgeScores,
+    load_condition,
+    per_sample_table,
+    write_per_sample,
+)
 from circuitry.pairing import FilterSettings, pair_samples
 from circuitry.provenance import (
     PACKAGES,
@@ -47,7 +54,9 @@ from circuitry.report import (
     write_report,
 )
 from circuitry.results import Layout, load_pair_results, load_study
-from circuitry.stats import COLUMNS, assemble_tests_table, compare_roles, write_tests_table
+from circuitry.scorefile import DIAGNOSTICS, write_score_file
+from circuitry.stats import COLUMNS, assemble_tests_table, pair_dataset_tests, write_tests_table
+from circuitry.verdicts import headline_verdicts
 from conftest import ROOT
 
 TITLE_SCRIPT = "<script>document.title = 'pwned'</script>"
@@ -114,18 +123,30 @@ def edge_scores(rng, idx: np.ndarray, scale: float, noise: float) -> EdgeScores:
     )
 
 
-def write_eap(path: Path, edges: EdgeScores, alpha: float) -> None:
-    write_npz(
+def write_eap(path: Path, edges: EdgeScores, alpha: float, role: str, loss: str, sure: float):
+    """A score file; `sure` scales the window loss (below 1: surer of its answer)."""
+    n = len(edges.idx)
+    diagnostics = {name: np.linspace(0.1, 1.0, n) for name in DIAGNOSTICS}
+    diagnostics["window_ce"] = sure * diagnostics["window_ce"]
+    write_score_file(
         path,
         scores=edges.scores,
+        diagnostics=diagnostics | {"window_len": np.full(n, 3)},
         idx=edges.idx,
-        edge_mask=edges.edge_mask,
-        forward_nodes=np.array(edges.forward_nodes),
-        backward_nodes=np.array(edges.backward_nodes),
-        cut_len=np.array(3),
-        window_len=np.full(len(edges.idx), 3),
-        reference_length=np.array(10.0),
-        alpha=np.array(alpha),
+        graph={
+            "edge_mask": edges.edge_mask,
+            "forward_nodes": np.array(edges.forward_nodes),
+            "backward_nodes": np.array(edges.backward_nodes),
+        },
+        condition={
+            "alpha": alpha,
+            "cut_len": 3,
+            "reference_length": 10.0,
+            "role": role,
+            "text_role": role,
+            "loss": loss,
+            "text": "own",
+        },
     )
 
 
@@ -141,19 +162,31 @@ def write_training_log(path: Path, method: str) -> None:
     pd.DataFrame(columns).to_csv(path, index=False)
 
 
-def write_condition(layout, rng, pair, dataset, alpha, idx) -> pd.DataFrame:
-    """EAP npz of both roles, metrics CSV/JSON and the tests of one pair x dataset x alpha."""
+def write_condition(layout, rng, pair, dataset, alpha, idx) -> dict:
+    """EAP npz of both roles under both losses and the metrics CSV/JSON of one pair x
+    dataset x alpha: `{(alpha, loss): CircuitMetrics}`. The tuned GRPO model is surer of
+    its answers and its paper-loss scores are larger; under ce_unit they are not."""
     where = {"pair": pair, "dataset": dataset, "alpha": str(alpha)}
     base = edge_scores(rng, idx, 1.0, 0.5)
-    tuned = edge_scores(rng, idx, TUNED_SCALE[pair], 0.5 * TUNED_SCALE[pair])
-    for role, edges in (("base", base), ("tuned", tuned)):
-        write_eap(layout.path(results.EAP_FILE, role=role, **where), edges, alpha)
-    metrics = compute_circuit_metrics(base, tuned)
-    metrics.write(
-        layout.path(results.METRICS_FILE, ext="csv", **where),
-        layout.path(results.METRICS_FILE, ext="json", **where),
+    scale = TUNED_SCALE[pair]
+    tuned = {
+        "ce": edge_scores(rng, idx, scale, 0.5 * scale),
+        "ce_unit": edge_scores(rng, idx, 1.0, 0.5),
+    }
+    by_loss = {}
+    for loss, tuned_edges in tuned.items():
+        paths = {}
+        for role, edges, sure in (("base", base, 1.0), ("tuned", tuned_edges, 1 / scale)):
+            paths[role, "own"] = layout.path(
+                results.EAP_FILE, role=role, loss=loss, text="own", **where
+            )
+            write_eap(paths[role, "own"], edges, alpha, role, loss, sure)
+        by_loss[loss] = load_condition(paths)
+    write_per_sample(
+        per_sample_table(by_loss), layout.path(results.METRICS_FILE, ext="csv", **where)
     )
-    return compare_roles(metrics, pair=pair, dataset=dataset, alpha=alpha, n_resamples=99)
+    by_loss["ce"].write_summary(layout.path(results.METRICS_FILE, ext="json", **where))
+    return {(alpha, loss): m for loss, m in by_loss.items()}
 
 
 def write_results_tree(root: Path, config: dict) -> None:
@@ -204,8 +237,10 @@ def write_results_tree(root: Path, config: dict) -> None:
             )
             write_json(layout.path(results.PAIR_SUMMARY, pair=pair, dataset=dataset), summary)
             idx = np.array([row["idx"] for row in selected])
+            metrics = {}
             for alpha in config["eap"]["alphas"]:
-                frames.append(write_condition(layout, rng, pair, dataset, alpha, idx))
+                metrics |= write_condition(layout, rng, pair, dataset, alpha, idx)
+            frames.append(pair_dataset_tests(metrics, pair=pair, dataset=dataset, n_resamples=99))
     write_tests_table(assemble_tests_table(frames), layout.path(results.TESTS))
     for model in layout.training_figures(config):
         method = config["models"][model]["train"]["method"]
@@ -303,20 +338,24 @@ def test_significance_marks(q, mark):
 # ---------------------------------------------------------------- tables on known numbers
 
 
-def known_row(pair, metric, change_pct, q, *, dataset="gsm", alpha=0.5, base=2.0) -> dict:
-    """One row of the tests table with a known change."""
+def known_row(
+    pair, metric, change_pct, q, *, dataset="gsm", alpha=0.5, base=2.0, loss="ce", **extra
+) -> dict:
+    """One row of the tests table with a known change (own answers)."""
     row = dict.fromkeys(COLUMNS, np.nan)
     change = base * change_pct / 100
-    expected = METRICS[metric].expected
+    spec = {**METRICS, **CONFIDENCE_METRICS}[metric]
     row.update(
         pair=pair,
         dataset=dataset,
         alpha=alpha,
+        loss=loss,
+        comparison="own",
         metric=metric,
-        quantity=METRICS[metric].quantity,
-        variant=METRICS[metric].variant,
-        headline=METRICS[metric].headline,
-        kind=METRICS[metric].kind,
+        quantity=spec.quantity,
+        variant=spec.variant,
+        headline=spec.headline,
+        kind=spec.kind,
         n=30,
         base=base,
         tuned=base + change,
@@ -325,9 +364,12 @@ def known_row(pair, metric, change_pct, q, *, dataset="gsm", alpha=0.5, base=2.0
         test="Wilcoxon signed-rank (two-sided)",
         p=q / 2,
         q=q,
-        expected="up" if expected > 0 else "down",
-        as_expected=None if change == 0 else bool(np.sign(change) == expected),
+        expected={1: "up", -1: "down", 0: "none"}[spec.expected],
+        as_expected=None
+        if change == 0 or not spec.expected
+        else bool(np.sign(change) == spec.expected),
         note="",
+        **extra,
     )
     return row
 
@@ -336,55 +378,64 @@ def cells_by_metric(table, column: int) -> dict[str, report.Cell]:
     return {row.cells[0].text.split(" (")[0]: row.cells[column] for row in table.rows}
 
 
-def test_headline_table_has_the_papers_layout_with_arrows_marks_and_colours():
+def test_headline_cells_give_both_losses_the_window_loss_and_a_verdict():
     tests = pd.DataFrame(
         [
-            known_row("p1", "intensity", 12.345, 0.004),  # up as expected, **
-            known_row("p1", "entropy", -5.0, 0.2),  # down, against, not significant
-            known_row("p1", "kurtosis", -40.0, 0.0001),  # down as expected, ***
-            known_row("p1", "diversity", 3.0, 0.04),  # up as expected, *
-            known_row("p2", "intensity", 0.0, np.nan),  # no change, not tested
+            known_row("p1", "window_ce", -8.0, 0.001),  # p1 is surer of its answers
+            known_row("p1", "intensity", 12.345, 0.004),
+            known_row("p1", "intensity", 10.0, 0.01, loss="ce_unit"),  # holds without confidence
+            known_row("p1", "entropy", -5.0, 0.2),  # not significant
+            known_row("p1", "kurtosis", -40.0, 0.0001),
+            known_row("p1", "kurtosis", -1.0, 0.6, loss="ce_unit"),  # gone without confidence
+            known_row("p2", "window_ce", -10.0, 0.001),
+            known_row("p2", "intensity", -20.0, 0.001),  # down, as a surer model's would
+            known_row("p2", "intensity", -1.0, 0.8, loss="ce_unit"),
         ]
     )
-    table = headline_table(tests, {"p1": "GRPO", "p2": "DPO"}, ["gsm"], 0.5)
+    verdicts = headline_verdicts(tests)
+    table = headline_table(verdicts, {"p1": "GRPO", "p2": "DPO"}, ["gsm"], 0.5)
     assert table.columns == ["metric", "p1 (GRPO)", "p2 (DPO)"]
     assert [row.group for row in table.rows] == ["gsm"] * 4
     p1, p2 = cells_by_metric(table, 1), cells_by_metric(table, 2)
-    assert (p1["activation intensity"].text, p1["activation intensity"].css) == (
-        "↑ +12.3%**",
-        "expected sig",
+    assert p1["activation intensity"].parts == (
+        ("ce ↑ +12.3%**", ""),
+        ("unit ↑ +10.0%*", ""),
+        ("loss ↓ -8.00%**", ""),
+        ("consistent with the paper", "expected sig"),
     )
-    assert (p1["information complexity"].text, p1["information complexity"].css) == (
-        "↓ -5.00%",
-        "opposite ns",
-    )
-    assert (p1["distribution kurtosis"].text, p1["distribution kurtosis"].css) == (
-        "↓ -40.0%***",
-        "expected sig",
-    )
-    assert p1["cross-sample diversity"].text == "↑ +3.00%*"
-    assert (p2["activation intensity"].text, p2["activation intensity"].css) == ("→ 0%", "na")
+    assert p1["information complexity"].parts[-1] == ("no change", "ns")
+    assert p1["distribution kurtosis"].parts[-1] == ("explained by confidence", "confidence")
+    assert p2["activation intensity"].parts[-1] == ("explained by confidence", "confidence")
     assert (p2["information complexity"].text, p2["information complexity"].css) == ("–", "na")
-    assert "q = 0.004" in p1["activation intensity"].title
+    assert "ce: q = 0.00400" in p1["activation intensity"].title
+    neutral = headline_table(verdicts, {"p1": "GRPO"}, ["gsm"], 0.5, neutral=True)
+    assert cells_by_metric(neutral, 1)["activation intensity"].parts[-1][1] == "neutral"
 
 
-def test_headline_table_shows_the_absolute_change_when_the_base_is_zero():
+def test_headline_cells_show_the_absolute_change_when_the_base_is_zero():
     row = known_row("p1", "kurtosis", 10.0, 0.01) | {"change": -0.25, "change_pct": np.nan}
-    table = headline_table(pd.DataFrame([row]), {"p1": "PPO"}, ["gsm"], 0.5)
-    assert cells_by_metric(table, 1)["distribution kurtosis"].text == "↓ -0.250*"
+    table = headline_table(headline_verdicts(pd.DataFrame([row])), {"p1": "PPO"}, ["gsm"], 0.5)
+    assert cells_by_metric(table, 1)["distribution kurtosis"].parts[0][0] == "ce ↓ -0.250*"
 
 
-def test_alpha_sweep_shows_every_alpha_in_order():
+def test_alpha_sweep_shows_every_alpha_in_order_and_names_duplicate_windows():
     tests = pd.DataFrame(
         [
             known_row("p1", "intensity", 10.0, 0.001, alpha=0.5),
             known_row("p1", "intensity", -10.0, 0.3, alpha=0.1),
+            known_row("p1", "intensity", -10.0, 0.3, alpha=0.2, duplicate_of=0.1),
         ]
     )
-    table = alpha_sweep_table(tests, {"p1": "GRPO"}, ["gsm"], [0.1, 0.5])
+    table = alpha_sweep_table(headline_verdicts(tests), {"p1": "GRPO"}, ["gsm"], [0.1, 0.2, 0.5])
     cell = cells_by_metric(table, 1)["activation intensity"]
-    assert cell.parts == (("↓ -10.0%", "opposite ns"), ("↑ +10.0%**", "expected sig"))
-    assert cell.title.startswith("1 of 2 alphas significant as expected")
+    assert cell.parts == (
+        ("ce ↓ -10.0%", "ns"),
+        ("= α = 0.1", "na"),
+        ("ce ↑ +10.0%**", "expected sig"),
+    )
+    assert cell.title.startswith("1 consistent with the paper")
+    same = headline_table(headline_verdicts(tests), {"p1": "GRPO"}, ["gsm"], 0.2)
+    assert cells_by_metric(same, 1)["activation intensity"].text == "same window as α = 0.1"
 
 
 def test_variants_are_compared_with_the_headline_of_their_quantity():
@@ -399,11 +450,15 @@ def test_variants_are_compared_with_the_headline_of_their_quantity():
     agreement = variant_agreement(tests).set_index(["metric", "verdict"])
     assert agreement.loc[("entropy_hist", "opposite"), "agrees"].item() is False
     assert agreement.loc[("entropy_hist", "ns"), "agrees"].item() is True
-    table = variant_table(tests, {"p1": "GRPO"})
-    cells = {row.cells[0].text: row.cells[1].text for row in table.rows}
-    assert cells["entropy: normalised edge mass (headline)"] == "✓1 ✗0 of 2"
-    assert cells["entropy_hist: histogram of |w|"] == "✓0 ✗1 of 2 · agrees 1/2"
-    assert cells["kurtosis_abs: |w|"] == "–"
+    table = variant_table(tests, {"p1": "GRPO"}, neutral=False)
+    cells = {row.cells[0].text: row.cells[1] for row in table.rows}
+    assert cells["entropy: normalised edge mass (headline)"].text == "✓1 ✗0 of 2"
+    assert cells["entropy_hist: histogram of |w|"].text == "✓0 ✗1 of 2 · agrees 1/2"
+    assert cells["kurtosis_abs: |w|"].text == "–"
+    assert cells["entropy_hist: histogram of |w|"].css == "opposite sig"
+    # a pipeline check never colours a result as confirming or refuting the paper
+    neutral = variant_table(tests, {"p1": "GRPO"}, neutral=True)
+    assert {row.cells[1].css for row in neutral.rows} <= {"neutral", "", "na"}
 
 
 def test_funnel_table_counts_every_filter_and_the_windows():
@@ -442,7 +497,8 @@ def test_methods_text_comes_from_the_config_and_is_escaped():
     text = " ".join(report.methods_paragraphs(config, n_tests=17))
     assert "[0.5·T, 1.75·T]" in text
     assert "{0.1, 0.5}" in text
-    assert "all 17 tests" in text
+    assert "(17 over all pairs)" in text
+    assert "log(tuned/base)" in text and "geometric mean" in text
     config["templates"]["toy"]["user"] = "<b>{question}</b>"
     cells = [cell.text for row in report.templates_table(config).rows for cell in row.cells]
     assert "<b>{question}</b>" in cells  # plain text: escaped when rendered

@@ -25,9 +25,10 @@ TARGET = f"results/generations/{MODEL}/{DATASET}.jsonl"
 PROBLEMS, TRAINING_PROBLEMS = 20, 64
 ACCOUNT = "circuitry-ci"
 RUN_TIMEOUT_S = 300
-# What the rules ask for toy-sft (size_b 0.001, gpu: true): one thread, 4000 + 4 MB,
-# 30 minutes and one GPU.
-RULE_OPTIONS = ["--cpus-per-task=1", "--mem 4004", "-t 30", "--gpus=1"]
+# What the rules ask for toy-sft (size_b 0.001, gpu: true): 4000 + 4 MB, 30 minutes and
+# one GPU; two threads to train it from scratch (nothing runs beside it), one to generate.
+RULE_OPTIONS = ["--mem 4004", "-t 30", "--gpus=1"]
+RULE_CPUS = {"train_model": 2, "generate": 1}
 # Poll SLURM every 3 s: with the executor's defaults (a check 40 s after each finished
 # wave) this run takes two minutes instead of forty seconds.
 FAST_POLLING = ["--slurm-init-seconds-before-status-checks", "3"]
@@ -126,7 +127,8 @@ def test_each_gpu_job_gets_its_rules_resources(slurm_run, cluster):
     calls = sbatch_calls(log)
     assert set(calls) == {"train_model", "generate"}  # download_dataset stays local
     for rule, call in calls.items():
-        for option in [*RULE_OPTIONS, f"-p {cluster.partition}", f"-A {ACCOUNT}"]:
+        cpus = f"--cpus-per-task={RULE_CPUS[rule]}"
+        for option in [*RULE_OPTIONS, cpus, f"-p {cluster.partition}", f"-A {ACCOUNT}"]:
             assert f" {option} " in call, (rule, option, call)
 
 

@@ -10,18 +10,28 @@ import pytest
 from scipy import stats as sps
 
 from circuitry.metrics import (
+    CONFIDENCE_METRICS,
     PER_SAMPLE_METRICS,
     POOLED_METRICS,
     EdgeScores,
     PairedEdgeStack,
     compute_circuit_metrics,
-    load_edge_scores,
+    load_condition,
+    per_sample_table,
+    write_per_sample,
 )
+from circuitry.scorefile import DIAGNOSTICS, write_score_file
 from circuitry.stats import (
     COLUMNS,
+    GEOMETRIC_MEAN,
     MIN_PAIRS,
     assemble_tests_table,
     compare_roles,
+    duplicate_alphas,
+    family,
+    loss_correlation,
+    mark_duplicates,
+    pair_dataset_tests,
     paired_sample_test,
     percent_change,
     pooled_permutation_test,
@@ -102,8 +112,8 @@ def test_degenerate_per_sample_inputs_give_nan_and_a_reason():
     assert few["n"] == 5 < MIN_PAIRS and np.isnan(few["p"]) and "not tested" in few["note"]
     assert few["change"] == pytest.approx(1.0)
     same = paired_sample_test(np.arange(8.0), np.arange(8.0), rng=np.random.default_rng(0))
-    assert np.isnan(same["p"]) and "all paired differences are zero" in same["note"]
-    assert np.isnan(same["ci_low"]) and np.isnan(same["effect_size"])
+    assert same["p"] == 1.0 and "all paired differences are zero" in same["note"]
+    assert (same["ci_low"], same["ci_high"]) == (0.0, 0.0) and np.isnan(same["effect_size"])
     # every resample has the same change: BCa is undefined, the percentile CI is exact
     shift = paired_sample_test(np.ones(8), np.full(8, 2.0), rng=np.random.default_rng(0))
     assert (shift["ci_low"], shift["ci_high"]) == (1.0, 1.0)
@@ -167,7 +177,7 @@ def test_degenerate_pooled_inputs_give_nan_and_a_reason():
     rng = np.random.default_rng(8)
     rows = rng.normal(size=(8, 5))
     same = pooled_permutation_test(PairedEdgeStack(rows, rows), "diversity", rng=rng)
-    assert np.isnan(same["p"]) and "identical" in same["note"]
+    assert same["p"] == 1.0 and "identical" in same["note"]
     few = pooled_permutation_test(PairedEdgeStack(rows[:3], rows[3:6]), "diversity", rng=rng)
     assert np.isnan(few["p"]) and "pairs" in few["note"]
     zero = rows.copy()
@@ -176,12 +186,105 @@ def test_degenerate_pooled_inputs_give_nan_and_a_reason():
     assert np.isnan(undefined["p"]) and "undefined" in undefined["note"]
 
 
+def fdr_table(p, family="primary", duplicate_of=np.nan, pair="p") -> pd.DataFrame:
+    return pd.DataFrame({"pair": pair, "p": p, "family": family, "duplicate_of": duplicate_of})
+
+
 def test_benjamini_hochberg_by_hand_and_nan_safe():
-    table = pd.DataFrame({"p": [0.001, 0.04, 0.041, 0.9, np.nan]})
+    table = fdr_table([0.001, 0.04, 0.041, 0.9, np.nan])
     # m = 4 tested: p*m/rank = 0.004, 0.08, 0.05467, 0.9; step-up minimum from the top
     q = with_fdr(table)["q"].to_numpy()
     np.testing.assert_allclose(q, [0.004, 0.041 * 4 / 3, 0.041 * 4 / 3, 0.9, np.nan])
-    assert with_fdr(pd.DataFrame({"p": [np.nan, np.nan]}))["q"].isna().all()
+    assert with_fdr(fdr_table([np.nan, np.nan]))["q"].isna().all()
+
+
+def test_each_family_has_its_own_correction():
+    p = [0.01, 0.02, 0.03, 0.04]
+    table = fdr_table(p, family=["primary", "primary", "secondary", "confidence"])
+    q = with_fdr(table)["q"].to_numpy()
+    np.testing.assert_allclose(q, [0.02, 0.02, 0.03, 0.04])
+    assert family("intensity", "ce", "own") == "primary"
+    assert family("entropy_hist", "ce", "own") == "secondary"
+    assert family("intensity", "ce_unit", "own") == "secondary"
+    assert family("intensity", "ce", "weights") == "secondary"
+    assert family("window_ce", "ce", "own") == "confidence"
+
+
+def test_each_pair_is_corrected_on_its_own():
+    """A control's tests leave a study pair's q-values as they were without it."""
+    study = fdr_table([0.01, 0.02, 0.03], pair="study")
+    control = fdr_table([1.0, 1.0, 0.5, 0.9], pair="control")
+    alone = with_fdr(study)["q"].to_numpy()
+    together = with_fdr(pd.concat([study, control], ignore_index=True))["q"].to_numpy()
+    np.testing.assert_allclose(together[:3], alone)
+    np.testing.assert_allclose(alone, [0.03, 0.03, 0.03])
+    np.testing.assert_allclose(together[3:], sps.false_discovery_control([1.0, 1.0, 0.5, 0.9]))
+
+
+def test_duplicate_window_conditions_leave_the_fdr_family():
+    # alphas 0.03 and 0.1 both give 1-token windows: 0.1 repeats 0.03
+    windows = {"0.03": np.ones(6), "0.1": np.ones(6), "0.3": np.full(6, 4.0)}
+    assert duplicate_alphas(windows) == {"0.1": "0.03"}
+    assert duplicate_alphas({"0.1": None, "0.3": None}) == {}
+    table = pd.DataFrame(
+        {
+            "pair": "p",
+            "alpha": ["0.03", "0.1", "0.3", "0.3"],
+            "p": [0.01, 0.01, 0.04, 0.5],
+            "family": "primary",
+            "duplicate_of": np.nan,
+            "note": ["", "", "", ""],
+        }
+    )
+    marked = with_fdr(mark_duplicates(table, duplicate_alphas(windows)))
+    assert marked["duplicate_of"].isna().tolist() == [True, False, True, True]
+    assert float(marked["duplicate_of"].iloc[1]) == 0.03
+    assert "same window as alpha = 0.03" in marked["note"].iloc[1]
+    # BH over the three rows that are not duplicates: 0.01, 0.04, 0.5
+    expected = sps.false_discovery_control([0.01, 0.04, 0.5])
+    np.testing.assert_allclose(marked["q"].to_numpy()[[0, 2, 3]], expected)
+    assert np.isnan(marked["q"].iloc[1])
+
+
+def test_intensity_is_tested_on_log_ratios_with_a_geometric_mean_ci():
+    """A few loud samples fall while most rise: the ratio of means says down, the
+    geometric mean of per-sample ratios (and the log-ratio test) say up."""
+    rng = np.random.default_rng(11)
+    base = np.concatenate([np.full(4, 100.0), np.ones(36)]) * np.exp(rng.normal(0, 0.1, 40))
+    ratio = np.concatenate([np.full(4, 0.5), np.full(36, 1.3)])
+    tuned = base * ratio * np.exp(rng.normal(0, 0.05, 40))
+    result = paired_sample_test(
+        base, tuned, rng=np.random.default_rng(12), n_resamples=1999, log_scale=True
+    )
+    log_ratio = np.log(tuned / base)
+    assert result["change_measure"] == GEOMETRIC_MEAN
+    # change is the mean log ratio, so its sign is the tested effect's, not the means'
+    assert result["change"] == pytest.approx(log_ratio.mean()) and result["change"] > 0
+    assert result["ci_low"] < result["change"] < result["ci_high"]
+    assert result["change_pct"] == pytest.approx(100 * np.expm1(log_ratio.mean()))
+    assert 15 < result["change_pct"] < 21  # exp((4 log 0.5 + 36 log 1.3) / 40) - 1 = 18.2%
+    assert result["ratio_of_means_pct"] == pytest.approx(100 * (tuned.mean() / base.mean() - 1))
+    assert result["ratio_of_means_pct"] < -35  # (200 + 46.8) / (400 + 36) - 1 = -43%
+    assert result["p"] == pytest.approx(sps.wilcoxon(log_ratio).pvalue)
+    assert result["p"] < 0.001
+    assert 0 < result["ci_pct_low"] < result["change_pct"] < result["ci_pct_high"]
+    # the ratio-of-means reading would have said the opposite: a difference-scale test
+    difference = paired_sample_test(base, tuned, rng=np.random.default_rng(12), n_resamples=999)
+    assert difference["change_pct"] < -35
+
+
+def test_log_scale_drops_non_positive_values():
+    base, tuned = np.array([1.0, 0.0, 2, 3, 4, 5, 6, 7]), np.arange(1.0, 9.0) * 2
+    result = paired_sample_test(base, tuned, rng=np.random.default_rng(0), log_scale=True)
+    assert result["n"] == 7 and "non-positive" in result["note"]
+
+
+def test_loss_correlation():
+    effect = np.arange(10.0)
+    assert loss_correlation(effect, effect**3)[0] == pytest.approx(1.0)
+    assert loss_correlation(effect, -effect)[0] == pytest.approx(-1.0)
+    assert np.isnan(loss_correlation(effect, np.ones(10))[0])
+    assert np.isnan(loss_correlation(effect[:4], effect[:4])[0])
 
 
 @pytest.fixture(scope="module")
@@ -208,6 +311,9 @@ def compare(condition, seed=0, alpha="0.1"):
 def test_compare_roles_rows(condition):
     rows = compare(condition).set_index("metric")
     assert list(rows.index) == [*PER_SAMPLE_METRICS, *POOLED_METRICS]
+    assert (rows["comparison"] == "own").all() and (rows["loss"] == "ce").all()
+    assert rows.loc["intensity", "family"] == "primary"
+    assert rows.loc["entropy_hist", "family"] == "secondary"
     assert (rows["n"] == 16).all()
     assert rows.loc["intensity", "change_pct"] == pytest.approx(50, abs=2)
     assert rows.loc["intensity", "as_expected"]
@@ -222,9 +328,9 @@ def test_results_are_fixed_by_the_seed(condition):
     first, again, other = compare(condition), compare(condition), compare(condition, seed=1)
     pd.testing.assert_frame_equal(first, again)
     assert not np.allclose(first["ci_low"], other["ci_low"], equal_nan=True)
-    stream = row_rng(0, "toy-grpo", "toy-gsm8k", "0.1", "intensity").random(3)
+    stream = row_rng(0, "toy-grpo", "toy-gsm8k", "0.1", "ce", "own", "intensity").random(3)
     np.testing.assert_array_equal(
-        stream, row_rng(0, "toy-grpo", "toy-gsm8k", 0.1, "intensity").random(3)
+        stream, row_rng(0, "toy-grpo", "toy-gsm8k", 0.1, "ce", "own", "intensity").random(3)
     )
 
 
@@ -232,43 +338,113 @@ def test_tests_table_applies_fdr_across_conditions(condition):
     table = assemble_tests_table([compare(condition), compare(condition, alpha="0.3")])
     assert list(table.columns) == list(COLUMNS)
     assert len(table) == 2 * (len(PER_SAMPLE_METRICS) + len(POOLED_METRICS))
-    tested = table["p"].notna()
-    np.testing.assert_allclose(
-        table.loc[tested, "q"], sps.false_discovery_control(table.loc[tested, "p"])
-    )
-    assert (table.loc[tested, "q"] >= table.loc[tested, "p"]).all()
+    for name in ("primary", "secondary"):
+        tested = table["p"].notna() & (table["family"] == name)
+        assert tested.sum() >= 8  # both conditions' rows are in one correction
+        np.testing.assert_allclose(
+            table.loc[tested, "q"], sps.false_discovery_control(table.loc[tested, "p"])
+        )
+    assert (table["q"] >= table["p"]).all()
 
 
-def save_npz(path, edges: EdgeScores) -> None:
-    np.savez(
+def save_scores(path, edges: EdgeScores, window_len: int, window_ce: np.ndarray) -> None:
+    """A score file as the EAP rule writes it, with made-up diagnostics."""
+    n = len(edges.idx)
+    diagnostics = {name: np.ones(n) for name in DIAGNOSTICS}
+    diagnostics |= {"window_ce": window_ce, "window_len": np.full(n, window_len)}
+    graph = {
+        "edge_mask": edges.edge_mask,
+        "forward_nodes": np.array(edges.forward_nodes),
+        "backward_nodes": np.array(edges.backward_nodes),
+    }
+    write_score_file(
         path,
         scores=edges.scores,
+        diagnostics=diagnostics,
         idx=edges.idx,
-        cut_len=np.ones(len(edges.idx), dtype=np.int64),
-        edge_mask=edges.edge_mask,
-        forward_nodes=np.array(edges.forward_nodes),
-        backward_nodes=np.array(edges.backward_nodes),
+        graph=graph,
+        condition={"loss": "ce"},
     )
 
 
-def test_metrics_and_stats_rules_from_npz_files(tmp_path):
-    """What the `metrics` and `stats` rule scripts do, on files."""
+def scaled(edges: EdgeScores, factor: np.ndarray) -> EdgeScores:
+    scores = (edges.scores * factor[:, None, None]).astype(np.float32)
+    return EdgeScores(scores, edges.idx, edges.edge_mask, edges.forward_nodes, edges.backward_nodes)
+
+
+def crossed_study(tmp_path, tuned_gain, text_gain, rng, n=12):
+    """Score files of one alpha where the tuned weights scale |w| by `tuned_gain` and the
+    tuned text by `text_gain`; window loss falls with the tuned weights."""
+    base = synthetic_scores(rng, n, scale=1.0, noise=0.4)
+    noise = np.exp(rng.normal(0, 0.05, size=(2, 2, n)))
+    paths = {}
+    for i, role in enumerate(("base", "tuned")):
+        for j, text in enumerate(("own", "crossed")):
+            author = role if text == "own" else {"base": "tuned", "tuned": "base"}[role]
+            gain = (tuned_gain if role == "tuned" else 1.0) * (
+                text_gain if author == "tuned" else 1.0
+            )
+            path = tmp_path / f"{role}_on_{text}.npz"
+            window_ce = (0.5 if role == "tuned" else 1.0) * noise[i, j]
+            save_scores(path, scaled(base, gain * noise[i, j]), 3, window_ce)
+            paths[role, text] = path
+    return paths
+
+
+def test_metrics_and_stats_rules_from_score_files(tmp_path):
+    """What the `metrics` and `stats` rule scripts do, on files: the per-sample CSV holds
+    every loss, role and text; the crossed decomposition adds up to the own change."""
     rng = np.random.default_rng(10)
-    for role, scale in (("base", 1.0), ("tuned", 2.0)):
-        save_npz(tmp_path / f"{role}.npz", synthetic_scores(rng, 10, scale=scale, noise=0.5))
-    base, tuned = (load_edge_scores(tmp_path / f"{role}.npz") for role in ("base", "tuned"))
-    metrics = compute_circuit_metrics(base, tuned)
-    metrics.write(tmp_path / "alpha0.1.csv", tmp_path / "alpha0.1.json")
-    per_sample = pd.read_csv(tmp_path / "alpha0.1.csv")
-    pd.testing.assert_frame_equal(per_sample, metrics.per_sample, check_dtype=False)
+    paths = crossed_study(tmp_path, tuned_gain=2.0, text_gain=1.5, rng=rng)
+    metrics = {("0.1", "ce"): load_condition(paths), ("0.3", "ce"): load_condition(paths)}
+    table = per_sample_table({"ce": metrics["0.1", "ce"]})
+    write_per_sample(table, tmp_path / "alpha0.1.csv")
+    written = pd.read_csv(tmp_path / "alpha0.1.csv")
+    assert list(written.columns) == ["loss", "text", "role", "idx", "metric", "value"]
+    assert set(written["text"]) == {"own", "crossed"}
+    assert {"intensity", "window_ce", "window_len"} <= set(written["metric"])
+    metrics["0.1", "ce"].write_summary(tmp_path / "alpha0.1.json")
     summary = json.loads((tmp_path / "alpha0.1.json").read_text())
     assert summary["pooled"]["diversity"]["base"] == pytest.approx(
-        metrics.pooled["diversity"]["base"]
+        metrics["0.1", "ce"].pooled["diversity"]["base"]
     )
-    table = assemble_tests_table(
-        [compare_roles(metrics, pair="p", dataset="d", alpha="0.1", n_resamples=199)]
-    )
+    tests = pair_dataset_tests(metrics, pair="p", dataset="d", n_resamples=199)
+    table = assemble_tests_table([tests])
     write_tests_table(table, tmp_path / "tests.csv")
     written = pd.read_csv(tmp_path / "tests.csv")
     assert list(written.columns) == list(COLUMNS)
-    assert written.set_index("metric").loc["intensity", "as_expected"]
+    # the same windows at both alphas: 0.3 repeats 0.1 and stays out of BH
+    assert (table.loc[table["alpha"] == "0.3", "duplicate_of"] == 0.1).all()
+    assert table.loc[table["alpha"] == "0.3", "q"].isna().all()
+    rows = table[table["alpha"] == "0.1"].set_index(["comparison", "metric"])
+    assert set(rows.index.get_level_values(0)) == {"own", "weights", "text"}
+    intensity = rows.xs("intensity", level="metric")
+    # gains multiply: weights x2, text x1.5, own x3 (up to the per-file noise)
+    growth = 1 + intensity["change_pct"] / 100
+    assert growth["own"] == pytest.approx(growth["weights"] * growth["text"])
+    assert growth["weights"] == pytest.approx(2.0, rel=0.05)
+    assert growth["text"] == pytest.approx(1.5, rel=0.05)
+    entropy = rows.xs("entropy", level="metric")["change"]
+    assert entropy["own"] == pytest.approx(entropy["weights"] + entropy["text"])
+    window = rows.xs("window_ce", level="metric")
+    assert window.loc["weights", "change"] < 0 and window.loc["weights", "family"] == "confidence"
+    assert (window["loss_spearman"].isna()).all()
+    assert intensity["loss_spearman"].notna().all()
+    assert set(rows.xs("diversity", level="metric").index) == {"own"}
+
+
+def test_identity_pair_changes_are_exactly_zero_with_q_one(tmp_path):
+    """A model compared with itself: every change 0, p = 1, q = 1, in every comparison."""
+    rng = np.random.default_rng(13)
+    edges = synthetic_scores(rng, 10, scale=1.0, noise=0.5)
+    paths = {}
+    for role in ("base", "tuned"):
+        for text in ("own", "crossed"):
+            paths[role, text] = tmp_path / f"{role}_{text}.npz"
+            save_scores(paths[role, text], edges, 2, np.linspace(0.1, 1.0, 10))
+    metrics = {("0.5", loss): load_condition(paths) for loss in ("ce", "ce_unit")}
+    table = assemble_tests_table([pair_dataset_tests(metrics, pair="id", dataset="d")])
+    assert set(table["metric"]) == {*PER_SAMPLE_METRICS, *POOLED_METRICS, *CONFIDENCE_METRICS}
+    assert (table["change"] == 0).all()
+    assert (table["p"] == 1).all() and (table["q"] == 1).all()
+    assert set(table["family"]) == {"primary", "secondary", "confidence"}

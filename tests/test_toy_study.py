@@ -2,11 +2,12 @@
 
 `test_toy_study_end_to_end` runs the README's own command (`snakemake --cores 2`) in the
 project directory: after the quickstart every output is up to date and Snakemake only
-checks them; on a fresh checkout it builds the whole study (about 8 minutes on 2 cores).
+checks them; on a fresh checkout it builds the whole study (about 12 minutes on 2 cores).
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import signal
@@ -15,16 +16,22 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
+from circuitry.eap import text_role
 from circuitry.io import read_json, read_jsonl
+from circuitry.metrics import ROLES, EdgeScores
+from circuitry.results import EAP_FILE
+from circuitry.scorefile import DIAGNOSTICS
 from conftest import ROOT, SNAKEMAKE, run_snakemake
 
 TOY = yaml.safe_load((ROOT / "config" / "toy.yaml").read_text())
 PAIRS = list(TOY["pairs"])
 DATASETS = list(TOY["datasets"])
 ALPHAS = [str(alpha) for alpha in TOY["eap"]["alphas"]]
+LOSSES, TEXTS = TOY["eap"]["losses"], TOY["eap"]["texts"]
 
 
 @pytest.fixture(scope="module")
@@ -41,35 +48,64 @@ def accuracy(root, model: str, dataset: str) -> float:
 def test_toy_study_end_to_end(toy_study):
     report = (toy_study / "results" / "report" / "report.html").read_text()
     assert "Headline results" in report
+    assert "Confidence and controls" in report and 'id="controls-table"' in report
+    assert "an exact null, as it must be" in report
+    assert "checks that the pipeline works end to end" in report
     for pair in PAIRS:
         assert f"{pair} ({TOY['pairs'][pair]['method']})" in report
         for dataset in DATASETS:
             rows = read_jsonl(toy_study / f"results/pairs/{pair}/{dataset}.jsonl")
             assert len(rows) == TOY["filter"]["num_samples"]
-            for alpha in ALPHAS:
-                for role in ("base", "tuned"):
-                    path = toy_study / f"results/eap/{pair}/{dataset}/alpha{alpha}/{role}.npz"
-                    with np.load(path, allow_pickle=False) as npz:
-                        assert npz["scores"].shape[0] == len(rows)
-                        assert np.isfinite(npz["scores"]).all()
-                        assert list(npz["idx"]) == [row["idx"] for row in rows]
+            for alpha, loss, text, role in itertools.product(ALPHAS, LOSSES, TEXTS, ROLES):
+                where = {"pair": pair, "dataset": dataset, "alpha": alpha}
+                path = toy_study / EAP_FILE.format(role=role, loss=loss, text=text, **where)
+                edges = EdgeScores.from_npz(path)  # checks shapes and finite values
+                assert list(edges.idx) == [row["idx"] for row in rows]
+                assert set(edges.diagnostics) == set(DIAGNOSTICS)
+                with np.load(path, allow_pickle=False) as npz:
+                    assert (str(npz["loss"]), str(npz["text"])) == (loss, text)
+                    assert str(npz["text_role"]) == text_role(role, text)
+                    if loss == "ce_unit":
+                        np.testing.assert_allclose(
+                            npz["grad_logits_norm"], 1 / npz["window_len"], rtol=1e-5
+                        )
 
 
 def test_toy_lineage_meets_its_accuracy_targets(toy_study):
-    """toy-sft leaves room on every set; GRPO beats it by 5+ points on average."""
+    """toy-sft has learned every set but not perfectly; GRPO, averaged over its training
+    seeds, beats it by at least a point on average.
+
+    toy-sft trains to its plateau (83-91% mean accuracy over two seeds): a toy-sft stopped
+    mid-way through learning was 14-58% on one set across seeds and machines, too erratic
+    to pair 100 problems. From the plateau GRPO's 60 steps gain about 2 points (2.0 and
+    2.1 over two SFT seeds).
+    """
     sft = [accuracy(toy_study, "toy-sft", d) for d in DATASETS]
-    grpo = [accuracy(toy_study, "toy-grpo", d) for d in DATASETS]
-    assert all(0.2 <= a <= 0.8 for a in sft), sft
-    assert np.mean(grpo) - np.mean(sft) >= 0.05, (sft, grpo)
+    seeds = [p for p, spec in TOY["pairs"].items() if "toy-grpo" in (p, spec.get("replicate_of"))]
+    grpo = [accuracy(toy_study, TOY["pairs"][p]["tuned"], d) for p in seeds for d in DATASETS]
+    assert len(seeds) >= 3
+    assert all(0.5 <= a <= 0.99 for a in sft), sft
+    assert np.mean(grpo) - np.mean(sft) >= 0.01, (sft, grpo)
 
 
 def test_tests_table_covers_every_condition(toy_study):
-    import pandas as pd
-
     tests = pd.read_csv(toy_study / "results" / "stats" / "tests.csv")
-    conditions = tests.groupby(["pair", "dataset", "alpha"]).size()
-    assert len(conditions) == len(PAIRS) * len(DATASETS) * len(ALPHAS)
+    conditions = tests.groupby(["pair", "dataset", "alpha", "loss", "comparison"]).size()
+    expected = len(PAIRS) * len(DATASETS) * len(ALPHAS) * len(LOSSES) * 3  # own, weights, text
+    assert len(conditions) == expected
     assert tests["q"].dropna().between(0, 1).all()
+    assert set(tests["family"]) == {"primary", "secondary", "confidence"}
+
+
+def test_identity_pair_is_an_exact_null(toy_study):
+    """toy-sft against itself through every rule: every change is exactly 0, q = 1."""
+    (identity,) = [p for p, spec in TOY["pairs"].items() if spec.get("control") == "identity"]
+    tests = pd.read_csv(toy_study / "results" / "stats" / "tests.csv")
+    rows = tests[tests["pair"] == identity]
+    assert len(rows) > 0
+    assert (rows["change"] == 0).all()
+    assert (rows["p"] == 1).all()
+    assert (rows.loc[rows["duplicate_of"].isna(), "q"] == 1).all()
 
 
 def reduced_toy_config(tmp_path, n_problems: int, batch_size: int) -> str:

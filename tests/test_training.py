@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from circuitry import toy, training
@@ -89,6 +90,32 @@ def test_sft_is_bit_identical_for_the_same_seed(sft_dir, problems, tmp_path):
     training.train_model({**SFT, "seed": 1}, problems, TEMPLATE, None, tmp_path / "other")
     assert weights_hash(tmp_path / "again") == weights_hash(sft_dir)
     assert weights_hash(tmp_path / "other") != weights_hash(sft_dir)
+
+
+def weights(model_dir) -> dict:
+    return AutoModelForCausalLM.from_pretrained(model_dir).state_dict()
+
+
+def test_sft_continued_from_a_model_starts_from_its_weights(sft_dir, problems, tmp_path):
+    still = {**SFT, "learning_rate": 0.0}
+    training.train_model(still, problems, TEMPLATE, sft_dir, tmp_path / "still")
+    init, after = weights(sft_dir), weights(tmp_path / "still")
+    assert init.keys() == after.keys()
+    assert all(torch.equal(init[name], after[name]) for name in init)
+    assert AutoTokenizer.from_pretrained(tmp_path / "still").get_vocab() == (
+        AutoTokenizer.from_pretrained(sft_dir).get_vocab()
+    )
+
+
+def test_sft_continued_from_a_model_trains_it_deterministically(sft_dir, problems, tmp_path):
+    more = {**SFT, "steps": 2, "learning_rate": 1e-3}
+    frame = training.train_model(more, problems, TEMPLATE, sft_dir, tmp_path / "more")
+    training.train_model(more, problems, TEMPLATE, sft_dir, tmp_path / "again")
+    assert weights_hash(tmp_path / "more") == weights_hash(tmp_path / "again")
+    assert weights_hash(tmp_path / "more") != weights_hash(sft_dir)
+    assert list(frame["step"]) == [1, 2]
+    schedule = [1e-3 * training.warmup_cosine(step, 2, 0) for step in (1, 2)]
+    assert frame["learning_rate"].tolist() == pytest.approx(schedule)
 
 
 @pytest.fixture

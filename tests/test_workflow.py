@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 
 import yaml
 
+from circuitry.results import EAP_FILE
 from conftest import ROOT, dry_run_jobs, run_snakemake
 
 PAPER_MODELS_PER_PAIR = {
@@ -34,18 +36,19 @@ def test_lint_is_clean():
 
 
 def test_full_config_plans_every_stage(tmp_path):
-    """EAP: one job per pair, dataset and role writes every alpha. Dynamics: 2 temperatures
+    """EAP: one job per pair and dataset writes every alpha and role. Dynamics: 2 temperatures
     x 40 checkpoints, each a pair with the initial model on GSM8K at one alpha."""
     jobs = dry_run_jobs("--configfile", full_config_with_qwen(tmp_path))
-    models, datasets, pairs, alphas, roles = 8, 3, 4, 4, 2
+    models, datasets, pairs = 8, 3, 4
     checkpoints = 2 * 400 // 10
     assert Counter(job["rule"] for job in jobs) == {
         "download_dataset": datasets + 1,  # + GSM8K train
         "generate": models * datasets + checkpoints + 1,  # + the initial model on GSM8K
         "pair_samples": pairs * datasets + checkpoints,
-        "eap_score": pairs * datasets * roles,
-        "eap_score_dynamics": checkpoints * roles,
-        "metrics": pairs * datasets * alphas + checkpoints,
+        "eap_score": pairs * datasets,
+        "eap_score_dynamics": checkpoints,
+        "metrics": pairs * datasets,
+        "metrics_dynamics": checkpoints,
         "train_dynamics": 2,
         "dynamics": 1,
         "figures": pairs,
@@ -83,8 +86,34 @@ def test_one_family_plans_only_that_pairs_jobs(tmp_path):
     counts = Counter(job["rule"] for job in jobs)
     assert counts["generate"] == 2 * 3
     assert counts["pair_samples"] == 3
-    assert counts["eap_score"] == 3 * 2  # one job per dataset and role, every alpha
+    assert counts["eap_score"] == 3  # one job per dataset: both roles, every alpha
     assert counts["figures"] == 1
+
+
+def test_one_eap_job_writes_every_condition_and_one_metrics_job_reads_them():
+    """alpha x loss x text x role files from one EAP job per pair and dataset; the metrics
+    job of that pair and dataset reads exactly those files."""
+    toy = yaml.safe_load((ROOT / "config" / "toy.yaml").read_text())
+    jobs = dry_run_jobs()
+    where = {"pair": "toy-grpo", "dataset": "toy-math"}
+    (eap,) = [job for job in jobs if job["rule"] == "eap_score" and job["wildcards"] == where]
+    expected = sorted(
+        EAP_FILE.format(**where, alpha=alpha, loss=loss, role=role, text=text)
+        for alpha, loss, text, role in itertools.product(
+            toy["eap"]["alphas"], ["ce", "ce_unit"], ["own", "crossed"], ["base", "tuned"]
+        )
+    )
+    assert sorted(eap["output"]) == expected
+    (metrics,) = [job for job in jobs if job["rule"] == "metrics" and job["wildcards"] == where]
+    assert sorted(metrics["input"]) == expected
+    assert sorted(metrics["output"]) == sorted(
+        [f"results/metrics/{where['pair']}/{where['dataset']}/tests.csv"]
+        + [
+            f"results/metrics/{where['pair']}/{where['dataset']}/alpha{alpha}.{ext}"
+            for alpha in toy["eap"]["alphas"]
+            for ext in ("csv", "json")
+        ]
+    )
 
 
 def test_only_pairs_must_name_an_enabled_pair():

@@ -3,14 +3,13 @@
 
 rule metrics:
     input:
-        base="results/eap/{pair}/{dataset}/alpha{alpha}/base.npz",
-        tuned="results/eap/{pair}/{dataset}/alpha{alpha}/tuned.npz",
+        score_files(ALPHAS),
     output:
-        csv="results/metrics/{pair}/{dataset}/alpha{alpha}.csv",
-        json="results/metrics/{pair}/{dataset}/alpha{alpha}.json",
-        tests="results/metrics/{pair}/{dataset}/alpha{alpha}.tests.csv",
+        **metrics_outputs(ALPHAS),
     log:
-        "logs/metrics/{pair}/{dataset}/alpha{alpha}.log",
+        "logs/metrics/{pair}/{dataset}.log",
+    wildcard_constraints:
+        pair=one_of(PAIRS),
     conda:
         "../../envs/circuitry.yaml"
     threads: 1
@@ -18,9 +17,29 @@ rule metrics:
         mem_mb=4000,
         runtime=30,
     params:
+        conditions=score_conditions(ALPHAS),
+        alphas=ALPHAS,
+        losses=EAP_LOSSES,
         stats=config["stats"],
     script:
         "../scripts/metrics.py"
+
+
+if CHECKPOINTS:
+
+    # Training-dynamics checkpoints are measured at the dynamics alpha only.
+    use rule metrics as metrics_dynamics with:
+        input:
+            score_files([DYNAMICS_ALPHA]),
+        output:
+            **metrics_outputs([DYNAMICS_ALPHA]),
+        wildcard_constraints:
+            pair=one_of(DYNAMICS_PAIRS),
+        params:
+            conditions=score_conditions([DYNAMICS_ALPHA]),
+            alphas=[DYNAMICS_ALPHA],
+            losses=EAP_LOSSES,
+            stats=config["stats"],
 
 
 localrules:
@@ -29,7 +48,7 @@ localrules:
 
 rule stats:
     input:
-        metric_files("tests.csv"),
+        pair_test_files(),
     output:
         "results/stats/tests.csv",
     log:

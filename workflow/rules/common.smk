@@ -19,7 +19,8 @@ from snakemake.utils import validate
 
 from circuitry import dynamics
 from circuitry.provenance import reproduce_command
-from circuitry.results import Layout
+from circuitry.results import EAP_FILE, METRICS_FILE, PAIR_TESTS, Layout
+from circuitry.scorefile import PAPER_CONDITION
 from circuitry.config import (
     TRAINED_MODEL_DIR,
     ConfigError,
@@ -61,6 +62,8 @@ def one_of(names):
 
 
 ALPHAS = [str(alpha) for alpha in config["eap"]["alphas"]]
+EAP_LOSSES = config["eap"]["losses"]
+EAP_TEXTS = config["eap"]["texts"]
 
 
 wildcard_constraints:
@@ -70,6 +73,8 @@ wildcard_constraints:
     temperature=one_of(TEMPERATURES),
     role="base|tuned",
     alpha=one_of(ALPHAS),
+    loss=one_of(EAP_LOSSES),
+    text=one_of(EAP_TEXTS),
 
 
 # ---- data ----
@@ -105,6 +110,13 @@ def model_runtime(model, per_billion):
 def model_threads(model):
     """Tiny models run fastest on one thread each, so their jobs can run side by side."""
     return 1 if config["models"][model]["size_b"] < 0.1 else 8
+
+
+def train_threads(model):
+    """Training from scratch starts the lineage: no other job can run beside it, so a tiny
+    model takes two threads there (1.4x faster than one for the toy's SFT)."""
+    from_scratch = config["models"][model]["train"].get("init") is None
+    return max(2, model_threads(model)) if from_scratch else model_threads(model)
 
 
 def model_gpus(model):
@@ -166,18 +178,74 @@ def pair_files():
 # ---- EAP, metrics, statistics ----
 
 
-def role_model(wildcards):
-    return config["pairs"][wildcards.pair][wildcards.role]
+def pair_models(wildcards):
+    """role -> model name of the pair."""
+    pair = config["pairs"][wildcards.pair]
+    return {role: pair[role] for role in ("base", "tuned")}
+
+
+def pair_model_dirs(wildcards):
+    """The pair's models built by the workflow, as inputs of its EAP job."""
+    return {role: model_dir(model) for role, model in pair_models(wildcards).items()}
+
+
+def pair_model_specs(wildcards):
+    return {
+        role: model_spec(config, model)
+        for role, model in pair_models(wildcards).items()
+    }
+
+
+def pair_resources(resource, **kwargs):
+    """A per-model resource of the pair's EAP job: the larger of its two models'."""
+    return lambda wildcards: max(
+        resource(model, **kwargs) for model in pair_models(wildcards).values()
+    )
+
+
+def pair_runtime(wildcards):
+    """The EAP job scores one model after the other: their runtimes add up."""
+    return sum(
+        model_runtime(model, per_billion=60)
+        for model in pair_models(wildcards).values()
+    )
+
+
+def score_conditions(alphas):
+    """alpha x text x loss x role of every score file of one pair x dataset, in the order
+    the EAP job writes them and the metrics job reads them."""
+    return [
+        {"alpha": alpha, "text": text, "loss": loss, "role": role}
+        for alpha in alphas
+        for text in EAP_TEXTS
+        for loss in EAP_LOSSES
+        for role in ("base", "tuned")
+    ]
+
+
+def score_files(alphas):
+    """The score files of one pair x dataset, with {pair} and {dataset} wildcards."""
+    where = {"pair": "{pair}", "dataset": "{dataset}"}
+    return [EAP_FILE.format(**where, **c) for c in score_conditions(alphas)]
+
+
+def metrics_outputs(alphas):
+    """Per-alpha metrics (CSV, JSON) and the tests of one pair x dataset."""
+    where = {"pair": "{pair}", "dataset": "{dataset}"}
+    per_alpha = {
+        ext: [METRICS_FILE.format(**where, alpha=alpha, ext=ext) for alpha in alphas]
+        for ext in ("csv", "json")
+    }
+    return per_alpha | {"tests": PAIR_TESTS.format(**where)}
 
 
 def eap_files():
-    return expand(
-        "results/eap/{pair}/{dataset}/alpha{alpha}/{role}.npz",
-        pair=PAIRS,
-        dataset=DATASETS,
-        alpha=ALPHAS,
-        role=("base", "tuned"),
-    )
+    return [
+        EAP_FILE.format(pair=pair, dataset=dataset, **condition)
+        for pair in PAIRS
+        for dataset in DATASETS
+        for condition in score_conditions(ALPHAS)
+    ]
 
 
 def metric_files(kind="csv"):
@@ -188,6 +256,10 @@ def metric_files(kind="csv"):
         alpha=ALPHAS,
         kind=kind,
     )
+
+
+def pair_test_files():
+    return expand(PAIR_TESTS, pair=PAIRS, dataset=DATASETS)
 
 
 # ---- training dynamics ----

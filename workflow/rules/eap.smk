@@ -1,32 +1,33 @@
-# EAP: every residual edge of each model scored on its own answers. One job per pair,
-# dataset and role loads the model once and writes the scores of every alpha.
+# EAP: every residual edge of both models of a pair scored under each loss, on their own
+# answers and (crossed) on each other's. One job per pair and dataset scores one model
+# after the other (one start-up, both models' files) and writes every
+# alpha x text x loss x role file.
 
 
 rule eap_score:
     input:
+        unpack(pair_model_dirs),
         pairs="results/pairs/{pair}/{dataset}.jsonl",
         summary="results/pairs/{pair}/{dataset}.summary.json",
-        model=lambda wildcards: model_dir(role_model(wildcards)),
     output:
-        expand(
-            "results/eap/{{pair}}/{{dataset}}/alpha{alpha}/{{role}}.npz", alpha=ALPHAS
-        ),
+        score_files(ALPHAS),
     log:
-        "logs/eap_score/{pair}/{dataset}/{role}.log",
+        "logs/eap_score/{pair}/{dataset}.log",
     benchmark:
-        "benchmarks/eap_score/{pair}/{dataset}/{role}.tsv"
+        "benchmarks/eap_score/{pair}/{dataset}.tsv"
     wildcard_constraints:
         pair=one_of(PAIRS),
     conda:
         "../../envs/circuitry.yaml"
-    threads: lambda wildcards: model_threads(role_model(wildcards))
+    threads: pair_resources(model_threads)
     resources:
-        mem_mb=lambda wildcards: model_mem_mb(role_model(wildcards)),
-        runtime=lambda wildcards: model_runtime(role_model(wildcards), per_billion=60),
-        gpu=lambda wildcards: model_gpus(role_model(wildcards)),
+        mem_mb=pair_resources(model_mem_mb),
+        runtime=pair_runtime,
+        gpu=pair_resources(model_gpus),
     params:
-        alphas=ALPHAS,
-        model=lambda wildcards: model_spec(config, role_model(wildcards)),
+        conditions=score_conditions(ALPHAS),
+        losses=EAP_LOSSES,
+        models=pair_model_specs,
         batch_size=config["eap"]["batch_size"],
     script:
         "../scripts/eap_score.py"
@@ -37,10 +38,11 @@ if CHECKPOINTS:
     # Training-dynamics checkpoints are scored at the dynamics alpha only.
     use rule eap_score as eap_score_dynamics with:
         output:
-            f"results/eap/{{pair}}/{{dataset}}/alpha{DYNAMICS_ALPHA}/{{role}}.npz",
+            score_files([DYNAMICS_ALPHA]),
         wildcard_constraints:
             pair=one_of(DYNAMICS_PAIRS),
         params:
-            alphas=[DYNAMICS_ALPHA],
-            model=lambda wildcards: model_spec(config, role_model(wildcards)),
+            conditions=score_conditions([DYNAMICS_ALPHA]),
+            losses=EAP_LOSSES,
+            models=pair_model_specs,
             batch_size=config["eap"]["batch_size"],

@@ -14,7 +14,7 @@ rule train_model:
         model=one_of(TRAINED),
     conda:
         "../../envs/circuitry.yaml"
-    threads: lambda wildcards: model_threads(wildcards.model)
+    threads: lambda wildcards: train_threads(wildcards.model)
     resources:
         mem_mb=lambda wildcards: model_mem_mb(wildcards.model),
         runtime=lambda wildcards: model_runtime(wildcards.model, per_billion=240),

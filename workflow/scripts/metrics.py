@@ -1,21 +1,31 @@
-"""Rule metrics: circuit metrics of one pair x dataset x alpha, and their paired tests."""
+"""Rule metrics: circuit metrics of one pair x dataset at every alpha and loss, and the
+paired tests of every comparison."""
 
 from circuitry.logs import setup_logging
-from circuitry.metrics import compute_circuit_metrics, load_edge_scores
-from circuitry.stats import compare_roles, write_tests_table
+from circuitry.metrics import load_condition, per_sample_table, write_per_sample
+from circuitry.scorefile import PAPER_CONDITION
+from circuitry.stats import pair_dataset_tests, write_tests_table
 
 log = setup_logging(snakemake.log[0])
-metrics = compute_circuit_metrics(
-    load_edge_scores(snakemake.input.base), load_edge_scores(snakemake.input.tuned)
-)
-metrics.write(snakemake.output.csv, snakemake.output.json)
-tests = compare_roles(
+paths = {}
+for condition, path in zip(snakemake.params.conditions, snakemake.input, strict=True):
+    key = (condition["alpha"], condition["loss"])
+    paths.setdefault(key, {})[condition["role"], condition["text"]] = path
+metrics = {}
+for alpha, csv, json in zip(
+    snakemake.params.alphas, snakemake.output.csv, snakemake.output.json, strict=True
+):
+    by_loss = {loss: load_condition(paths[alpha, loss]) for loss in snakemake.params.losses}
+    write_per_sample(per_sample_table(by_loss), csv)
+    by_loss[PAPER_CONDITION["loss"]].write_summary(json)
+    metrics |= {(alpha, loss): m for loss, m in by_loss.items()}
+    log.info("alpha %s: %d samples", alpha, len(by_loss[PAPER_CONDITION["loss"]].idx))
+tests = pair_dataset_tests(
     metrics,
     pair=snakemake.wildcards.pair,
     dataset=snakemake.wildcards.dataset,
-    alpha=float(snakemake.wildcards.alpha),
     seed=snakemake.params.stats["seed"],
     n_resamples=snakemake.params.stats["n_resamples"],
 )
 write_tests_table(tests, snakemake.output.tests)
-log.info("%d samples; pooled: %s", len(metrics.idx), metrics.pooled)
+log.info("%d tests, %d duplicate-window rows", len(tests), int(tests["duplicate_of"].notna().sum()))

@@ -47,6 +47,26 @@ def enabled_pairs(config: dict) -> list[str]:
     ]
 
 
+def replicate_groups(config: dict) -> dict[str, list[str]]:
+    """Each enabled pair with enabled seed replicates (`replicate_of`): [itself, *replicates],
+    in config order, so a change can be set beside its spread over training seeds."""
+    pairs = enabled_pairs(config)
+    groups = {
+        name: [name, *(p for p in pairs if config["pairs"][p].get("replicate_of") == name)]
+        for name in pairs
+    }
+    return {name: group for name, group in groups.items() if len(group) > 1}
+
+
+def control_pairs(config: dict) -> dict[str, str]:
+    """Enabled control pairs and their kind (`identity`, `more-training`)."""
+    return {
+        name: config["pairs"][name]["control"]
+        for name in enabled_pairs(config)
+        if config["pairs"][name].get("control")
+    }
+
+
 def dynamics_pairs(config: dict) -> list[str]:
     return [name for name, pair in config["pairs"].items() if pair.get("dynamics")]
 
@@ -82,8 +102,8 @@ def model_spec(config: dict, name: str) -> dict:
 def _check_train(name: str, train: dict, config: dict) -> None:
     key = f"models.{name}.train"
     init = train.get("init")
-    if train["method"] == "sft" and init is not None:
-        raise ConfigError(f"{key}.init: sft trains from scratch; remove init")
+    if init is not None and "architecture" in train:
+        raise ConfigError(f"{key}.architecture: the model comes from init; remove architecture")
     if init is not None and init not in config["models"]:
         raise ConfigError(f"{key}.init: unknown model {init!r}")
     if init == name:
@@ -109,6 +129,50 @@ def _check_dynamics(dynamics: dict, config: dict) -> None:
         raise ConfigError(f"{key}.alpha: {dynamics['alpha']} is not one of eap.alphas")
     if dynamics["steps"] % dynamics["checkpoint_every"]:
         raise ConfigError(f"{key}.steps: not a multiple of checkpoint_every")
+
+
+def _check_pair(name: str, pair: dict, pairs: dict, models: dict) -> None:
+    key = f"pairs.{name}"
+    for role in ("base", "tuned"):
+        if pair[role] not in models:
+            raise ConfigError(
+                f"{key}.{role}: unknown model {pair[role]!r} (known: {', '.join(models)})"
+            )
+    identity = pair.get("control") == "identity"
+    if pair["base"] == pair["tuned"] and not identity:
+        raise ConfigError(
+            f"{key}: base and tuned are the same model {pair['base']!r}; set "
+            f"{key}.control: identity if this is meant as the null comparison"
+        )
+    if identity and pair["base"] != pair["tuned"]:
+        raise ConfigError(
+            f"{key}.control: identity compares a model with itself, but base "
+            f"{pair['base']!r} and tuned {pair['tuned']!r} differ"
+        )
+    if "replicate_of" in pair:
+        _check_replicate(name, pair, pairs)
+
+
+def _check_replicate(name: str, pair: dict, pairs: dict) -> None:
+    """A replicate repeats an original pair's training with another seed: same base and
+    method, another tuned model; originals are never replicates themselves."""
+    key = f"pairs.{name}.replicate_of"
+    original = pair["replicate_of"]
+    if original not in pairs:
+        raise ConfigError(f"{key}: unknown pair {original!r} (known: {', '.join(pairs)})")
+    if "replicate_of" in pairs[original]:
+        raise ConfigError(f"{key}: {original!r} is itself a replicate; name the pair it replicates")
+    for field in ("base", "method"):
+        if pair[field] != pairs[original][field]:
+            raise ConfigError(
+                f"{key}: {field} {pair[field]!r} differs from {original!r}'s "
+                f"{pairs[original][field]!r}"
+            )
+    if pair["tuned"] == pairs[original]["tuned"]:
+        raise ConfigError(
+            f"{key}: tuned {pair['tuned']!r} is the tuned model of {original!r} itself; "
+            "a replicate compares a model trained with another seed"
+        )
 
 
 def _check_model(name: str, model: dict, templates: dict, in_use: bool) -> None:
@@ -139,20 +203,23 @@ def _check_template(name: str, template: dict) -> None:
         raise ConfigError(f"templates.{name}: {e}") from None
 
 
+def _check_eap(eap: dict) -> None:
+    """The paper's condition (ce loss, own text) is what the metrics are computed on."""
+    for key, required in (("losses", "ce"), ("texts", "own")):
+        if required not in eap.get(key, [required]):
+            raise ConfigError(
+                f"eap.{key}: must include {required} (the paper's choice, on which the "
+                f"circuit metrics are computed); got {eap[key]}"
+            )
+
+
 def check_config(config: dict) -> None:
     """Raise ConfigError naming the key of the first inconsistency found."""
     templates = config.get("templates", {})
     for name, template in templates.items():
         _check_template(name, template)
     for name, pair in config["pairs"].items():
-        for role in ("base", "tuned"):
-            if pair[role] not in config["models"]:
-                raise ConfigError(
-                    f"pairs.{name}.{role}: unknown model {pair[role]!r} "
-                    f"(known: {', '.join(config['models'])})"
-                )
-        if pair["base"] == pair["tuned"]:
-            raise ConfigError(f"pairs.{name}: base and tuned are the same model")
+        _check_pair(name, pair, config["pairs"], config["models"])
     for name in config.get("only_pairs") or ():
         if name not in config["pairs"]:
             raise ConfigError(
@@ -171,6 +238,7 @@ def check_config(config: dict) -> None:
         _check_model(name, model, templates, name in in_use)
         if model.get("train"):
             _check_train(name, model["train"], config)
+    _check_eap(config["eap"])
     shared = config["datasets"].keys() & config.get("training_data", {}).keys()
     if shared:
         raise ConfigError(f"training_data: {sorted(shared)} also named in datasets; rename one")

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from circuitry.config import TRAINED_MODEL_DIR
+from circuitry.metrics import paper_condition
 from circuitry.stats import percent_change
 
 CHECKPOINT = "dyn-t{temperature}-step{step}"
@@ -156,7 +157,7 @@ def checkpoint_row(checkpoint: Checkpoint, accuracy: float, per_sample: pd.DataF
         "accuracy": accuracy,
         "n_samples": per_sample["idx"].nunique(),
     }
-    means = per_sample.groupby(["metric", "role"])["value"].mean()
+    means = paper_condition(per_sample).groupby(["metric", "role"])["value"].mean()
     for metric in TRACKED_METRICS:
         row[f"{metric}_change_pct"] = percent_change(means[metric, "base"], means[metric, "tuned"])
     return row

@@ -40,18 +40,39 @@ which `tests/test_eap.py` checks against autograd. Since every reader sits behin
 scale-invariant norm (RMSNorm, LayerNorm), that right-hand side is ~0 (only the norm's
 epsilon breaks the invariance): the scores of each column nearly cancel.
 
-Batches are right-padded; each sample's loss is its own mean cross-entropy and the batch
-loss is their sum, so batching never changes a sample's scores.
+Losses. With z_t the logits at window position t, y_t its target, W the window length
+and g_t = softmax(z_t) - onehot(y_t) (the gradient of the position's cross-entropy):
+
+- `ce` (the paper's): (1/W) sum_t CE(z_t, y_t); its gradient at z_t is g_t / W, so a
+  model that is merely surer of its window (smaller ||g_t||) gets smaller scores
+  everywhere;
+- `ce_unit` (confidence-free): (1/W) sum_t < stopgrad(g_t / ||g_t||_2), z_t >, directions
+  fixed on the unperturbed forward. Its gradient at z_t is the paper's direction with
+  length 1/W at every position. A position with g_t = 0 exactly contributes nothing.
+
+All losses come from one forward pass: each is one backward through the retained graph,
+started at the logits with the loss's gradient w_t g_t (w_t = 1/W for `ce`,
+1/(W ||g_t||) for `ce_unit`). g_t is built from the softmax with its target component
+taken as minus the sum of the other probabilities, so it stays exact where p_y rounds to
+1 (autograd's p_y - 1 would lose it, and point a sure model's unit directions wrong).
+
+Diagnostics (per sample, `DIAGNOSTICS`): the window's mean cross-entropy, the mean
+predictive entropy of the model over the window positions, the mean over window
+positions of ||dL/dz_t||_2 (the norm of the gradient each backward pass starts from) and
+the Frobenius norm of dL/d(final-norm input) (read off that backward pass) under each
+loss, and the window length used. They say how sure the
+model is of the window, which the `ce` scores scale with.
+
+Batches are right-padded; each sample's loss is its own mean over its window and the
+batch loss is their sum, so batching never changes a sample's scores.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from fractions import Fraction
 
 import numpy as np
 import torch
@@ -61,11 +82,16 @@ from tqdm.auto import tqdm
 
 from circuitry.architectures import Architecture, LayerModules, architecture_for, project_slice
 from circuitry.graph import Graph, attention_index, build_graph, mlp_column, mlp_index, qkv_columns
-from circuitry.pairing import as_written
+from circuitry.scorefile import DIAGNOSTICS
 
 log = logging.getLogger(__name__)
 
 IGNORE = -100
+LOSSES = ("ce", "ce_unit")
+TEXTS = ("own", "crossed")
+# Logit elements per chunk of the window statistics: two float32 chunks (32 MiB) beside
+# the logits, whatever the vocabulary and window.
+STATISTICS_CHUNK = 1 << 22
 
 
 @dataclass(frozen=True)
@@ -101,24 +127,29 @@ class Sample:
         return range(start, start + self.cut_len)
 
 
-def cut_length(alpha: float, reference_length: Fraction) -> int:
-    """The answer window of the study: `max(1, floor(alpha * T))`, computed exactly.
+def text_role(role: str, text: str) -> str:
+    """Whose answer the `role` model reads: its own, or the other role's (`crossed`)."""
+    if text not in TEXTS:
+        raise ValueError(f"unknown text {text!r}; known: {', '.join(TEXTS)}")
+    if text == "own":
+        return role
+    return {"base": "tuned", "tuned": "base"}[role]
 
-    `alpha` is taken as the decimal written in the config and `T` as the exact fraction
-    the pairing stage recorded, so `floor` never lands one token off through rounding.
-    """
-    return max(1, math.floor(as_written(alpha) * reference_length))
 
-
-def windowed_samples(pair_rows: Sequence[dict], role: str, cut_len: int) -> list[Sample]:
-    """Each paired row's `role` prompt and answer, its window the first `cut_len` answer
-    tokens (the whole answer where that is shorter: the length filters allow answers
-    down to 0.375 T, shorter than the window of alpha 0.5)."""
+def windowed_samples(
+    pair_rows: Sequence[dict], role: str, cut_len: int, text: str = "own"
+) -> list[Sample]:
+    """The `role` model's prompt with the answer of `text_role(role, text)` for each paired
+    row, its window the first `cut_len` answer tokens (the whole answer where that is
+    shorter: the length filters allow answers down to 0.375 T, shorter than the window of
+    alpha 0.5). Crossed text keeps the scoring model's own prompt: it reads the other
+    answer as if it had written it."""
+    author = text_role(role, text)
     return [
         Sample(
             prompt_token_ids=row[role]["prompt_token_ids"],
-            answer_token_ids=row[role]["completion_token_ids"],
-            cut_len=min(cut_len, len(row[role]["completion_token_ids"])),
+            answer_token_ids=row[author]["completion_token_ids"],
+            cut_len=min(cut_len, len(row[author]["completion_token_ids"])),
             sample_id=row["idx"],
         )
         for row in pair_rows
@@ -131,32 +162,46 @@ def model_graph(model: nn.Module, granularity: str = "block") -> Graph:
     return build_graph(len(arch.decoder_layers(model)), granularity)
 
 
-def score_samples(
+@dataclass(frozen=True)
+class ScoredWindows:
+    """EAP scores of samples under one loss, with each sample's `DIAGNOSTICS`."""
+
+    loss: str
+    scores: np.ndarray  # [n_samples, n_forward, n_backward]
+    diagnostics: dict[str, np.ndarray]  # name -> [n_samples]
+
+
+def score_windows(
     model: nn.Module,
     samples: Iterable[Sample],
+    losses: Sequence[str] = LOSSES,
     *,
     batch_size: int = 1,
     progress: bool = False,
     dtype: type = np.float32,
-) -> np.ndarray:
-    """EAP scores of every edge for each sample: float32 [n_samples, n_forward, n_backward].
+) -> dict[str, ScoredWindows]:
+    """EAP scores of every edge for each sample under each loss: `{loss: ScoredWindows}`.
 
-    Axes follow `model_graph(model)`; non-edges are exactly 0. Samples are batched by
-    length (right-padded) and returned in input order. The model's train/eval mode,
-    gradient checkpointing and `requires_grad` flags are restored afterwards. Non-finite
-    scores raise a ValueError naming the sample. `dtype=np.float64` keeps the full
-    precision of a float64 model (for exactness checks).
+    Scores are `[n_samples, n_forward, n_backward]` in `dtype`, axes following
+    `model_graph(model)`, non-edges exactly 0. One forward pass per batch serves every
+    loss. Samples are batched by length (right-padded) and returned in input order. The
+    model's train/eval mode, gradient checkpointing and `requires_grad` flags are restored
+    afterwards. Non-finite scores or diagnostics raise a ValueError naming the sample.
+    `dtype=np.float64` keeps the full precision of a float64 model (for exactness checks).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    losses = _known_losses(losses)
     arch = architecture_for(model)
     graph = model_graph(model)
     samples = list(samples)
-    scores = np.zeros((len(samples), graph.n_forward, graph.n_backward), dtype=dtype)
+    scores = np.zeros((len(losses), len(samples), graph.n_forward, graph.n_backward), dtype=dtype)
+    diagnostics = np.zeros((len(losses), len(DIAGNOSTICS), len(samples)))
     log.info(
-        "EAP: %d samples, %d edges, batch size %d (%s)",
+        "EAP: %d samples, %d edges, losses %s, batch size %d (%s)",
         len(samples),
         graph.n_edges,
+        ", ".join(losses),
         batch_size,
         type(model).__name__,
     )
@@ -166,9 +211,30 @@ def score_samples(
     ):
         for indices in _length_sorted_batches(samples, batch_size):
             batch = [samples[i] for i in indices]
-            scores[indices] = _score_batch(model, arch, graph, batch, indices, dtype)
+            batch_scores, batch_diagnostics = _score_batch(model, arch, graph, batch, losses)
+            _check_finite(batch_scores, batch_diagnostics, batch, indices)
+            scores[:, indices] = batch_scores
+            diagnostics[:, :, indices] = batch_diagnostics
             bar.update(len(indices))
-    return scores
+    return {
+        loss: ScoredWindows(loss, scores[k], dict(zip(DIAGNOSTICS, diagnostics[k], strict=True)))
+        for k, loss in enumerate(losses)
+    }
+
+
+def score_samples(
+    model: nn.Module,
+    samples: Iterable[Sample],
+    *,
+    loss: str = "ce",
+    batch_size: int = 1,
+    progress: bool = False,
+    dtype: type = np.float32,
+) -> np.ndarray:
+    """EAP scores `[n_samples, n_forward, n_backward]` under one loss (see `score_windows`)."""
+    return score_windows(
+        model, samples, (loss,), batch_size=batch_size, progress=progress, dtype=dtype
+    )[loss].scores
 
 
 def perturbed_loss(
@@ -177,23 +243,34 @@ def perturbed_loss(
     target: str,
     eps: float | torch.Tensor,
     source: str | None = None,
+    loss: str = "ce",
 ) -> torch.Tensor:
     """The sample's loss with `eps * O_source` subtracted from `target`'s own input copy only.
 
     With `source=None` the whole copy is scaled by (1 - eps). Uses the same hook points as
     scoring, so (L(eps) - L(-eps)) / (2 eps) approximates score[source, target]; a tensor
-    `eps` that requires grad gives the exact derivative through autograd.
+    `eps` that requires grad gives the exact derivative through autograd. `ce_unit` is
+    computed by its definition, (1/W) sum_t <d_t, z_t> with the unit directions d_t taken
+    from an unperturbed forward pass.
     """
+    (loss,) = _known_losses([loss])
     arch = architecture_for(model)
     graph = model_graph(model)
     column = graph.backward_index(target)
     row = None if source is None else graph.forward_index(source)
     if row is not None and not graph.edge_mask[row, column]:
         raise ValueError(f"no edge {source} -> {target}: {source} is computed after {target} reads")
-    perturbation = _Perturbation(column, row, eps)
-    with _scoring_mode(model), contextlib.ExitStack() as hooks:
-        _install_hooks(hooks, model, arch, graph, perturbation)
-        return _window_loss(model, _make_batch([sample], _input_device(model)))
+    batch = _make_batch([sample], _input_device(model))
+    with _scoring_mode(model):
+        if loss == "ce_unit":
+            with torch.no_grad():
+                directions = _unit_directions(_window_logits(model, batch), batch.targets)
+        with contextlib.ExitStack() as hooks:
+            _install_hooks(hooks, model, arch, graph, _Perturbation(column, row, eps))
+            logits = _window_logits(model, batch)
+    if loss == "ce_unit":
+        return ((directions * logits).sum(dim=(1, 2)) / batch.cut_lens).sum()
+    return (_position_losses(logits, batch.targets).sum(dim=1) / batch.cut_lens).sum()
 
 
 @dataclass(frozen=True)
@@ -227,8 +304,9 @@ def ablation_check(
     sample: Sample,
     eps: float = 1e-2,
     edges: Iterable[tuple[str, str]] | None = None,
+    loss: str = "ce",
 ) -> AblationCheck:
-    """Compare each edge's score with (L(eps) - L(-eps)) / (2 eps) of its ablation.
+    """Compare each edge's score under `loss` with (L(eps) - L(-eps)) / (2 eps) of its ablation.
 
     Two forward passes per edge: use it on a small float64 copy of an architecture (or on a
     few `edges`) to validate its adapter; the two then agree to O(eps^2). (RMSNorm computes
@@ -236,11 +314,11 @@ def ablation_check(
     """
     graph = model_graph(model)
     edges = graph.edges() if edges is None else list(edges)
-    matrix = score_samples(model, [sample], dtype=np.float64)[0]
+    matrix = score_samples(model, [sample], loss=loss, dtype=np.float64)[0]
     scores, differences = [], []
     for source, target in edges:
-        plus = perturbed_loss(model, sample, target, eps, source).item()
-        minus = perturbed_loss(model, sample, target, -eps, source).item()
+        plus = perturbed_loss(model, sample, target, eps, source, loss).item()
+        minus = perturbed_loss(model, sample, target, -eps, source, loss).item()
         differences.append((plus - minus) / (2 * eps))
         scores.append(matrix[graph.forward_index(source), graph.backward_index(target)])
     return AblationCheck(edges, np.array(scores, dtype=np.float64), np.array(differences))
@@ -250,12 +328,20 @@ def ablation_check(
 
 
 class _EdgeScorer:
-    """Scoring callbacks: buffer forward outputs, contract gradients of the input copies."""
+    """Scoring callbacks: buffer forward outputs, contract gradients of the input copies.
 
-    def __init__(self, graph: Graph):
+    One forward pass serves several backward passes (one per loss): `start(k)` directs the
+    next pass into `scores[k]`, and `finish_pass()` ends it. The logits column also records
+    the Frobenius norm of its gradient (dL/d(final-norm input)) per sample and pass.
+    """
+
+    def __init__(self, graph: Graph, n_passes: int = 1):
         self.graph = graph
+        self.n_passes = n_passes
+        self.current = 0
         self.buffer: torch.Tensor | None = None
         self.scores: torch.Tensor | None = None
+        self.final_grad_norms: torch.Tensor | None = None
         self.sink: torch.Tensor | None = None
         self.dtype = torch.float32
         self.pending: dict[int, dict[int, torch.Tensor]] = {}
@@ -269,8 +355,9 @@ class _EdgeScorer:
             (batch, self.graph.n_forward, length, hidden), dtype=self.dtype
         )
         self.scores = residual.new_zeros(
-            (batch, self.graph.n_forward, self.graph.n_backward), dtype=self.dtype
+            (self.n_passes, batch, self.graph.n_forward, self.graph.n_backward), dtype=self.dtype
         )
+        self.final_grad_norms = residual.new_zeros((self.n_passes, batch), dtype=self.dtype)
         self.sink = residual.detach().requires_grad_(True)
         self.on_output(0, self.sink)
         return self.sink
@@ -289,8 +376,15 @@ class _EdgeScorer:
         self.norm_inputs[self.graph.n_inputs[column]] = (norm, residual)
         return self.read(column, normed)
 
+    def start(self, index: int) -> None:
+        """Direct the next backward pass into `scores[index]`."""
+        self.current = index
+
     def _collect(self, column: int, grad: torch.Tensor) -> None:
         """Gather the gradients of columns reading the same prefix (a layer's q, k, v)."""
+        if column == self.graph.n_backward - 1:
+            norms = grad.to(self.dtype).flatten(1).norm(dim=1)
+            self.final_grad_norms[self.current] = norms
         n_inputs = self.graph.n_inputs[column]
         group = self.pending.setdefault(n_inputs, {})
         group[column] = grad
@@ -304,7 +398,7 @@ class _EdgeScorer:
         gradients first go back through the pre-attention norm, one at a time.
         """
         columns = sorted(grads)
-        norm = self.norm_inputs.pop(n_inputs, None)
+        norm = self.norm_inputs.get(n_inputs)
         batch, _, length, hidden = self.buffer.shape
         stacked = self.buffer.new_empty((batch, len(columns), length, hidden))
         for i, column in enumerate(columns):
@@ -312,13 +406,12 @@ class _EdgeScorer:
             stacked[:, i] = grad if norm is None else _norm_backward(*norm, grad)
         outputs = self.buffer[:, :n_inputs].flatten(2)
         product = torch.matmul(outputs, stacked.flatten(2).transpose(1, 2))
-        self.scores[:, :n_inputs, columns] -= product
+        self.scores[self.current, :, :n_inputs, columns] -= product
 
-    def finish(self) -> torch.Tensor:
+    def finish_pass(self) -> None:
         """Contract groups some of whose gradients never arrived (those are zero)."""
         for n_inputs in list(self.pending):
             self._contract(n_inputs, self.pending.pop(n_inputs))
-        return self.scores
 
 
 def _norm_backward(norm: nn.Module, residual: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
@@ -510,8 +603,8 @@ def _make_batch(samples: Sequence[Sample], device: torch.device) -> _Batch:
     )
 
 
-def _window_loss(model: nn.Module, batch: _Batch) -> torch.Tensor:
-    """Sum over samples of each sample's mean cross-entropy on its answer window."""
+def _window_logits(model: nn.Module, batch: _Batch) -> torch.Tensor:
+    """Logits `[batch, n_keep, vocab]` at the kept positions, in at least float32."""
     logits = model(
         input_ids=batch.input_ids,
         attention_mask=batch.attention_mask,
@@ -519,34 +612,170 @@ def _window_loss(model: nn.Module, batch: _Batch) -> torch.Tensor:
         logits_to_keep=batch.keep,
         use_cache=False,
     ).logits
-    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    return logits.to(torch.promote_types(logits.dtype, torch.float32))
+
+
+def _position_losses(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy `[batch, n_keep]` of each kept position; 0 where the target is IGNORE."""
     losses = F.cross_entropy(
-        logits.flatten(0, 1), batch.targets.flatten(), ignore_index=IGNORE, reduction="none"
+        logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE, reduction="none"
     )
-    return (losses.view_as(batch.targets).sum(dim=1) / batch.cut_lens).sum()
+    return losses.view_as(targets)
+
+
+@dataclass(frozen=True)
+class _PositionStatistics:
+    """Per kept position `[batch, n_keep]`, 0 off the window: cross-entropy, predictive
+    entropy and ||g_t||, g_t = softmax(z_t) - onehot(y_t)."""
+
+    ce: torch.Tensor
+    entropy: torch.Tensor
+    grad_norm: torch.Tensor
+
+
+def _position_chunks(logits: torch.Tensor) -> Iterator[slice]:
+    """Slices of kept positions holding at most `STATISTICS_CHUNK` logits each."""
+    step = max(1, STATISTICS_CHUNK // max(1, logits.shape[0] * logits.shape[2]))
+    for start in range(0, logits.shape[1], step):
+        yield slice(start, start + step)
+
+
+def _softmax_gradient_(p: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """g = p - onehot(y), in place on the probabilities `p`.
+
+    The target's component is taken as minus the sum of the other probabilities, not
+    p_y - 1: the subtraction loses every digit when p_y rounds to 1, which would drop the
+    largest component of a very sure model's g_t and point its `ce_unit` direction wrong.
+    """
+    index = targets.clamp(min=0).unsqueeze(-1)
+    p.scatter_(-1, index, 0.0)
+    return p.scatter_(-1, index, -p.sum(dim=-1, keepdim=True))
+
+
+@torch.no_grad()
+def _position_statistics(logits: torch.Tensor, targets: torch.Tensor) -> _PositionStatistics:
+    """The window statistics, computed in chunks of positions, so the softmax never holds
+    more than `STATISTICS_CHUNK` elements beside the logits."""
+    ce, entropy, grad_norm = (logits.new_zeros(targets.shape) for _ in range(3))
+    for part in _position_chunks(logits):
+        log_p = torch.log_softmax(logits[:, part], dim=-1)
+        index = targets[:, part].clamp(min=0).unsqueeze(-1)
+        ce[:, part] = -log_p.gather(-1, index).squeeze(-1)
+        p = log_p.exp()
+        log_p.clamp_(min=torch.finfo(log_p.dtype).min)  # 0 * log 0 = 0 for a -inf logit
+        entropy[:, part] = -torch.linalg.vecdot(p, log_p)
+        grad_norm[:, part] = torch.linalg.vector_norm(
+            _softmax_gradient_(p, targets[:, part]), dim=-1
+        )
+    valid = targets != IGNORE
+    return _PositionStatistics(ce * valid, entropy * valid, grad_norm * valid)
+
+
+@torch.no_grad()
+def _logit_gradient(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor):
+    """dL/dz of the loss sum_t w_t CE(z_t, y_t): w_t g_t (0 off the window), in chunks."""
+    gradient = torch.empty_like(logits)
+    for part in _position_chunks(logits):
+        g = _softmax_gradient_(torch.softmax(logits[:, part], dim=-1), targets[:, part])
+        gradient[:, part] = g.mul_(weights[:, part, None])
+    return gradient
+
+
+def _loss_weights(loss: str, grad_norm: torch.Tensor, batch: _Batch) -> torch.Tensor:
+    """Weights w_t of each loss's logit gradient w_t g_t: 1/W (`ce`), 1/(W ||g_t||)
+    (`ce_unit`, whose definition has exactly that gradient: unit directions over W)."""
+    valid = (batch.targets != IGNORE).to(grad_norm.dtype)
+    weights = valid / batch.cut_lens[:, None]
+    if loss == "ce_unit":
+        weights = torch.where(grad_norm > 0, weights / grad_norm, 0.0)
+    return weights
+
+
+def _unit_directions(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """g_t / ||g_t|| at each window position, straight from the definition (0 elsewhere)."""
+    g = torch.softmax(logits, dim=-1) - F.one_hot(targets.clamp(min=0), logits.shape[-1])
+    g = g * (targets != IGNORE).unsqueeze(-1)
+    norm = g.norm(dim=-1, keepdim=True)
+    return torch.where(norm > 0, g / norm, 0.0)
+
+
+def _window_mean(values: torch.Tensor, batch: _Batch) -> torch.Tensor:
+    """Mean over each sample's window of `[batch, n_keep]` values that are 0 off it."""
+    return values.sum(dim=1) / batch.cut_lens
 
 
 def _score_batch(
-    model, arch: Architecture, graph: Graph, samples: list[Sample], indices, dtype: type
-) -> np.ndarray:
-    scorer = _EdgeScorer(graph)
+    model, arch: Architecture, graph: Graph, samples: list[Sample], losses: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Scores `[n_losses, batch, n_forward, n_backward]` and diagnostics
+    `[n_losses, len(DIAGNOSTICS), batch]`: one forward pass, one backward pass per loss.
+
+    Each backward pass starts at the logits with the loss's gradient w_t g_t, built from
+    the window statistics (what autograd would give for sum_t w_t CE_t, with g_t's
+    target component exact).
+    """
+    scorer = _EdgeScorer(graph, len(losses))
+    batch = _make_batch(samples, _input_device(model))
+    grad_logits_norms = []
     with contextlib.ExitStack() as hooks:
         _install_hooks(hooks, model, arch, graph, scorer)
-        loss = _window_loss(model, _make_batch(samples, _input_device(model)))
-        torch.autograd.grad(loss, scorer.sink)
-    scores = scorer.finish().cpu().numpy().astype(dtype)
-    _check_finite(scores, samples, indices)
-    return scores
-
-
-def _check_finite(scores: np.ndarray, samples: Sequence[Sample], indices: Sequence[int]) -> None:
-    bad = [
-        _sample_name(sample, index)
-        for sample, index, matrix in zip(samples, indices, scores, strict=True)
-        if not np.isfinite(matrix).all()
+        logits = _window_logits(model, batch)
+        window = _position_statistics(logits.detach(), batch.targets)
+        for k, loss in enumerate(losses):
+            scorer.start(k)
+            weights = _loss_weights(loss, window.grad_norm, batch)
+            gradient = _logit_gradient(logits.detach(), batch.targets, weights)
+            torch.autograd.grad(logits, scorer.sink, gradient, retain_graph=k + 1 < len(losses))
+            del gradient
+            scorer.finish_pass()
+            grad_logits_norms.append(_window_mean(weights * window.grad_norm, batch))
+    shared = {
+        "window_ce": _window_mean(window.ce, batch),
+        "window_entropy": _window_mean(window.entropy, batch),
+        "window_len": batch.cut_lens,
+    }
+    diagnostics = [
+        torch.stack(
+            [
+                {
+                    **shared,
+                    "grad_logits_norm": grad_logits_norms[k],
+                    "grad_final_norm_input": scorer.final_grad_norms[k],
+                }[name].to(torch.float64)
+                for name in DIAGNOSTICS
+            ]
+        )
+        for k in range(len(losses))
     ]
-    if bad:
-        raise ValueError(f"EAP scores are not finite (NaN or inf) for sample(s) {', '.join(bad)}")
+    return scorer.scores.cpu().numpy(), torch.stack(diagnostics).cpu().numpy()
+
+
+def _known_losses(losses: Iterable[str]) -> tuple[str, ...]:
+    """`losses` as a tuple, checked: distinct names from `LOSSES`, at least one."""
+    losses = tuple(losses)
+    if not losses or len(set(losses)) != len(losses) or not set(losses) <= set(LOSSES):
+        raise ValueError(
+            f"losses must be distinct names among {', '.join(LOSSES)}; got {list(losses)}"
+        )
+    return losses
+
+
+def _check_finite(
+    scores: np.ndarray, diagnostics: np.ndarray, samples: Sequence[Sample], indices: Sequence[int]
+) -> None:
+    """Raise naming the samples whose scores or diagnostics (any loss) are NaN or inf."""
+    by_sample = {"scores": np.moveaxis(scores, 1, 0), "diagnostics": np.moveaxis(diagnostics, 2, 0)}
+    for what, values in by_sample.items():
+        finite = np.isfinite(values)
+        bad = [
+            _sample_name(sample, index)
+            for sample, index, ok in zip(samples, indices, finite, strict=True)
+            if not ok.all()
+        ]
+        if bad:
+            raise ValueError(
+                f"EAP {what} are not finite (NaN or inf) for sample(s) {', '.join(bad)}"
+            )
 
 
 def _sample_name(sample: Sample, index: int) -> str:

@@ -19,6 +19,9 @@ Which data each figure shows, and why:
   a 95% t-interval over samples), panels datasets x metrics, one figure per pair;
 - `plot_log_abs_w`: the distribution of log10 |w| over real edges of both roles, panels
   datasets x alphas, one figure per pair;
+- `plot_confidence`: per sample, the change of log activation intensity against the
+  change of the window's cross-entropy at the headline alpha, one panel per dataset, so
+  one sees how much of an intensity change goes with the model growing surer;
 - `plot_training_curves`: per-step training logs of a model the workflow trained;
 - `plot_reward_dynamics`: moving averages of GRPO reward and reward std per sampling
   temperature (the paper's Figure 4);
@@ -46,6 +49,7 @@ from circuitry.io import atomic_path
 from circuitry.metrics import METRICS, ROLES, load_edge_scores
 from circuitry.report import HEADLINE_METRICS, format_alpha, format_percent
 from circuitry.results import PAIR_FIGURE_NAMES, PairResults, edge_change_figure_name
+from circuitry.stats import WINDOW_LOSS
 
 ROLE_COLORS = {"base": "#4C72B0", "tuned": "#DD8452"}
 DPI = 110
@@ -321,6 +325,58 @@ def plot_metrics_vs_alpha(
         save_png(fig, path)
 
 
+# ---------------------------------------------------------------- confidence scatter
+
+
+def confidence_frame(per_sample: pd.DataFrame, alpha: float) -> pd.DataFrame:
+    """Per dataset and sample at `alpha`: Δ log intensity and Δ window cross-entropy
+    (tuned − base), from the paper-condition per-sample table."""
+    rows = per_sample[
+        (per_sample["alpha"] == alpha) & per_sample["metric"].isin(["intensity", WINDOW_LOSS])
+    ]
+    wide = rows.pivot_table(index=["dataset", "idx", "metric"], columns="role", values="value")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        change = pd.Series(
+            np.where(
+                wide.index.get_level_values("metric") == "intensity",
+                np.log(wide["tuned"] / wide["base"]),
+                wide["tuned"] - wide["base"],
+            ),
+            index=wide.index,
+        )
+    return (
+        change.unstack("metric")
+        .reset_index()
+        .rename(columns={"intensity": "log_intensity_change", WINDOW_LOSS: "window_ce_change"})
+    )
+
+
+def plot_confidence(
+    frame: pd.DataFrame, datasets: Sequence[str], path: str | os.PathLike, *, title: str
+) -> None:
+    """Scatter of Δ log intensity against Δ window loss, one panel per dataset, with
+    the Spearman correlation across samples in each panel's title."""
+    with report_style():
+        fig, axes = grid(1, len(datasets), 3.2)
+        for ax, dataset in zip(axes[0], datasets, strict=True):
+            panel = frame[frame["dataset"] == dataset].replace([np.inf, -np.inf], np.nan).dropna()
+            ax.scatter(
+                panel["window_ce_change"],
+                panel["log_intensity_change"],
+                s=12,
+                alpha=0.7,
+                color=ROLE_COLORS["tuned"],
+            )
+            ax.axhline(0, color="grey", lw=0.8)
+            ax.axvline(0, color="grey", lw=0.8)
+            rho = stats.spearmanr(panel["window_ce_change"], panel["log_intensity_change"])[0]
+            ax.set_title(f"{dataset}: Spearman {rho:.2f}", fontsize=10)
+            ax.set_xlabel("Δ window cross-entropy (nats)")
+        axes[0, 0].set_ylabel("Δ log intensity")
+        fig.suptitle(title)
+        save_png(fig, path)
+
+
 # ---------------------------------------------------------------- Figure 5: log10 |w|
 
 
@@ -474,6 +530,14 @@ def make_pair_figures(results: PairResults, paths: Mapping[str, str | os.PathLik
         },
         paths["log_abs_w"],
         title=f"{label}: distribution of log10 |w| over real edges",
+    )
+    headline_alpha = max(results.alphas)
+    plot_confidence(
+        confidence_frame(results.per_sample, headline_alpha),
+        results.datasets,
+        paths["confidence"],
+        title=f"{label}: intensity change against confidence change at "
+        f"{format_alpha(headline_alpha)}",
     )
     for dataset in results.datasets:
         plot_edge_change(

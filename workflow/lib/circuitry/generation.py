@@ -154,6 +154,33 @@ def eos_token_ids(model, tokenizer) -> tuple[int, ...]:
     return tuple(sorted(i for i in ids if i is not None))
 
 
+def model_source(spec: dict) -> tuple[str, str | None, str | None, str]:
+    """Where a `models` entry's files come from: `(source, revision, commit, identity)`.
+
+    `source` is the local `path` or the `hub_id`; `identity` names the weights (a path with
+    a fingerprint of its files, or a hub id at its commit).
+    """
+    if spec.get("path"):
+        source = spec["path"]
+        return source, None, None, f"path:{Path(source).resolve()}:{directory_fingerprint(source)}"
+    if spec.get("hub_id"):
+        source = spec["hub_id"]
+        revision, commit = resolve_hub_revision(source, spec.get("revision", "main"))
+        return source, revision, commit, f"hub:{source}@{commit or revision}"
+    raise ValueError("model entry has neither `path` nor `hub_id`")
+
+
+def load_tokenizer(spec: dict) -> transformers.PreTrainedTokenizerBase:
+    """The tokenizer of one `models` config entry, without its weights."""
+    source, revision, _, _ = model_source(spec)
+    try:
+        return AutoTokenizer.from_pretrained(
+            source, revision=revision, trust_remote_code=bool(spec.get("trust_remote_code", False))
+        )
+    except OSError as e:
+        raise ModelUnavailableError(unavailable_message(spec, revision)) from e
+
+
 def load_model(spec: dict, device: str | torch.device | None = None) -> LoadedModel:
     """Load the model and tokenizer of one `models` config entry.
 
@@ -164,15 +191,7 @@ def load_model(spec: dict, device: str | torch.device | None = None) -> LoadedMo
     """
     device = torch.device(device) if device is not None else choose_device(spec)
     dtype = choose_dtype(spec, device)
-    if spec.get("path"):
-        source, revision, commit = spec["path"], None, None
-        identity = f"path:{Path(source).resolve()}:{directory_fingerprint(source)}"
-    elif spec.get("hub_id"):
-        source = spec["hub_id"]
-        revision, commit = resolve_hub_revision(source, spec.get("revision", "main"))
-        identity = f"hub:{source}@{commit or revision}"
-    else:
-        raise ValueError("model entry has neither `path` nor `hub_id`")
+    source, revision, commit, identity = model_source(spec)
     remote = bool(spec.get("trust_remote_code", False))
     log.info("loading %s (revision %s) as %s on %s", source, commit or revision, dtype, device)
     try:

@@ -34,6 +34,14 @@ The pooled mean of `a` is not listed: it equals the mean of per-sample intensiti
 A metric is NaN where it is undefined (all-zero scores, a constant `w`, fewer than two
 samples for diversity). Expected directions after RL (the paper's findings): intensity
 up, entropy up, kurtosis down, diversity up.
+
+Confidence (`CONFIDENCE_METRICS`, per sample, from the score file's diagnostics):
+`window_ce`, the model's mean cross-entropy on the answer window it read, and
+`window_entropy`, its mean predictive entropy there. They say how sure the model is of
+the text it was scored on, which the paper's loss folds into every `|w|`.
+
+Texts: each model is scored on its own answer (`own`) and, where the run scores it, on
+the other model's answer (`crossed`); the per-sample table holds every (role, text).
 """
 
 from __future__ import annotations
@@ -48,6 +56,7 @@ import pandas as pd
 from scipy import special, stats
 
 from circuitry.io import atomic_path, write_text
+from circuitry.scorefile import DIAGNOSTICS, PAPER_CONDITION
 
 ROLES = ("base", "tuned")
 HIST_BINS = 50
@@ -164,6 +173,30 @@ METRICS: dict[str, MetricSpec] = {
 }
 PER_SAMPLE_METRICS = tuple(name for name, spec in METRICS.items() if spec.kind == "per-sample")
 POOLED_METRICS = tuple(name for name, spec in METRICS.items() if spec.kind == "pooled")
+CONFIDENCE_METRICS: dict[str, MetricSpec] = {
+    spec.name: spec
+    for spec in (
+        MetricSpec(
+            name="window_ce",
+            quantity="window loss",
+            variant="mean cross-entropy",
+            kind="confidence",
+            headline=False,
+            expected=0,
+            definition="mean cross-entropy (nats) of the model on the answer window it read",
+        ),
+        MetricSpec(
+            name="window_entropy",
+            quantity="predictive entropy",
+            variant="mean over the window",
+            kind="confidence",
+            headline=False,
+            expected=0,
+            definition="mean entropy (nats) of the model's next-token distribution over the window",
+        ),
+    )
+}
+TEXTS = ("own", "crossed")
 
 
 def metric_definitions() -> pd.DataFrame:
@@ -173,13 +206,15 @@ def metric_definitions() -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class EdgeScores:
-    """The EAP output of one model: scores `[n_samples, n_forward, n_backward]` and its graph."""
+    """The EAP output of one model: scores `[n_samples, n_forward, n_backward]`, its graph,
+    and the per-sample `DIAGNOSTICS` of the windows where the file has them."""
 
     scores: np.ndarray
     idx: np.ndarray
     edge_mask: np.ndarray
     forward_nodes: tuple[str, ...]
     backward_nodes: tuple[str, ...]
+    diagnostics: dict[str, np.ndarray] = field(default_factory=dict)
 
     @classmethod
     def from_npz(cls, source: str | os.PathLike | Mapping) -> EdgeScores:
@@ -200,6 +235,11 @@ class EdgeScores:
             edge_mask=np.asarray(arrays["edge_mask"], dtype=bool),
             forward_nodes=tuple(str(name) for name in arrays["forward_nodes"]),
             backward_nodes=tuple(str(name) for name in arrays["backward_nodes"]),
+            diagnostics={
+                name: np.asarray(arrays[name], dtype=np.float64)
+                for name in DIAGNOSTICS
+                if name in arrays
+            },
         )
         edge_scores.check(where)
         return edge_scores
@@ -234,6 +274,12 @@ class EdgeScores:
             raise ValueError(f"{where}: scores contain NaN or infinite values")
         if np.any(self.scores[:, ~self.edge_mask]):
             raise ValueError(f"{where}: non-zero scores on non-edges (edge_mask does not match)")
+        for name, values in self.diagnostics.items():
+            if values.shape != (n_samples,):
+                raise ValueError(f"{where}: {name} shape {values.shape}, expected ({n_samples},)")
+            if not np.isfinite(values).all():
+                bad = self.idx[~np.isfinite(values)].tolist()
+                raise ValueError(f"{where}: {name} is NaN or infinite for idx {bad}")
 
     @property
     def edge_values(self) -> np.ndarray:
@@ -244,6 +290,16 @@ class EdgeScores:
 def load_edge_scores(path: str | os.PathLike) -> EdgeScores:
     """One role's EAP npz, checked (ValueError naming the file if it is inconsistent)."""
     return EdgeScores.from_npz(path)
+
+
+def load_condition(paths: Mapping[tuple[str, str], str | os.PathLike]) -> CircuitMetrics:
+    """The metrics of one pair x dataset x alpha x loss from its score files, keyed by
+    (role, text): both roles on their own text, and on the other's where scored."""
+    scores = {key: load_edge_scores(path) for key, path in paths.items()}
+    crossed = {role: s for (role, text), s in scores.items() if text == "crossed"}
+    return compute_circuit_metrics(
+        scores["base", "own"], scores["tuned", "own"], crossed=crossed or None
+    )
 
 
 def check_paired(base: EdgeScores, tuned: EdgeScores) -> None:
@@ -462,10 +518,11 @@ class PairedEdgeStack:
 
 @dataclass
 class CircuitMetrics:
-    """All metrics of one pair x dataset x alpha, both roles."""
+    """All metrics of one pair x dataset x alpha x loss: per-sample values of every scored
+    (role, text), and the pooled, per-node and per-edge metrics of the own-text pair."""
 
     idx: np.ndarray
-    per_sample: pd.DataFrame  # tidy: idx, role, metric, value
+    per_sample: pd.DataFrame  # tidy: text, role, idx, metric, value
     pooled: dict[str, dict[str, float]]
     node_entropy: dict[str, np.ndarray]  # role -> [n_samples, n_forward]
     edge_change: np.ndarray  # [n_forward, n_backward], NaN on non-edges
@@ -474,11 +531,24 @@ class CircuitMetrics:
     histogram: dict[str, float]
     stack: PairedEdgeStack = field(repr=False)
 
-    def write(self, csv_path: str | os.PathLike, json_path: str | os.PathLike) -> None:
-        """The metrics rule's outputs: the per-sample table (CSV) and the summary (JSON)."""
-        with atomic_path(csv_path) as tmp:
-            self.per_sample.to_csv(tmp, index=False)
-        write_text(json_path, json.dumps(self.summary(), indent=2, allow_nan=False) + "\n")
+    @property
+    def texts(self) -> tuple[str, ...]:
+        """The texts scored: `("own",)`, or `("own", "crossed")`."""
+        return tuple(t for t in TEXTS if t in set(self.per_sample["text"]))
+
+    def values(self, metric: str, role: str, text: str = "own") -> np.ndarray:
+        """One per-sample metric (or diagnostic) of `role` on `text`, in idx order."""
+        table = self.per_sample
+        chosen = (table["metric"] == metric) & (table["role"] == role) & (table["text"] == text)
+        rows = table[chosen]
+        if rows.empty:
+            raise KeyError(f"no {metric!r} for {role} on {text} text")
+        return rows["value"].to_numpy(dtype=np.float64)
+
+    def window_lengths(self) -> np.ndarray | None:
+        """Every scored window's length, all roles and texts (None without diagnostics)."""
+        rows = self.per_sample[self.per_sample["metric"] == "window_len"]
+        return None if rows.empty else rows["value"].to_numpy(dtype=np.float64)
 
     def summary(self) -> dict:
         """A JSON-safe summary (NaN written as null) for the metrics `.json` output."""
@@ -501,6 +571,10 @@ class CircuitMetrics:
             "definitions": {name: vars(spec) for name, spec in METRICS.items()},
         }
 
+    def write_summary(self, json_path: str | os.PathLike) -> None:
+        """The metrics rule's `.json` output."""
+        write_text(json_path, json.dumps(self.summary(), indent=2, allow_nan=False) + "\n")
+
 
 def _json_number(value: float) -> float | None:
     return None if np.isnan(value) else float(value)
@@ -510,36 +584,79 @@ def _json_list(values: np.ndarray) -> list:
     return np.where(np.isnan(values), None, values).tolist()
 
 
-def tidy_per_sample(idx: np.ndarray, by_role: dict[str, dict[str, np.ndarray]]) -> pd.DataFrame:
-    """Long table `idx, role, metric, value` from `{role: {metric: values}}`."""
+def tidy_per_sample(
+    idx: np.ndarray, by_file: Mapping[tuple[str, str], Mapping[str, np.ndarray]]
+) -> pd.DataFrame:
+    """Long table `text, role, idx, metric, value` from `{(role, text): {metric: values}}`."""
     frames = [
-        pd.DataFrame({"idx": idx, "role": role, "metric": metric, "value": by_role[role][metric]})
-        for metric in PER_SAMPLE_METRICS
-        for role in ROLES
+        pd.DataFrame({"text": text, "role": role, "idx": idx, "metric": metric, "value": values})
+        for (role, text), by_metric in by_file.items()
+        for metric, values in by_metric.items()
     ]
     return pd.concat(frames, ignore_index=True)
+
+
+def per_sample_table(by_loss: Mapping[str, CircuitMetrics]) -> pd.DataFrame:
+    """The metrics rule's per-sample CSV: every loss's tidy table, a `loss` column first."""
+    frames = [m.per_sample.assign(loss=loss) for loss, m in by_loss.items()]
+    table = pd.concat(frames, ignore_index=True)
+    return table.loc[:, ["loss", *frames[0].columns.drop("loss")]]
+
+
+def paper_condition(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a per-sample CSV under the paper's loss with each model on its own text."""
+    chosen = (table["loss"] == PAPER_CONDITION["loss"]) & (table["text"] == PAPER_CONDITION["text"])
+    return table[chosen]
+
+
+def write_per_sample(table: pd.DataFrame, path: str | os.PathLike) -> None:
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False)
+
+
+def scored_files(
+    base: EdgeScores, tuned: EdgeScores, crossed: Mapping[str, EdgeScores] | None
+) -> dict[tuple[str, str], EdgeScores]:
+    """`{(role, text): scores}`: each role on its own text, and on the other's if given."""
+    files = {("base", "own"): base, ("tuned", "own"): tuned}
+    for role, edges in (crossed or {}).items():
+        files[role, "crossed"] = edges
+    if crossed is not None and set(crossed) != set(ROLES):
+        raise ValueError(f"crossed scores need both roles, got {sorted(crossed)}")
+    return files
 
 
 def compute_circuit_metrics(
     base: EdgeScores,
     tuned: EdgeScores,
     *,
+    crossed: Mapping[str, EdgeScores] | None = None,
     hist_bins: int = HIST_BINS,
     hist_upper_quantile: float = HIST_UPPER_QUANTILE,
 ) -> CircuitMetrics:
-    """Per-sample, per-node, per-edge and pooled metrics of a base/tuned pair of EAP outputs."""
-    check_paired(base, tuned)
-    roles = {"base": base, "tuned": tuned}
+    """Per-sample, per-node, per-edge and pooled metrics of a base/tuned pair of EAP outputs.
+
+    `crossed` (`{role: scores on the other role's answer}`) adds per-sample values of each
+    model on the other's text, on the same histogram grid (its `U` is taken over every
+    file), so the crossed design compares like with like.
+    """
+    files = scored_files(base, tuned, crossed)
+    for edges in files.values():
+        check_paired(base, edges)
     upper = histogram_upper(
-        *(np.abs(edges.edge_values) for edges in roles.values()), quantile=hist_upper_quantile
+        *(np.abs(edges.edge_values) for edges in files.values()), quantile=hist_upper_quantile
     )
-    values = {role: per_sample_metrics(edges, upper, hist_bins) for role, edges in roles.items()}
+    values = {
+        key: per_sample_metrics(edges, upper, hist_bins) | edges.diagnostics
+        for key, edges in files.items()
+    }
     stack = PairedEdgeStack(base.edge_values, tuned.edge_values)
+    own = {"base": base, "tuned": tuned}
     return CircuitMetrics(
         idx=base.idx,
         per_sample=tidy_per_sample(base.idx, values),
         pooled=stack.pooled_values(),
-        node_entropy={role: node_entropy(e.scores, e.edge_mask) for role, e in roles.items()},
+        node_entropy={role: node_entropy(e.scores, e.edge_mask) for role, e in own.items()},
         edge_change=edge_relative_change(
             np.abs(base.scores).mean(axis=0, dtype=np.float64),
             np.abs(tuned.scores).mean(axis=0, dtype=np.float64),

@@ -12,6 +12,9 @@ The steps, with the defaults of the paper's code:
 6. drop rows whose length difference `|len_base - len_tuned|` exceeds `balance_coeff * m`;
 7. sample `num_samples` rows with `seed` (all of them if fewer are left).
 
+EAP later reads the first `cut_len = max(1, floor(alpha * T))` tokens of each answer
+(`cut_length`), so T fixes every alpha's window.
+
 Bounds are inclusive and compared exactly: lengths are integers, `T` is a fraction, and
 each coefficient is taken as the decimal written in the config (0.5 is 1/2, 0.3 is
 3/10), so a row exactly on a bound is kept whatever float rounding would say.
@@ -19,6 +22,7 @@ each coefficient is taken as the decimal written in the config (0.5 is 1/2, 0.3 
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -50,6 +54,15 @@ class FilterSettings:
 def as_written(coeff: float) -> Fraction:
     """The decimal a config value was written as, exactly (0.3 -> 3/10, not 0.2999...)."""
     return Fraction(str(coeff))
+
+
+def cut_length(alpha: float, reference_length: Fraction) -> int:
+    """The answer window of the study: `max(1, floor(alpha * T))`, computed exactly.
+
+    `alpha` is taken as the decimal written in the config and `T` as the exact fraction
+    the pairing stage recorded, so `floor` never lands one token off through rounding.
+    """
+    return max(1, math.floor(as_written(alpha) * reference_length))
 
 
 def index_by_idx(rows: Iterable[dict], role: str) -> dict[int, dict]:
@@ -199,3 +212,21 @@ def pair_samples(
         "too_few": n_sample < settings.num_samples,
     }
     return [paired_row(base[idx], tuned[idx]) for idx in funnel.kept], summary
+
+
+def check_shared_vocabulary(pair: str, tokenizers: dict, rows: Iterable[dict]) -> None:
+    """Raise PairingError unless both roles' tokenizers read every answer token id alike.
+
+    Crossed scoring feeds one model's answer ids to the other model, which means the same
+    text only where both vocabularies map those ids to the same tokens. `tokenizers` maps
+    role -> tokenizer; the message names the pair and the first id that differs.
+    """
+    ids = sorted({i for row in rows for role in ROLES for i in row[role]["completion_token_ids"]})
+    base, tuned = (tokenizers[role].convert_ids_to_tokens(ids) for role in ROLES)
+    for token_id, base_token, tuned_token in zip(ids, base, tuned, strict=True):
+        if base_token != tuned_token:
+            raise PairingError(
+                f"pair {pair}: crossed scoring needs one vocabulary, but token id {token_id} "
+                f"is {base_token!r} for the base tokenizer and {tuned_token!r} for the tuned "
+                "one; set eap.texts to [own] for this study"
+            )

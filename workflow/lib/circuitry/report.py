@@ -31,10 +31,10 @@ import numpy as np
 import pandas as pd
 from markupsafe import Markup
 
-from circuitry.config import enabled_pairs, models_in_use
-from circuitry.eap import cut_length
+from circuitry.config import control_pairs, enabled_pairs, models_in_use, replicate_groups
 from circuitry.io import write_text
 from circuitry.metrics import METRICS, ROLES, metric_definitions
+from circuitry.pairing import cut_length
 from circuitry.provenance import Provenance
 from circuitry.results import (
     EXAMPLE_CHARS,
@@ -45,11 +45,21 @@ from circuitry.results import (
     pair_label,
     require,
 )
-from circuitry.stats import N_RESAMPLES, SEED
+from circuitry.scorefile import PAPER_CONDITION
+from circuitry.stats import N_RESAMPLES, SEED, WINDOW_LOSS
+from circuitry.verdicts import (
+    AGAINST,
+    CONSISTENT,
+    EXPLAINED,
+    NO_CHANGE,
+    SAME_WINDOW,
+    SIGNIFICANCE_LEVEL,
+    headline_verdicts,
+    replicate_agreement,
+)
 
 DEFAULT_TEMPLATE = Path(__file__).resolve().parents[2] / "report" / "report.html.j2"
 HEADLINE_METRICS = tuple(name for name, spec in METRICS.items() if spec.headline)
-SIGNIFICANCE_LEVEL = 0.05
 SIGNIFICANCE_MARKS = ((0.001, "***"), (0.01, "**"), (0.05, "*"))
 MISSING = "–"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -182,27 +192,86 @@ def arrow(change) -> str:
 
 
 SIGNIFICANCE_LEGEND = (
-    "Significance from Benjamini–Hochberg q-values over the whole tests table: "
+    "Significance from Benjamini–Hochberg q-values within each pair's families of tests "
+    "(primary: the headline metrics under the paper's loss on each model's own answer; "
+    "secondary: every other loss, comparison and variant; confidence: the window "
+    "diagnostics): "
     "* q < 0.05, ** q < 0.01, *** q < 0.001."
 )
-COLOUR_LEGEND = Markup(
-    'Colour: <span class="expected sig">as the paper expects, q &lt; 0.05</span> '
-    '<span class="expected ns">as expected, not significant</span> '
-    '<span class="opposite sig">against the expectation, q &lt; 0.05</span> '
-    '<span class="opposite ns">against, not significant</span> '
-    '<span class="na">no change, or not tested</span>'
-)
 EXPECTATION_NOTE = "Expected after RL (the paper): intensity ↑, entropy ↑, kurtosis ↓, diversity ↑."
+VERDICT_CSS = {
+    CONSISTENT: "expected sig",
+    AGAINST: "opposite sig",
+    EXPLAINED: "confidence",
+    NO_CHANGE: "ns",
+    SAME_WINDOW: "na",
+}
+VERDICT_LEGEND = Markup(
+    "Verdicts: "
+    '<span class="part expected sig">consistent with the paper</span> significant under the '
+    "paper's loss (ce) the way the paper expects, and not explained by confidence; "
+    '<span class="part opposite sig">against the paper</span> the same, the other way; '
+    '<span class="part confidence">explained by confidence</span> significant under ce but '
+    "not the same way under the confidence-free loss (ce_unit), while the window loss "
+    "changed significantly the matching way (for intensity: the same sign); "
+    '<span class="part ns">no change</span> not significant under ce; '
+    '<span class="part na">same window</span> every window equals a smaller α\'s.'
+)
+HEADLINE_CELL_NOTE = (
+    "Each cell: ce, the change under the paper's loss; unit, the change under ce_unit "
+    "(every window position's logit gradient of unit length); loss, the change of the "
+    "window's mean cross-entropy (negative: the tuned model is surer of its answer); then "
+    "the verdict. Intensity changes are geometric means of per-sample ratios. Hover a cell "
+    "for values, q and the Spearman correlation between the per-sample intensity and "
+    "loss changes."
+)
+PIPELINE_CHECK_NOTE = (
+    "This study runs on the embedded toy: tiny character-level models on synthetic "
+    "arithmetic, trained for minutes. It checks that the pipeline works end to end; its "
+    "results are not evidence about RL at scale, so its verdicts are shown without the "
+    "colours of confirmation or refutation."
+)
 
 
 # ---------------------------------------------------------------- table builders
 
 
+def paper_tests(tests: pd.DataFrame) -> pd.DataFrame:
+    """The circuit-metric tests under the paper's loss, each model on its own answer."""
+    return tests[
+        (tests["loss"] == PAPER_CONDITION["loss"])
+        & (tests["comparison"] == "own")
+        & tests["metric"].isin(list(METRICS))
+    ]
+
+
 def tests_index(tests: pd.DataFrame) -> dict[tuple[str, str, float, str], dict]:
-    """Rows of the tests table keyed by (pair, dataset, alpha, metric)."""
+    """Rows of the paper-condition tests keyed by (pair, dataset, alpha, metric)."""
     return {
         (row["pair"], row["dataset"], float(row["alpha"]), row["metric"]): row
-        for row in tests.to_dict("records")
+        for row in paper_tests(tests).to_dict("records")
+    }
+
+
+def verdict_index(verdicts: pd.DataFrame) -> dict[tuple[str, str, float, str], dict]:
+    """Headline verdict rows keyed by (pair, dataset, alpha, metric)."""
+    return {
+        (row["pair"], row["dataset"], float(row["alpha"]), row["metric"]): row
+        for row in verdicts.to_dict("records")
+    }
+
+
+def is_pipeline_check(config: Mapping) -> bool:
+    """Whether every dataset is the embedded toy's: the study checks the pipeline only."""
+    return all(spec.get("source") == "toy" for spec in config["datasets"].values())
+
+
+def headline_pairs(config: Mapping) -> dict[str, str]:
+    """The study's own pairs (no controls, no seed replicates) -> method, in config order."""
+    return {
+        p: config["pairs"][p]["method"]
+        for p in enabled_pairs(config)
+        if not config["pairs"][p].get("control") and not config["pairs"][p].get("replicate_of")
     }
 
 
@@ -215,11 +284,12 @@ def verdict(row: Mapping | None) -> str:
     return "expected" if row["as_expected"] else "opposite"
 
 
-def cell_css(row: Mapping | None) -> str:
-    """CSS classes: direction relative to the expectation, and significance."""
+def cell_css(row: Mapping | None, neutral: bool = False) -> str:
+    """CSS classes: direction relative to the expectation (`neutral` on a pipeline check),
+    and significance."""
     if row is None or row["as_expected"] is None or is_missing(row["change"]):
         return "na"
-    direction = "expected" if row["as_expected"] else "opposite"
+    direction = "neutral" if neutral else "expected" if row["as_expected"] else "opposite"
     significant = not is_missing(row["q"]) and row["q"] < SIGNIFICANCE_LEVEL
     return f"{direction} {'sig' if significant else 'ns'}"
 
@@ -229,25 +299,6 @@ def change_text(row: Mapping) -> str:
     amount = row["change_pct"]
     shown = format_percent(amount) if not is_missing(amount) else format_number(row["change"])
     return f"{arrow(row['change'])} {shown}{significance_mark(row['q'])}".strip()
-
-
-def change_tooltip(row: Mapping) -> str:
-    parts = [
-        f"base {format_number(row['base'])}, tuned {format_number(row['tuned'])}",
-        f"change {format_number(row['change'])} "
-        f"[95% CI {format_number(row['ci_low'])}, {format_number(row['ci_high'])}]",
-        f"{row['test']}: p = {format_number(row['p'])}, q = {format_number(row['q'])}, "
-        f"n = {format_number(row['n'])}",
-    ]
-    if isinstance(row.get("note"), str) and row["note"]:
-        parts.append(row["note"])
-    return "; ".join(parts)
-
-
-def change_cell(row: Mapping | None) -> Cell:
-    if row is None:
-        return Cell(MISSING, "na", "no result for this condition")
-    return Cell(change_text(row), cell_css(row), change_tooltip(row))
 
 
 def metric_label(metric: str) -> str:
@@ -270,71 +321,127 @@ def headline_rows(
     ]
 
 
+def reading_text(label: str, cell: Mapping, prefix: str) -> str:
+    """`label ↑ +12.3%**`: one reading (ce, unit or loss) of a headline cell."""
+    change, pct, q = (cell.get(f"{prefix}_{c}") for c in ("change", "change_pct", "q"))
+    if is_missing(change):
+        return f"{label} {MISSING}"
+    shown = format_percent(pct) if not is_missing(pct) else format_number(change)
+    return f"{label} {arrow(change)} {shown}{significance_mark(q)}"
+
+
+def verdict_css(verdict_name: str, neutral: bool) -> str:
+    """The verdict's colour; `neutral` (a pipeline check) greys confirmation and refutation."""
+    if neutral and verdict_name in (CONSISTENT, AGAINST):
+        return "neutral"
+    return VERDICT_CSS[verdict_name]
+
+
+def headline_tooltip(cell: Mapping) -> str:
+    parts = [
+        f"ce: q = {format_number(cell['ce_q'])}",
+        f"ce_unit: q = {format_number(cell['unit_q'])}",
+        f"window loss: q = {format_number(cell['loss_q'])}",
+        f"n = {format_number(cell['n'])}",
+    ]
+    if not is_missing(cell["loss_spearman"]):
+        parts.append(f"Spearman(Δ metric, Δ loss) = {format_number(cell['loss_spearman'])}")
+    return "; ".join(parts)
+
+
+def headline_cell(cell: Mapping | None, neutral: bool = False) -> Cell:
+    """ce, ce_unit and window-loss changes of one headline cell, then its verdict."""
+    if cell is None:
+        return Cell(MISSING, "na", "no result for this condition")
+    if cell["verdict"] == SAME_WINDOW:
+        return Cell(f"same window as {format_alpha(cell['duplicate_of'])}", "na")
+    parts = (
+        (reading_text("ce", cell, "ce"), ""),
+        (reading_text("unit", cell, "unit"), ""),
+        (reading_text("loss", cell, "loss"), ""),
+        (cell["verdict"], verdict_css(cell["verdict"], neutral)),
+    )
+    return Cell(parts=parts, title=headline_tooltip(cell))
+
+
 def headline_table(
-    tests: pd.DataFrame,
+    verdicts: pd.DataFrame,
     pairs: Mapping[str, str],
     datasets: Sequence[str],
     alpha: float,
     *,
+    neutral: bool = False,
     table_id: str = "headline-table",
 ) -> Table:
-    """The paper's Table 1 layout at one alpha: dataset x headline metric rows, pair columns."""
-    index = tests_index(tests)
+    """The paper's Table 1 layout at one alpha: dataset x headline metric rows, pair columns,
+    each cell the change under both losses, the window-loss change and the verdict."""
+    index = verdict_index(verdicts)
     rows = headline_rows(
         pairs,
         datasets,
-        lambda pair, dataset, metric: change_cell(index.get((pair, dataset, float(alpha), metric))),
+        lambda pair, dataset, metric: headline_cell(
+            index.get((pair, dataset, float(alpha), metric)), neutral
+        ),
     )
     return Table(
         columns=["metric", *(pair_label(p, m) for p, m in pairs.items())],
         rows=rows,
         caption=f"Change from base to tuned at {format_alpha(alpha)}, in percent of the base value",
-        notes=[
-            SIGNIFICANCE_LEGEND,
-            COLOUR_LEGEND,
-            EXPECTATION_NOTE,
-            "Hover a cell for the values, CI, p and q.",
-        ],
+        notes=[HEADLINE_CELL_NOTE, VERDICT_LEGEND, SIGNIFICANCE_LEGEND, EXPECTATION_NOTE],
         id=table_id,
         css="headline",
     )
 
 
-def alpha_sweep_cell(index: Mapping, pair: str, dataset: str, metric: str, alphas) -> Cell:
-    rows = [index.get((pair, dataset, float(alpha), metric)) for alpha in alphas]
-    parts = tuple(((change_text(row) if row else MISSING), cell_css(row)) for row in rows)
-    counts = [verdict(row) for row in rows]
-    title = (
-        f"{counts.count('expected')} of {len(alphas)} alphas significant as expected, "
-        f"{counts.count('opposite')} significant against"
+def sweep_part(cell: Mapping | None, neutral: bool) -> tuple[str, str]:
+    if cell is None:
+        return MISSING, "na"
+    if cell["verdict"] == SAME_WINDOW:
+        return f"= {format_alpha(cell['duplicate_of'])}", "na"
+    return reading_text("ce", cell, "ce"), verdict_css(cell["verdict"], neutral)
+
+
+def alpha_sweep_cell(
+    index: Mapping, pair: str, dataset: str, metric: str, alphas, neutral: bool
+) -> Cell:
+    cells = [index.get((pair, dataset, float(alpha), metric)) for alpha in alphas]
+    verdicts = [cell["verdict"] for cell in cells if cell is not None]
+    title = ", ".join(
+        f"{verdicts.count(v)} {v}" for v in (CONSISTENT, EXPLAINED, AGAINST, NO_CHANGE, SAME_WINDOW)
     )
-    return Cell(parts=parts, title=title)
+    return Cell(parts=tuple(sweep_part(cell, neutral) for cell in cells), title=title)
 
 
 def alpha_sweep_table(
-    tests: pd.DataFrame, pairs: Mapping[str, str], datasets: Sequence[str], alphas: Sequence
+    verdicts: pd.DataFrame,
+    pairs: Mapping[str, str],
+    datasets: Sequence[str],
+    alphas: Sequence,
+    *,
+    neutral: bool = False,
 ) -> Table:
     """Every headline result at every alpha in one cell: is the conclusion stable in alpha?"""
-    index = tests_index(tests)
+    index = verdict_index(verdicts)
     rows = headline_rows(
         pairs,
         datasets,
-        lambda pair, dataset, metric: alpha_sweep_cell(index, pair, dataset, metric, alphas),
+        lambda pair, dataset, metric: alpha_sweep_cell(
+            index, pair, dataset, metric, alphas, neutral
+        ),
     )
     return Table(
         columns=["metric", *(pair_label(p, m) for p, m in pairs.items())],
         rows=rows,
-        caption="Headline changes at every alpha, left to right "
+        caption="Headline changes under the paper's loss at every alpha, left to right "
         + " | ".join(format_alpha(a) for a in alphas),
-        notes=[SIGNIFICANCE_LEGEND, COLOUR_LEGEND, EXPECTATION_NOTE],
+        notes=[
+            "Coloured by each alpha's verdict; a duplicate window says which alpha it repeats.",
+            VERDICT_LEGEND,
+            SIGNIFICANCE_LEGEND,
+        ],
         id="alpha-sweep-table",
         css="headline sweep",
     )
-
-
-def verdict_counts(rows: Sequence[Mapping]) -> dict[str, int]:
-    verdicts = [verdict(row) for row in rows]
-    return {v: verdicts.count(v) for v in ("expected", "opposite", "ns", "na")}
 
 
 def variant_agreement(tests: pd.DataFrame) -> pd.DataFrame:
@@ -358,7 +465,7 @@ def variant_agreement(tests: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(records, columns=["pair", "metric", "verdict", "agrees"])
 
 
-def variant_cell(group: pd.DataFrame, headline: bool) -> Cell:
+def variant_cell(group: pd.DataFrame, headline: bool, neutral: bool) -> Cell:
     if group.empty:
         return Cell(MISSING, "na")
     n = len(group)
@@ -368,10 +475,12 @@ def variant_cell(group: pd.DataFrame, headline: bool) -> Cell:
     if not headline:
         text += f" · agrees {int(group['agrees'].sum())}/{n}"
     css = "expected sig" if expected > opposite else "opposite sig" if opposite > expected else ""
+    if neutral and css:
+        css = "neutral"
     return Cell(text, css)
 
 
-def variant_table(tests: pd.DataFrame, pairs: Mapping[str, str]) -> Table:
+def variant_table(tests: pd.DataFrame, pairs: Mapping[str, str], neutral: bool) -> Table:
     """Every metric (headline and variants, grouped by quantity) summarised per pair."""
     agreement = variant_agreement(tests)
     by_quantity: dict[str, list[str]] = {}
@@ -386,6 +495,7 @@ def variant_table(tests: pd.DataFrame, pairs: Mapping[str, str]) -> Table:
                 variant_cell(
                     agreement[(agreement["pair"] == pair) & (agreement["metric"] == name)],
                     spec.headline,
+                    neutral,
                 )
                 for pair in pairs
             ]
@@ -428,6 +538,7 @@ ALL_TESTS_COLUMNS = (
     ("pair", "pair"),
     ("dataset", "dataset"),
     ("alpha", "α"),
+    ("family", "family"),
     ("metric", "metric"),
     ("n", "n"),
     ("base", "base"),
@@ -438,37 +549,47 @@ ALL_TESTS_COLUMNS = (
     ("p", "p"),
     ("q", "q"),
     ("effect_size", "effect size"),
+    ("loss_spearman", "Spearman with Δ loss"),
     ("expected", "expected"),
     ("note", "note"),
 )
 
 
-def all_tests_cell(row: Mapping, column: str) -> Cell:
+def all_tests_cell(row: Mapping, column: str, neutral: bool) -> Cell:
     value = row[column]
     if column == "change_pct":
-        return Cell(change_text(row), cell_css(row))
+        return Cell(change_text(row), cell_css(row, neutral))
     if column in ("ci_pct_low", "ci_pct_high"):
         return Cell(format_percent(value))
-    if column in ("pair", "dataset", "alpha", "metric", "expected"):
-        return Cell(str(value))
+    if column in ("pair", "dataset", "alpha", "family", "metric", "expected"):
+        return Cell(MISSING if is_missing(value) else str(value))
     if column == "note":
         return Cell(value if isinstance(value, str) else "")
     return Cell(format_number(value))
 
 
-def all_tests_table(tests: pd.DataFrame) -> Table:
-    """The whole tests table, one row per pair x dataset x alpha x metric."""
+def all_tests_table(tests: pd.DataFrame, neutral: bool) -> Table:
+    """The tests under the paper's loss on each model's own answer, window diagnostics
+    included, one row per pair x dataset x alpha x metric (duplicate windows left out)."""
+    shown = tests[
+        (tests["loss"] == PAPER_CONDITION["loss"])
+        & (tests["comparison"] == "own")
+        & tests["duplicate_of"].isna()
+    ]
     rows = [
-        Row([all_tests_cell(row, column) for column, _ in ALL_TESTS_COLUMNS])
-        for row in tests.to_dict("records")
+        Row([all_tests_cell(row, column, neutral) for column, _ in ALL_TESTS_COLUMNS])
+        for row in shown.to_dict("records")
     ]
     return Table(
         columns=[label for _, label in ALL_TESTS_COLUMNS],
         rows=rows,
-        caption="All paired tests (results/stats/tests.csv)",
+        caption="Paired tests under the paper's loss, own answers (every loss, comparison "
+        "and duplicate window: results/stats/tests.csv)",
         notes=[
-            "change and CI in percent of the base value; effect size: matched-pairs "
-            "rank-biserial correlation (per-sample metrics only).",
+            "change and CI in percent of the base value (intensity: geometric mean of the "
+            "per-sample ratios); effect size: matched-pairs rank-biserial correlation "
+            "(per-sample metrics only); Spearman: across samples, between the metric's "
+            "change and the window loss's change.",
             SIGNIFICANCE_LEGEND,
         ],
         id="all-tests",
@@ -765,13 +886,22 @@ def methods_paragraphs(config: Mapping, n_tests: int) -> list[Markup]:
             "(one forward and one backward pass per batch, accumulated in float32)."
         ).format(alphas=alphas),
         Markup(
-            "Statistics, with problems paired by id: per-sample metrics are compared with the "
-            "two-sided Wilcoxon signed-rank test, a paired BCa bootstrap 95% CI of the mean "
-            "change ({n_resamples} resamples) and the matched-pairs rank-biserial correlation "
-            "as effect size; pooled metrics (one value per model) with a two-sided paired "
-            "permutation test ({n_resamples} resamples) that swaps base and tuned within a "
-            "problem. q-values: Benjamini–Hochberg over all {n_tests} tests of the table. "
-            "Random seed {seed}."
+            "Statistics, with problems paired by id. Per-sample metrics: the two-sided "
+            "Wilcoxon signed-rank test on the per-sample differences, a paired BCa bootstrap "
+            "95% CI ({n_resamples} resamples) and the matched-pairs rank-biserial correlation "
+            "as effect size. Activation intensity is tested on the per-sample log ratios "
+            "log(tuned/base), and its change is the geometric mean of the per-sample ratios "
+            "(the ratio of means, which a few samples can dominate, is kept as a secondary "
+            "reading). Pooled metrics (one value per model): a two-sided paired permutation "
+            "test ({n_resamples} resamples) that swaps base and tuned within a problem. An α "
+            "whose windows equal a smaller α's for every problem is a duplicate: reported as "
+            "the same window, left out of the corrections. q-values: Benjamini–Hochberg "
+            "within each family of each pair (so controls never change a study pair's "
+            "q-values): primary, the headline tests under the paper's loss on own answers "
+            "({n_tests} over all pairs); secondary, every other loss, comparison and variant; "
+            "confidence, the window diagnostics. Every change is shown beside the change of "
+            "the window's cross-entropy, with the Spearman correlation of the two across "
+            "samples. Random seed {seed}."
         ).format(n_resamples=stats["n_resamples"], n_tests=n_tests, seed=stats["seed"]),
     ]
 
@@ -846,6 +976,12 @@ def pair_figure_captions(pair_text: str, datasets: Sequence[str]) -> dict[str, s
             "problems, base and tuned; dashed lines: medians."
         ),
     }
+    captions["confidence"] = (
+        f"{pair_text}: per problem, the change of log activation intensity (tuned / base, "
+        "paper's loss, own answers) against the change of the window's mean cross-entropy, "
+        "at the headline α. Points along a rising line: the intensity change goes with the "
+        "model growing surer (left) or less sure (right) of its answer."
+    )
     for dataset in datasets:
         captions[edge_change_figure_name(dataset)] = (
             f"{pair_text} on {dataset}: relative change (tuned − base) / base of each edge's "
@@ -865,7 +1001,11 @@ def pair_section(study: Study, pair: str) -> Section:
     label = pair_label(pair, spec["method"])
     summaries = {d: study.pair_summaries[pair, d] for d in study.datasets}
     captions = pair_figure_captions(label, study.datasets)
-    figures = [figure(path, captions[name]) for name, path in study.pair_figures[pair].items()]
+    figures = [
+        figure(path, captions[name])
+        for name, path in study.pair_figures[pair].items()
+        if name != "confidence"
+    ]
     intro = Text(
         [
             Markup("Base <code>{base}</code> → tuned <code>{tuned}</code> ({method}).").format(
@@ -887,21 +1027,20 @@ def headline_alpha_of(study: Study, alpha: float | None) -> float:
     return alpha
 
 
-def overview_text(tests: pd.DataFrame, pairs: Mapping[str, str], alpha: float) -> list[str]:
-    """One sentence per pair: headline verdicts at the headline alpha."""
-    index = tests_index(tests)
+def overview_text(verdicts: pd.DataFrame, pairs: Mapping[str, str], alpha: float) -> list[str]:
+    """One sentence per pair: how many headline cells at the headline alpha get each verdict."""
     sentences = []
     for pair, method in pairs.items():
-        rows = [
-            row
-            for (p, _, a, metric), row in index.items()
-            if p == pair and a == float(alpha) and metric in HEADLINE_METRICS
-        ]
-        counts = verdict_counts(rows)
+        rows = verdicts[(verdicts["pair"] == pair) & (verdicts["alpha"] == float(alpha))]
+        counts = rows["verdict"].value_counts()
+        shown = ", ".join(
+            f"{int(counts.get(v, 0))} {v}" for v in (CONSISTENT, EXPLAINED, AGAINST, NO_CHANGE)
+        )
         sentences.append(
             f"{pair_label(pair, method)}: of {len(rows)} headline results at "
-            f"{format_alpha(alpha)}, {counts['expected']} change the way the paper expects "
-            f"with q < {SIGNIFICANCE_LEVEL}, {counts['opposite']} significantly the other way."
+            f"{format_alpha(alpha)}: {shown}"
+            + (f", {int(counts[SAME_WINDOW])} same window" if SAME_WINDOW in counts else "")
+            + "."
         )
     return sentences
 
@@ -923,21 +1062,26 @@ def alpha_choice(alpha: float, alphas: Sequence[float]) -> str:
 
 
 def headline_section(study: Study, alpha: float) -> Section:
+    pairs, neutral = headline_pairs(study.config), is_pipeline_check(study.config)
+    verdicts = headline_verdicts(study.tests)
     others = [a for a in study.alphas if a != alpha]
+    intro = [PIPELINE_CHECK_NOTE] if neutral else []
+    intro += [*overview_text(verdicts, pairs, alpha), alpha_choice(alpha, study.alphas)]
     blocks = [
-        Text([*overview_text(study.tests, study.pairs, alpha), alpha_choice(alpha, study.alphas)]),
-        headline_table(study.tests, study.pairs, study.datasets, alpha),
-        alpha_sweep_table(study.tests, study.pairs, study.datasets, study.alphas),
+        Text(intro),
+        headline_table(verdicts, pairs, study.datasets, alpha, neutral=neutral),
+        alpha_sweep_table(verdicts, pairs, study.datasets, study.alphas, neutral=neutral),
     ]
     blocks += [
         Details(
             f"Table at {format_alpha(other)}",
             [
                 headline_table(
-                    study.tests,
-                    study.pairs,
+                    verdicts,
+                    pairs,
                     study.datasets,
                     other,
+                    neutral=neutral,
                     table_id=f"headline-table-alpha-{slug(str(other))}",
                 )
             ],
@@ -947,7 +1091,185 @@ def headline_section(study: Study, alpha: float) -> Section:
     return Section("headline", "Headline results", blocks)
 
 
+DECOMPOSED = (("intensity", "intensity"), (WINDOW_LOSS, "window loss"))
+
+
+def decomposition_table(
+    tests: pd.DataFrame, pairs: Mapping[str, str], datasets: Sequence[str], alpha: float
+) -> Table:
+    """The crossed design at one alpha: each change split into a weights and a text effect."""
+    rows_of = tests[
+        (tests["loss"] == PAPER_CONDITION["loss"]) & (tests["alpha"] == float(alpha))
+    ].set_index(["pair", "dataset", "metric", "comparison"])
+    comparisons = ("own", "weights", "text")
+
+    def cell(pair, dataset, metric, comparison) -> Cell:
+        key = (pair, dataset, metric, comparison)
+        if key not in rows_of.index:
+            return Cell(MISSING, "na")
+        row = rows_of.loc[key]
+        return Cell(change_text(row), "", f"q = {format_number(row['q'])}, n = {row['n']}")
+
+    rows = [
+        Row(
+            [
+                Cell(dataset),
+                *(
+                    cell(pair, dataset, metric, comparison)
+                    for metric, _ in DECOMPOSED
+                    for comparison in comparisons
+                ),
+            ],
+            group=pair_label(pair, method),
+        )
+        for pair, method in pairs.items()
+        for dataset in datasets
+    ]
+    return Table(
+        columns=[
+            "dataset",
+            *(f"{label}: {comparison}" for _, label in DECOMPOSED for comparison in comparisons),
+        ],
+        rows=rows,
+        caption=f"Crossed design at {format_alpha(alpha)}: where each change comes from",
+        notes=[
+            "own: each model on its own answer (the paper's comparison); weights: tuned vs "
+            "base model on the same answers (both answers, averaged); text: the tuned "
+            "model's answer vs the base model's, same weights. weights + text = own exactly "
+            "(for intensity on the log scale). Paper's loss (ce).",
+            SIGNIFICANCE_LEGEND,
+        ],
+        id="decomposition-table",
+        css="headline",
+    )
+
+
+def pair_role(config: Mapping, pair: str) -> str:
+    """How a pair enters the controls table: study pair, seed replicate, or control."""
+    spec = config["pairs"][pair]
+    if spec.get("control"):
+        return f"control: {spec['control']}"
+    if spec.get("replicate_of"):
+        return f"seed replicate of {spec['replicate_of']}"
+    return "study pair"
+
+
+def controls_table(
+    verdicts: pd.DataFrame, config: Mapping, datasets: Sequence[str], alpha: float, neutral: bool
+) -> Table:
+    """Activation intensity of every pair (study pairs, seed replicates, controls) side by side."""
+    index = verdict_index(verdicts)
+    pairs = enabled_pairs(config)
+    rows = [
+        Row(
+            [
+                Cell(pair_label(pair, config["pairs"][pair]["method"])),
+                Cell(pair_role(config, pair)),
+                *(
+                    headline_cell(index.get((pair, dataset, float(alpha), "intensity")), neutral)
+                    for dataset in datasets
+                ),
+            ]
+        )
+        for pair in pairs
+    ]
+    return Table(
+        columns=["pair", "role", *datasets],
+        rows=rows,
+        caption=f"Activation intensity of every pair and control at {format_alpha(alpha)}",
+        notes=[
+            "identity: a model against itself (every change must be exactly 0); "
+            "more-training: the base model's own training continued for as long as the RL "
+            "run, without RL; seed replicates: the same training recipe with another seed.",
+            HEADLINE_CELL_NOTE,
+            VERDICT_LEGEND,
+        ],
+        id="controls-table",
+        css="headline",
+    )
+
+
+def replicate_table(verdicts: pd.DataFrame, groups: Mapping[str, Sequence[str]]) -> Table:
+    """Per seed group and headline metric: conditions where every seed reaches one verdict."""
+    agreement = replicate_agreement(verdicts, groups)
+    rows = [
+        Row(
+            [
+                Cell(metric_label(row["metric"])),
+                Cell(f"{row['agree']} of {row['conditions']}"),
+            ],
+            group=f"{row['group']} ({row['seeds']} seeds)",
+        )
+        for row in agreement.to_dict("records")
+    ]
+    return Table(
+        columns=["metric", "every seed agrees"],
+        rows=rows,
+        caption="Agreement over training seeds",
+        notes=[
+            "Conditions: dataset × α (duplicate windows left out) where every seed of the "
+            "recipe was analysed; agrees: all seeds reach the same verdict."
+        ],
+        id="replicate-table",
+    )
+
+
+def identity_sentence(tests: pd.DataFrame, pair: str, config: Mapping) -> str:
+    """Whether an identity control came out as the exact null it must be."""
+    rows = tests[tests["pair"] == pair]
+    largest = float(np.nanmax(np.abs(rows["change"]))) if len(rows) else float("nan")
+    smallest_q = float(np.nanmin(rows["q"])) if rows["q"].notna().any() else float("nan")
+    exact = largest == 0 and smallest_q == 1
+    verdict_text = (
+        "an exact null, as it must be"
+        if exact
+        else "NOT an exact null: the same model scored twice gave different results"
+    )
+    return (
+        f"{pair} compares {config['pairs'][pair]['base']} with itself: over its {len(rows)} "
+        f"tests the largest |change| is {format_number(largest)} and the smallest q is "
+        f"{format_number(smallest_q)}: {verdict_text}."
+    )
+
+
+def confidence_section(study: Study, alpha: float) -> Section:
+    """Confidence beside every change: controls, seed agreement, crossed design, scatters."""
+    neutral = is_pipeline_check(study.config)
+    verdicts = headline_verdicts(study.tests)
+    controls = control_pairs(study.config)
+    groups = replicate_groups(study.config)
+    intro = [
+        "A change in the EAP scores can come from the circuit or from the model's "
+        "confidence: under the paper's loss (mean cross-entropy of the answer window) every "
+        "score is scaled by the logit gradient, which shrinks as a model grows surer of "
+        "its answer. The confidence-free loss (ce_unit) gives each window position a "
+        "gradient of unit length; the window loss itself is reported beside every change.",
+        *(
+            identity_sentence(study.tests, pair, study.config)
+            for pair, kind in controls.items()
+            if kind == "identity"
+        ),
+    ]
+    blocks: list = [
+        Text(intro),
+        controls_table(verdicts, study.config, study.datasets, alpha, neutral),
+    ]
+    if groups:
+        blocks.append(replicate_table(verdicts, groups))
+    if (study.tests["comparison"] != "own").any():
+        blocks.append(decomposition_table(study.tests, study.pairs, study.datasets, alpha))
+    blocks += [
+        figure(
+            study.pair_figures[pair]["confidence"],
+            pair_figure_captions(pair_label(pair, method), [])["confidence"],
+        )
+        for pair, method in study.pairs.items()
+    ]
+    return Section("confidence", "Confidence and controls", blocks)
+
+
 def metrics_section(study: Study) -> Section:
+    neutral = is_pipeline_check(study.config)
     return Section(
         "metrics",
         "Metrics and variants",
@@ -961,8 +1283,8 @@ def metrics_section(study: Study) -> Section:
                 ]
             ),
             definitions_table(),
-            variant_table(study.tests, study.pairs),
-            Details("All tests", [all_tests_table(study.tests)]),
+            variant_table(study.tests, study.pairs, neutral),
+            Details("Tests under the paper's loss", [all_tests_table(study.tests, neutral)]),
         ],
     )
 
@@ -1010,7 +1332,8 @@ def training_section(study: Study) -> Section | None:
 
 
 def methods_section(study: Study) -> Section:
-    n_tests = int(study.tests["p"].notna().sum())
+    primary = study.tests["family"] == "primary"
+    n_tests = int((primary & study.tests["p"].notna() & study.tests["duplicate_of"].isna()).sum())
     return Section(
         "methods",
         "Methods",
@@ -1133,6 +1456,7 @@ def build_sections(
     alpha = headline_alpha_of(study, headline_alpha)
     sections = [
         headline_section(study, alpha),
+        confidence_section(study, alpha),
         Section(
             "pairs",
             "Pairs",

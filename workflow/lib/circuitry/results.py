@@ -17,14 +17,16 @@ import pandas as pd
 
 from circuitry.config import enabled_pairs, models_in_use, trained_models
 from circuitry.io import read_json, read_jsonl
-from circuitry.metrics import ROLES
+from circuitry.metrics import ROLES, paper_condition
+from circuitry.scorefile import PAPER_CONDITION
 from circuitry.stats import COLUMNS
 
 EXAMPLE_CHARS = 3000
 N_EXAMPLES = 2
 TESTS = "results/stats/tests.csv"
 METRICS_FILE = "results/metrics/{pair}/{dataset}/alpha{alpha}.{ext}"
-EAP_FILE = "results/eap/{pair}/{dataset}/alpha{alpha}/{role}.npz"
+PAIR_TESTS = "results/metrics/{pair}/{dataset}/tests.csv"
+EAP_FILE = "results/eap/{pair}/{dataset}/alpha{alpha}/{loss}/{role}_on_{text}.npz"
 PAIR_SUMMARY = "results/pairs/{pair}/{dataset}.summary.json"
 GENERATIONS = "results/generations/{model}/{dataset}.jsonl"
 GENERATION_PROVENANCE = "results/generations/{model}/{dataset}.provenance.json"
@@ -34,7 +36,7 @@ TRAINING_LOG = "resources/models/{model}/training_log.csv"
 PAIR_FIGURE = "results/figures/{pair}/{name}.png"
 TRAINING_FIGURE = "results/figures/training/{model}.png"
 REPORT = "results/report/report.html"
-PAIR_FIGURE_NAMES = ("metrics_vs_alpha", "diversity", "node_entropy", "log_abs_w")
+PAIR_FIGURE_NAMES = ("metrics_vs_alpha", "diversity", "node_entropy", "log_abs_w", "confidence")
 
 
 def edge_change_figure_name(dataset: str) -> str:
@@ -69,8 +71,9 @@ class Layout:
 
     def figure_inputs(self, config: Mapping, pair: str) -> list[str]:
         """What `load_pair_results` reads for one pair (the figures rule's inputs)."""
+        where = {"pair": pair, **PAPER_CONDITION}
         return [
-            str(self.path(pattern, pair=pair, dataset=dataset, alpha=alpha, ext=ext, role=role))
+            str(self.path(pattern, dataset=dataset, alpha=alpha, ext=ext, role=role, **where))
             for dataset in config["datasets"]
             for alpha in alpha_labels(config)
             for pattern, ext, role in (
@@ -160,10 +163,12 @@ def load_pair_results(layout: Layout, config: Mapping, pair: str) -> PairResults
         for alpha in alphas:
             where = {"pair": pair, "dataset": dataset, "alpha": str(alpha)}
             summaries[dataset, alpha] = load_json(layout.path(METRICS_FILE, ext="json", **where))
-            frame = pd.read_csv(require(layout.path(METRICS_FILE, ext="csv", **where)))
+            table = pd.read_csv(require(layout.path(METRICS_FILE, ext="csv", **where)))
+            frame = paper_condition(table).drop(columns=["loss", "text"])
             frames.append(frame.assign(dataset=dataset, alpha=alpha))
             eap_paths[dataset, alpha] = {
-                role: require(layout.path(EAP_FILE, role=role, **where)) for role in ROLES
+                role: require(layout.path(EAP_FILE, role=role, **PAPER_CONDITION, **where))
+                for role in ROLES
             }
     return PairResults(
         name=pair,

@@ -1,17 +1,40 @@
-"""Paired statistics of base vs tuned circuit metrics: one row per pair x dataset x alpha x metric.
+"""Paired statistics of base vs tuned circuit metrics.
+
+One row per pair x dataset x alpha x loss x comparison x metric.
+
+Comparisons (`COMPARISONS`), each a per-sample contrast of two sides:
+
+- `own`: the tuned model on its own answer vs the base model on its own (the paper's);
+- `weights`: tuned model vs base model on the same text, averaged over both texts;
+- `text`: the tuned model's text vs the base model's, same model, averaged over both.
+
+With crossed scoring (each model also on the other's answer) `weights + text = own`,
+exactly, for every per-sample effect; pooled metrics are compared on `own` only.
 
 Per-sample metrics, paired by idx (pairs with an undefined value on either side dropped):
 
-- `change = mean(tuned) - mean(base)` (the mean paired difference) and
+- `intensity` (and any metric in `LOG_SCALE_METRICS`) is compared on per-sample log
+  ratios `d = log(tuned / base)`: a Wilcoxon test of `d`, `change = mean d`, and the
+  geometric-mean change `change_pct = 100 * (exp(mean d) - 1)` with paired bootstrap
+  CIs, so the sign of every reading is the tested effect's. A few loud samples
+  dominate a ratio of means, so that stays a secondary reading (`ratio_of_means_pct`);
+  the sides of `weights`/`text` are per-sample geometric means of the two texts/models;
+- every other metric on differences: `change = mean(tuned) - mean(base)`,
   `change_pct = 100 * change / |mean(base)|` (NaN when `mean(base) == 0`);
 - test: Wilcoxon signed-rank, two-sided (`scipy.stats.wilcoxon`, zero differences
-  dropped, exact or normal approximation as scipy's `method="auto"` chooses);
+  dropped, exact or normal approximation as scipy's `method="auto"` chooses); every
+  difference zero gives `p = 1` (the identity control);
 - CIs: paired bootstrap (`scipy.stats.bootstrap`, `paired=True`, BCa, 95%) of `change`
-  and of `change_pct`, both from the same resamples (percentile interval where BCa is
+  and `change_pct`, both from the same resamples (percentile interval where BCa is
   undefined: a degenerate bootstrap distribution);
-- effect size: the matched-pairs rank-biserial correlation `r = (T+ - T-) / (T+ + T-)`,
-  `T+`/`T-` the rank sums of the positive/negative differences among the non-zero ones
-  (the ranks the Wilcoxon test uses; -1..1, positive when tuned is larger).
+- effect size: the matched-pairs rank-biserial correlation `r = (T+ - T-) / (T+ + T-)`
+  of the tested differences (-1..1, positive when tuned is larger);
+- `loss_spearman`: Spearman correlation across samples between the metric's per-sample
+  effect and the change in window cross-entropy of the same comparison: how much the
+  change tracks the model's confidence.
+
+The window diagnostics (`circuitry.metrics.CONFIDENCE_METRICS`: window cross-entropy,
+predictive entropy) are compared the same way, beside every change.
 
 Pooled metrics (one value per role): paired permutation test of
 `pooled(tuned) - pooled(base)`, swapping base and tuned within an idx
@@ -19,17 +42,21 @@ Pooled metrics (one value per role): paired permutation test of
 `2**n <= n_resamples`). No CI or effect size (NaN): resampling idx with replacement
 duplicates samples, and a duplicate has cosine distance 0 to itself, which biases diversity.
 
-`q`: Benjamini-Hochberg over every row of the whole table that has a p-value
-(`scipy.stats.false_discovery_control`); rows without one keep `q` NaN.
+Multiple testing (`with_fdr`): Benjamini-Hochberg (`scipy.stats.false_discovery_control`)
+within each family: `primary` (headline metrics, the paper's loss, own text), `confidence`
+(the window diagnostics) and `secondary` (every other loss, comparison and variant).
+An alpha whose answer windows equal a smaller alpha's for every sample
+(`duplicate_alphas`) repeats that condition: its rows keep their numbers, name the
+alpha in `duplicate_of`, and stay out of the correction (q NaN).
 
-Randomness: each row draws from its own generator,
-`np.random.default_rng([seed, crc32("pair/dataset/alpha/metric")])`, so a row's numbers
-depend on the seed and its own key, not on which rows run before it.
+Randomness: each row draws from its own generator, `np.random.default_rng([seed,
+crc32("pair/dataset/alpha/loss/comparison/metric")])`, so a row's numbers depend on the
+seed and its own key, not on which rows run before it.
 
 Degenerate inputs give `p` NaN and a `note` instead of an error: fewer than
 `MIN_PAIRS` pairs (6 is the smallest n for which a two-sided exact Wilcoxon or
-permutation p, at least `2 / 2**n`, can fall below 0.05), all paired differences zero,
-identical edge scores in both roles, or a pooled metric undefined for a role.
+permutation p, at least `2 / 2**n`, can fall below 0.05), or a pooled metric undefined
+for a role.
 """
 
 from __future__ import annotations
@@ -37,7 +64,7 @@ from __future__ import annotations
 import os
 import warnings
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -45,12 +72,14 @@ from scipy import stats
 
 from circuitry.io import atomic_path
 from circuitry.metrics import (
+    CONFIDENCE_METRICS,
     METRICS,
     PER_SAMPLE_METRICS,
     POOLED_METRICS,
     CircuitMetrics,
     PairedEdgeStack,
 )
+from circuitry.scorefile import PAPER_CONDITION
 
 MIN_PAIRS = 6
 CONFIDENCE_LEVEL = 0.95
@@ -58,6 +87,18 @@ N_RESAMPLES = 9999
 SEED = 0
 PERMUTATION_BATCH_ELEMENTS = 1 << 22  # bounds the memory of one vectorised batch
 WILCOXON = "Wilcoxon signed-rank (two-sided)"
+WILCOXON_LOG = "Wilcoxon signed-rank on log(tuned/base) (two-sided)"
+GEOMETRIC_MEAN = "mean of log(tuned/base); percent: geometric mean of per-sample ratios"
+DIFFERENCE_OF_MEANS = "difference of means"
+LOG_SCALE_METRICS = ("intensity",)
+WINDOW_LOSS = "window_ce"
+FAMILIES = ("primary", "secondary", "confidence")
+# (role, text) scores averaged into each side (base side, tuned side) of a comparison
+COMPARISONS: dict[str, tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]]] = {
+    "own": ((("base", "own"),), (("tuned", "own"),)),
+    "weights": ((("base", "own"), ("base", "crossed")), (("tuned", "crossed"), ("tuned", "own"))),
+    "text": ((("base", "own"), ("tuned", "crossed")), (("base", "crossed"), ("tuned", "own"))),
+}
 PERMUTATION = "paired permutation (two-sided)"
 RANK_BISERIAL = "matched-pairs rank-biserial"
 
@@ -65,6 +106,10 @@ COLUMNS = (
     "pair",
     "dataset",
     "alpha",
+    "loss",
+    "comparison",
+    "family",
+    "duplicate_of",
     "metric",
     "quantity",
     "variant",
@@ -75,15 +120,19 @@ COLUMNS = (
     "tuned",
     "change",
     "change_pct",
+    "change_measure",
     "ci_low",
     "ci_high",
     "ci_pct_low",
     "ci_pct_high",
+    "ratio_of_means_pct",
     "test",
     "p",
     "q",
     "effect_size",
     "effect_size_measure",
+    "loss_spearman",
+    "loss_spearman_p",
     "expected",
     "as_expected",
     "note",
@@ -120,19 +169,36 @@ def _change_and_percent(base: np.ndarray, tuned: np.ndarray, axis: int = -1) -> 
     return np.stack([tuned_mean - base_mean, percent])
 
 
+def _change_and_geometric_percent(
+    base: np.ndarray, tuned: np.ndarray, axis: int = -1
+) -> np.ndarray:
+    """The mean log ratio (the quantity the log-ratio test is about) and its geometric-mean
+    percent change; both have the sign of the tested effect."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        change = (np.log(tuned) - np.log(base)).mean(axis=axis)
+    return np.stack([change, 100.0 * np.expm1(change)])
+
+
 def _bootstrap_intervals(
-    base: np.ndarray, tuned: np.ndarray, rng: np.random.Generator, n_resamples: int
+    base: np.ndarray,
+    tuned: np.ndarray,
+    rng: np.random.Generator,
+    n_resamples: int,
+    log_scale: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Paired bootstrap intervals of (change, change_pct): lows, highs, where BCa was undefined.
 
-    BCa is undefined when the bootstrap distribution is degenerate (e.g. every paired
-    difference equal); those intervals fall back to percentiles of the same resamples.
+    `change_pct` is the geometric-mean change on the log scale, else the change in percent
+    of the base mean. BCa is undefined when the bootstrap distribution is degenerate (e.g.
+    every paired difference equal); those intervals fall back to percentiles of the same
+    resamples.
     """
+    statistic = _change_and_geometric_percent if log_scale else _change_and_percent
     with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
         warnings.simplefilter("ignore", stats.DegenerateDataWarning)
         result = stats.bootstrap(
             (base, tuned),
-            _change_and_percent,
+            statistic,
             paired=True,
             vectorized=True,
             n_resamples=n_resamples,
@@ -158,16 +224,26 @@ def _empty_result(test: str) -> dict:
         "tuned": np.nan,
         "change": np.nan,
         "change_pct": np.nan,
+        "change_measure": "",
         "ci_low": np.nan,
         "ci_high": np.nan,
         "ci_pct_low": np.nan,
         "ci_pct_high": np.nan,
+        "ratio_of_means_pct": np.nan,
         "test": test,
         "p": np.nan,
         "effect_size": np.nan,
         "effect_size_measure": "",
+        "loss_spearman": np.nan,
+        "loss_spearman_p": np.nan,
         "note": "",
     }
+
+
+def sample_effect(base: np.ndarray, tuned: np.ndarray, log_scale: bool) -> np.ndarray:
+    """Per-sample effect of tuned over base: `log(tuned / base)`, or `tuned - base`."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.log(tuned) - np.log(base) if log_scale else tuned - base
 
 
 def paired_sample_test(
@@ -176,31 +252,45 @@ def paired_sample_test(
     *,
     rng: np.random.Generator,
     n_resamples: int = N_RESAMPLES,
+    log_scale: bool = False,
 ) -> dict:
-    """Change, bootstrap CIs, Wilcoxon p and rank-biserial effect of paired per-sample values."""
+    """Change, bootstrap CIs, Wilcoxon p and rank-biserial effect of paired per-sample values.
+
+    `log_scale` tests the per-sample log ratios and reports the geometric-mean change;
+    its values must be positive (others count as undefined and drop their pair).
+    """
     base, tuned = np.asarray(base, dtype=np.float64), np.asarray(tuned, dtype=np.float64)
     complete = ~(np.isnan(base) | np.isnan(tuned))
+    if log_scale:
+        complete &= (base > 0) & (tuned > 0)
     base, tuned = base[complete], tuned[complete]
-    result = _empty_result(WILCOXON)
+    result = _empty_result(WILCOXON_LOG if log_scale else WILCOXON)
     result["effect_size_measure"] = RANK_BISERIAL
+    result["change_measure"] = GEOMETRIC_MEAN if log_scale else DIFFERENCE_OF_MEANS
     notes = []
     if not complete.all():
-        notes.append(f"dropped {int((~complete).sum())} pairs with an undefined value")
+        undefined = "a non-positive or undefined value" if log_scale else "an undefined value"
+        notes.append(f"dropped {int((~complete).sum())} pairs with {undefined}")
     n = len(base)
     result["n"] = n
+    effect = sample_effect(base, tuned, log_scale)
     if n:
         result["base"], result["tuned"] = float(base.mean()), float(tuned.mean())
-        result["change"] = float((tuned - base).mean())
-        result["change_pct"] = percent_change(result["base"], result["tuned"])
-    differences = tuned - base
+        result["change"] = float(effect.mean())
+        result["ratio_of_means_pct"] = percent_change(result["base"], result["tuned"])
+        result["change_pct"] = (
+            float(100.0 * np.expm1(effect.mean())) if log_scale else result["ratio_of_means_pct"]
+        )
     if n < MIN_PAIRS:
         notes.append(f"only {n} pairs (< {MIN_PAIRS}): not tested")
-    elif not differences.any():
-        notes.append("all paired differences are zero: not tested")
+    elif not effect.any():
+        result["p"] = 1.0
+        result.update(ci_low=0.0, ci_high=0.0, ci_pct_low=0.0, ci_pct_high=0.0)
+        notes.append("all paired differences are zero: p = 1")
     else:
-        result["p"] = float(stats.wilcoxon(base, tuned).pvalue)
-        result["effect_size"] = rank_biserial(differences)
-        lows, highs, undefined = _bootstrap_intervals(base, tuned, rng, n_resamples)
+        result["p"] = float(stats.wilcoxon(effect).pvalue)
+        result["effect_size"] = rank_biserial(effect)
+        lows, highs, undefined = _bootstrap_intervals(base, tuned, rng, n_resamples, log_scale)
         result["ci_low"], result["ci_pct_low"] = (float(v) for v in lows)
         result["ci_high"], result["ci_pct_high"] = (float(v) for v in highs)
         if np.isnan(result["change_pct"]):
@@ -211,6 +301,19 @@ def paired_sample_test(
             notes.append("percentile CI where BCa was undefined (degenerate bootstrap)")
     result["note"] = "; ".join(notes)
     return result
+
+
+def loss_correlation(effect: np.ndarray, loss_effect: np.ndarray) -> tuple[float, float]:
+    """Spearman rho (and p) across samples between a metric's effect and the window loss's.
+
+    NaN where fewer than `MIN_PAIRS` samples have both, or either is constant.
+    """
+    both = ~(np.isnan(effect) | np.isnan(loss_effect))
+    effect, loss_effect = effect[both], loss_effect[both]
+    if both.sum() < MIN_PAIRS or np.ptp(effect) == 0 or np.ptp(loss_effect) == 0:
+        return np.nan, np.nan
+    rho, p = stats.spearmanr(effect, loss_effect)
+    return float(rho), float(p)
 
 
 def _permutation_batch(stack: PairedEdgeStack) -> int:
@@ -230,13 +333,15 @@ def pooled_permutation_test(
     base = float(stack.pooled(metric, stack.base_rows))
     tuned = float(stack.pooled(metric, stack.tuned_rows))
     result.update(n=stack.n, base=base, tuned=tuned, change=tuned - base)
-    result["change_pct"] = percent_change(base, tuned)
+    result["change_pct"] = result["ratio_of_means_pct"] = percent_change(base, tuned)
+    result["change_measure"] = DIFFERENCE_OF_MEANS
     if stack.n < MIN_PAIRS:
         result["note"] = f"only {stack.n} pairs (< {MIN_PAIRS}): not tested"
-    elif stack.identical_roles:
-        result["note"] = "identical edge scores in both roles: not tested"
     elif np.isnan(base) or np.isnan(tuned):
         result["note"] = f"{metric} undefined for a role: not tested"
+    elif stack.identical_roles:
+        result["p"] = 1.0
+        result["note"] = "identical edge scores in both roles: p = 1"
     else:
 
         def difference(base_rows, _tuned_rows, axis=-1):  # scipy batches along axis -1
@@ -257,30 +362,53 @@ def pooled_permutation_test(
 
 
 def _as_expected(change: float, expected: int) -> bool | None:
-    """Whether the change goes the paper's way; None when there is no change to judge."""
-    if np.isnan(change) or change == 0:
+    """Whether the change goes the paper's way; None when there is no change or expectation."""
+    if np.isnan(change) or change == 0 or expected == 0:
         return None
     return bool(np.sign(change) == expected)
 
 
-def _describe(metric: str, change: float) -> dict:
-    spec = METRICS[metric]
+def family(metric: str, loss: str, comparison: str) -> str:
+    """The FDR family of a row: `primary` is the paper's claim as the paper tested it."""
+    if metric in CONFIDENCE_METRICS:
+        return "confidence"
+    paper = loss == PAPER_CONDITION["loss"] and comparison == "own"
+    return "primary" if paper and METRICS[metric].headline else "secondary"
+
+
+def _describe(metric: str, loss: str, comparison: str, change: float) -> dict:
+    spec = METRICS.get(metric) or CONFIDENCE_METRICS[metric]
     return {
+        "loss": loss,
+        "comparison": comparison,
+        "family": family(metric, loss, comparison),
+        "duplicate_of": np.nan,
         "metric": metric,
         "quantity": spec.quantity,
         "variant": spec.variant,
         "headline": spec.headline,
         "kind": spec.kind,
-        "expected": "up" if spec.expected > 0 else "down",
+        "expected": {1: "up", -1: "down", 0: ""}[spec.expected],
         "as_expected": _as_expected(change, spec.expected),
     }
 
 
-def _paired_values(per_sample: pd.DataFrame, metric: str) -> tuple[np.ndarray, np.ndarray]:
-    wide = per_sample[per_sample["metric"] == metric].pivot(
-        index="idx", columns="role", values="value"
-    )
-    return wide["base"].to_numpy(dtype=np.float64), wide["tuned"].to_numpy(dtype=np.float64)
+def comparison_sides(
+    metrics: CircuitMetrics, metric: str, comparison: str, log_scale: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-sample (base side, tuned side) of a comparison: each side the mean of its scored
+    (role, text) values, geometric on the log scale, so that `weights + text = own`."""
+    sides = []
+    for files in COMPARISONS[comparison]:
+        values = np.stack([metrics.values(metric, role, text) for role, text in files])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            sides.append(np.exp(np.log(values).mean(axis=0)) if log_scale else values.mean(axis=0))
+    return sides[0], sides[1]
+
+
+def comparisons_of(metrics: CircuitMetrics) -> tuple[str, ...]:
+    """`own`, and the crossed decomposition where each model was also scored crossed."""
+    return tuple(COMPARISONS) if "crossed" in metrics.texts else ("own",)
 
 
 def compare_roles(
@@ -289,35 +417,137 @@ def compare_roles(
     pair: str,
     dataset: str,
     alpha,
+    loss: str = PAPER_CONDITION["loss"],
     seed: int = SEED,
     n_resamples: int = N_RESAMPLES,
 ) -> pd.DataFrame:
-    """Every metric of one pair x dataset x alpha tested base vs tuned (no `q` yet)."""
+    """Every metric of one pair x dataset x alpha x loss tested in every comparison (no `q`).
+
+    Per comparison: the per-sample metrics, then (under the paper's loss only: they come
+    from the same forward pass whatever the loss) the window diagnostics present; the
+    pooled metrics on `own`.
+    """
+    present = set(metrics.per_sample["metric"])
+    window = [m for m in CONFIDENCE_METRICS if m in present]
+    tested_window = window if loss == PAPER_CONDITION["loss"] else []
     rows = []
-    for metric in (*PER_SAMPLE_METRICS, *POOLED_METRICS):
-        rng = row_rng(seed, pair, dataset, alpha, metric)
-        if metric in PER_SAMPLE_METRICS:
-            base, tuned = _paired_values(metrics.per_sample, metric)
-            result = paired_sample_test(base, tuned, rng=rng, n_resamples=n_resamples)
-        else:
-            result = pooled_permutation_test(
-                metrics.stack, metric, rng=rng, n_resamples=n_resamples
-            )
-        rows.append(
-            {"pair": pair, "dataset": dataset, "alpha": alpha}
-            | _describe(metric, result["change"])
-            | result
+    for comparison in comparisons_of(metrics):
+        loss_effect = (
+            sample_effect(*comparison_sides(metrics, WINDOW_LOSS, comparison, False), False)
+            if WINDOW_LOSS in window
+            else None
         )
+        for metric in (*PER_SAMPLE_METRICS, *tested_window):
+            log_scale = metric in LOG_SCALE_METRICS
+            base, tuned = comparison_sides(metrics, metric, comparison, log_scale)
+            result = paired_sample_test(
+                base,
+                tuned,
+                rng=row_rng(seed, pair, dataset, alpha, loss, comparison, metric),
+                n_resamples=n_resamples,
+                log_scale=log_scale,
+            )
+            if loss_effect is not None and metric in PER_SAMPLE_METRICS:
+                effect = sample_effect(base, tuned, log_scale)
+                rho, p = loss_correlation(effect, loss_effect)
+                result.update(loss_spearman=rho, loss_spearman_p=p)
+            rows.append(_row(pair, dataset, alpha, loss, comparison, metric, result))
+    for metric in POOLED_METRICS:
+        result = pooled_permutation_test(
+            metrics.stack,
+            metric,
+            rng=row_rng(seed, pair, dataset, alpha, loss, "own", metric),
+            n_resamples=n_resamples,
+        )
+        rows.append(_row(pair, dataset, alpha, loss, "own", metric, result))
     return pd.DataFrame(rows)
 
 
+def _row(pair, dataset, alpha, loss, comparison, metric, result) -> dict:
+    described = _describe(metric, loss, comparison, result["change"])
+    return {"pair": pair, "dataset": dataset, "alpha": alpha} | described | result
+
+
+def duplicate_alphas(window_lengths: Mapping[float, np.ndarray | None]) -> dict[float, float]:
+    """`{alpha: smaller alpha}` for every alpha whose windows equal a smaller alpha's.
+
+    `window_lengths[alpha]` holds the length of every window scored at that alpha (all
+    roles and texts, in one fixed order). Windows start at the answer, so equal lengths
+    mean equal windows. Alphas without lengths (None) are never duplicates.
+    """
+    duplicates: dict[float, float] = {}
+    seen: list[tuple[float, np.ndarray]] = []
+    for alpha in sorted(window_lengths, key=float):
+        lengths = window_lengths[alpha]
+        if lengths is None:
+            continue
+        same = next((a for a, other in seen if np.array_equal(lengths, other)), None)
+        if same is None:
+            seen.append((alpha, lengths))
+        else:
+            duplicates[alpha] = same
+    return duplicates
+
+
+def mark_duplicates(table: pd.DataFrame, duplicates: Mapping[float, float]) -> pd.DataFrame:
+    """Rows of duplicate alphas name the alpha they repeat (`duplicate_of`) and say so."""
+    table = table.copy()
+    for alpha, same in duplicates.items():
+        rows = table["alpha"].astype(float) == float(alpha)
+        table.loc[rows, "duplicate_of"] = float(same)
+        notes = table.loc[rows, "note"].fillna("")
+        mark = f"same window as alpha = {same}: left out of the FDR correction"
+        table.loc[rows, "note"] = [f"{note}; {mark}" if note else mark for note in notes]
+    return table
+
+
+def pair_dataset_tests(
+    metrics: Mapping[tuple[str, str], CircuitMetrics],
+    *,
+    pair: str,
+    dataset: str,
+    seed: int = SEED,
+    n_resamples: int = N_RESAMPLES,
+) -> pd.DataFrame:
+    """Every test of one pair x dataset, `metrics` keyed by (alpha, loss), duplicate
+    alphas marked (from the paper loss's windows, which every loss shares); no `q` yet."""
+    frames = [
+        compare_roles(
+            m,
+            pair=pair,
+            dataset=dataset,
+            alpha=alpha,
+            loss=loss,
+            seed=seed,
+            n_resamples=n_resamples,
+        )
+        for (alpha, loss), m in metrics.items()
+    ]
+    windows = {
+        alpha: m.window_lengths()
+        for (alpha, loss), m in metrics.items()
+        if loss == PAPER_CONDITION["loss"]
+    }
+    return mark_duplicates(pd.concat(frames, ignore_index=True), duplicate_alphas(windows))
+
+
 def with_fdr(table: pd.DataFrame) -> pd.DataFrame:
-    """`table` with `q`: Benjamini-Hochberg over all rows that have a p-value."""
+    """`table` with `q`: Benjamini-Hochberg within each family of each pair, over the rows
+    that have a p-value and repeat no other condition (`duplicate_of` empty).
+
+    Each pair is corrected on its own, so a control pair never changes a study pair's
+    q-values and a seed replicate is corrected exactly as the run it repeats.
+    """
+    q = np.full(len(table), np.nan)
     p = table["p"].to_numpy(dtype=np.float64)
-    q = np.full_like(p, np.nan)
-    tested = ~np.isnan(p)
-    if tested.any():
-        q[tested] = stats.false_discovery_control(p[tested], method="bh")
+    counted = ~np.isnan(p) & table["duplicate_of"].isna().to_numpy()
+    groups = table.groupby(["pair", "family"], sort=False).indices
+    for (_, name), rows in groups.items():
+        if name not in FAMILIES:
+            raise ValueError(f"unknown FDR family {name!r}")
+        members = rows[counted[rows]]
+        if len(members):
+            q[members] = stats.false_discovery_control(p[members], method="bh")
     return table.assign(q=q)
 
 
@@ -328,6 +558,6 @@ def assemble_tests_table(frames: Iterable[pd.DataFrame]) -> pd.DataFrame:
 
 
 def write_tests_table(table: pd.DataFrame, path: str | os.PathLike) -> None:
-    """Write `results/stats/tests.csv` atomically."""
+    """Write a tests table atomically."""
     with atomic_path(path) as tmp:
         table.to_csv(tmp, index=False)

@@ -1,10 +1,12 @@
-"""Training: the toy lineage (SFT from scratch, then GRPO and DPO from it) and GRPO runs.
+"""Training: the toy lineage (SFT from scratch, then GRPO and DPO from it, and SFT
+continued from it as a control) and GRPO runs.
 
 GRPO and DPO are trl's `GRPOTrainer` and `DPOTrainer`, the training code researchers use
-on real models; supervised fine-tuning of the tiny toy model is a plain PyTorch loop
-(see `train_sft`). Every run writes its per-step log (loss, reward, accuracy) to a CSV
-next to the model. Prompts come from the model's template exactly as at generation
-time, and the correctness reward is the grader the evaluation uses.
+on real models; supervised fine-tuning is a plain PyTorch loop (see `train_sft`), from a
+fresh tiny model or from an existing one. Every run writes its per-step log (loss,
+reward, accuracy) to a CSV next to the model. Prompts come from the model's template
+exactly as at generation time, and the correctness reward is the grader the evaluation
+uses.
 
 Determinism: every run seeds Python, NumPy and torch and asks torch for deterministic
 algorithms, so the same settings on the same machine give bit-identical weights.
@@ -118,11 +120,16 @@ def correctness_reward(completions: list, answer: list[str], **_) -> list[float]
 
 
 def device_settings() -> dict:
-    """Trainer arguments shared by all runs: CPU unless a GPU exists, no hub, no reports."""
+    """Trainer arguments shared by all runs: CPU unless a GPU exists, no hub, no reports.
+
+    trl checkpoints activations by default, recomputing the forward pass in the backward
+    to save GPU memory; on CPU (the toy models) it only costs time, so it is off there.
+    """
     cuda = torch.cuda.is_available()
     return {
         "use_cpu": not cuda,
         "bf16": cuda and torch.cuda.is_bf16_supported(),
+        "activation_checkpointing": cuda,
         "report_to": "none",
         "save_strategy": "no",
         "logging_steps": 1,
@@ -243,18 +250,30 @@ def sft_step(model, optimizer, scheduler, batch: dict) -> dict:
     }
 
 
+def sft_start(init_dir: str | Path | None, settings: dict):
+    """Model and tokenizer SFT starts from: `init_dir`'s, or a fresh toy model without one."""
+    if init_dir is not None:
+        return load_pretrained(init_dir)
+    tokenizer = build_char_tokenizer()
+    return toy_model(tokenizer, settings.get("architecture")), tokenizer
+
+
 def train_sft(
-    problems: Sequence[dict], template: PromptTemplate, settings: dict, out_dir: str | Path
+    init_dir: str | Path | None,
+    problems: Sequence[dict],
+    template: PromptTemplate,
+    settings: dict,
+    out_dir: str | Path,
 ) -> pd.DataFrame:
-    """Train a toy model from scratch on worked solutions (loss on the answer only).
+    """Supervised fine-tuning on worked solutions (loss on the answer only): of a toy model
+    trained from scratch, or continued from `init_dir` (the more-training control).
 
     A plain PyTorch loop rather than trl's SFTTrainer: on CPU the Trainer's own work per
     step (about 0.17 s here) is several times the toy model's forward and backward pass
     (about 0.05 s), and the loop is the same supervised objective.
     """
     seed_everything(settings["seed"])
-    tokenizer = build_char_tokenizer()
-    model = toy_model(tokenizer, settings.get("architecture"))
+    model, tokenizer = sft_start(init_dir, settings)
     examples = tokenized_examples(problems, template, tokenizer)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=settings["learning_rate"], weight_decay=0.0
@@ -441,15 +460,16 @@ def train_model(
     init_dir: str | Path | None,
     out_dir: str | Path,
 ) -> pd.DataFrame:
-    """Train one model as its config `train` block says; returns the per-step log."""
+    """Train one model as its config `train` block says; returns the per-step log.
+
+    `init_dir` is the model training starts from; only sft may go without (from scratch).
+    """
     if not problems:
         raise ValueError("no training problems")
     method = settings["method"]
-    if method == "sft":
-        return train_sft(problems, template, settings, out_dir)
-    if init_dir is None:
+    if init_dir is None and method != "sft":
         raise ValueError(f"{method} needs the model it starts from (train.init)")
-    trainer = {"grpo": train_grpo, "dpo": train_dpo}[method]
+    trainer = {"sft": train_sft, "grpo": train_grpo, "dpo": train_dpo}[method]
     return trainer(init_dir, problems, template, settings, out_dir)
 
 

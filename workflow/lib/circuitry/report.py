@@ -979,8 +979,8 @@ def pair_figure_captions(pair_text: str, datasets: Sequence[str]) -> dict[str, s
     captions["confidence"] = (
         f"{pair_text}: per problem, the change of log activation intensity (tuned / base, "
         "paper's loss, own answers) against the change of the window's mean cross-entropy, "
-        "at the headline α. Points along a rising line: the intensity change goes with the "
-        "model growing surer (left) or less sure (right) of its answer."
+        "at the largest α (named in the title). Points along a rising line: the intensity "
+        "change goes with the model growing surer (left) or less sure (right) of its answer."
     )
     for dataset in datasets:
         captions[edge_change_figure_name(dataset)] = (

@@ -111,7 +111,8 @@ def make_step(model, mode: str, n_tokens: int, window: float):
     """A callable running one measured step of `mode` on `n_tokens` random tokens."""
     import torch
 
-    from circuitry.eap import LOSSES, Sample, score_samples, score_windows
+    from circuitry.eap import Sample, score_samples, score_windows
+    from circuitry.scorefile import LOSSES
 
     generator = torch.Generator().manual_seed(1)
     tokens = torch.randint(3, model.config.vocab_size, (n_tokens,), generator=generator)

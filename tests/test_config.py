@@ -173,7 +173,7 @@ def test_paper_settings():
 
 
 def test_loss_and_text_names_of_the_schema_are_the_engines():
-    from circuitry.eap import LOSSES, TEXTS
+    from circuitry.scorefile import LOSSES, TEXTS
 
     schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
     eap = schema["properties"]["eap"]["properties"]

@@ -29,8 +29,6 @@ from transformers import (
 
 from circuitry import eap
 from circuitry.eap import (
-    DIAGNOSTICS,
-    LOSSES,
     Sample,
     ablation_check,
     model_graph,
@@ -39,6 +37,7 @@ from circuitry.eap import (
     score_windows,
     windowed_samples,
 )
+from circuitry.scorefile import DIAGNOSTICS, LOSSES
 
 FAMILIES = ("llama", "mistral", "qwen2", "phi3", "gpt2")
 VOCAB = 50

@@ -82,13 +82,11 @@ from tqdm.auto import tqdm
 
 from circuitry.architectures import Architecture, LayerModules, architecture_for, project_slice
 from circuitry.graph import Graph, attention_index, build_graph, mlp_column, mlp_index, qkv_columns
-from circuitry.scorefile import DIAGNOSTICS
+from circuitry.scorefile import DIAGNOSTICS, LOSSES, TEXTS
 
 log = logging.getLogger(__name__)
 
 IGNORE = -100
-LOSSES = ("ce", "ce_unit")
-TEXTS = ("own", "crossed")
 # Logit elements per chunk of the window statistics: two float32 chunks (32 MiB) beside
 # the logits, whatever the vocabulary and window.
 STATISTICS_CHUNK = 1 << 22

@@ -56,7 +56,7 @@ import pandas as pd
 from scipy import special, stats
 
 from circuitry.io import atomic_path, write_text
-from circuitry.scorefile import DIAGNOSTICS, PAPER_CONDITION
+from circuitry.scorefile import DIAGNOSTICS, PAPER_CONDITION, TEXTS
 
 ROLES = ("base", "tuned")
 HIST_BINS = 50
@@ -196,7 +196,6 @@ CONFIDENCE_METRICS: dict[str, MetricSpec] = {
         ),
     )
 }
-TEXTS = ("own", "crossed")
 
 
 def metric_definitions() -> pd.DataFrame:

@@ -27,7 +27,10 @@ import numpy as np
 
 from circuitry.io import write_npz
 
-# The paper's condition: its loss, each model on its own answer.
+# The EAP losses and the texts a model is scored on; the paper's condition is its loss,
+# each model on its own answer.
+LOSSES = ("ce", "ce_unit")
+TEXTS = ("own", "crossed")
 PAPER_CONDITION = {"loss": "ce", "text": "own"}
 DIAGNOSTICS = (
     "window_ce",

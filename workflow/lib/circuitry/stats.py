@@ -43,9 +43,9 @@ Pooled metrics (one value per role): paired permutation test of
 duplicates samples, and a duplicate has cosine distance 0 to itself, which biases diversity.
 
 Multiple testing (`with_fdr`): Benjamini-Hochberg (`scipy.stats.false_discovery_control`)
-within each family: `primary` (headline metrics, the paper's loss, own text), `confidence`
-(the window diagnostics) and `secondary` (every other loss, comparison and variant).
-An alpha whose answer windows equal a smaller alpha's for every sample
+within each family of each pair: `primary` (headline metrics, the paper's loss, own
+text), `confidence` (the window diagnostics) and `secondary` (every other loss,
+comparison and variant). An alpha whose answer windows equal a smaller alpha's for every sample
 (`duplicate_alphas`) repeats that condition: its rows keep their numbers, name the
 alpha in `duplicate_of`, and stay out of the correction (q NaN).
 

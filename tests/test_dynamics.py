@@ -1,4 +1,5 @@
-"""Training dynamics: checkpoints as models and pairs, and the summary along steps."""
+"""Training dynamics: checkpoints as models, one fixed problem set, and the summary along
+steps."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ import pytest
 import yaml
 
 from circuitry import dynamics
-from circuitry.config import ConfigError, check_config, dynamics_pairs, enabled_pairs
+from circuitry.config import ConfigError, check_config
 from circuitry.figures import plot_metric_dynamics, plot_reward_dynamics
+from circuitry.pairing import FilterSettings
 from circuitry.report import dynamics_section
-from conftest import ROOT
+from circuitry.scorefile import DIAGNOSTICS, write_score_file
+from conftest import ROOT, dry_run_jobs
 
 TOY = yaml.safe_load((ROOT / "config" / "toy.yaml").read_text())
 
@@ -22,7 +25,7 @@ def toy_config() -> dict:
     return copy.deepcopy(TOY)
 
 
-def test_checkpoints_become_models_and_pairs_with_the_initial_model():
+def test_checkpoints_become_models_of_the_initial_models_lineage():
     config = toy_config()
     config["dynamics"].update(temperatures=[0.6, 1.0], checkpoint_every=10)
     found = dynamics.add_checkpoints(config)
@@ -33,12 +36,32 @@ def test_checkpoints_become_models_and_pairs_with_the_initial_model():
     model = config["models"]["dyn-t1.0-step30"]
     assert model["path"] == "resources/models/dyn-t1.0-step30"
     assert model["template"] == "toy" and model["gpu"] is False
-    pair = config["pairs"]["dyn-t1.0-step30"]
-    assert (pair["base"], pair["tuned"], pair["method"]) == ("toy-sft", "dyn-t1.0-step30", "GRPO")
+    assert config["pairs"] == TOY["pairs"]  # checkpoints are no pairs of the study
     toy = dynamics.add_checkpoints(toy_config())  # the toy: one temperature, every 20 steps
     assert [c.name for c in toy] == ["dyn-t1.0-step20", "dyn-t1.0-step40", "dyn-t1.0-step60"]
-    assert enabled_pairs(config) == enabled_pairs(TOY)  # checkpoints are not study pairs
-    assert dynamics_pairs(config) == [c.name for c in found]
+    assert dynamics.scored_texts(config, "toy-sft") == ["initial"]
+    assert dynamics.scored_texts(config, "dyn-t1.0-step30") == ["initial", "own"]
+
+
+def test_dry_run_scores_each_checkpoint_on_the_one_problem_set():
+    jobs = dry_run_jobs("--configfile", str(ROOT / "config" / "toy.yaml"))
+    by_rule = {}
+    for job in jobs:
+        by_rule.setdefault(job["rule"], []).append(job)
+    (problems,) = by_rule["dynamics_problems"]
+    assert problems["input"] == ["results/generations/toy-sft/toy-math.jsonl"]
+    (initial,) = by_rule["eap_score_initial"]
+    assert initial["wildcards"] == {"model": "toy-sft"}
+    assert sorted(initial["output"]) == [
+        f"results/dynamics/eap/toy-sft/initial/{loss}.npz" for loss in ("ce", "ce_unit")
+    ]
+    checkpoints = {job["wildcards"]["model"]: job for job in by_rule["eap_score_checkpoint"]}
+    assert sorted(checkpoints) == [c.name for c in dynamics.checkpoints(TOY)]
+    for name, job in checkpoints.items():
+        assert "results/dynamics/problems.jsonl" in job["input"]
+        assert f"results/generations/{name}/toy-math.jsonl" in job["input"]
+        assert len(job["output"]) == 4  # initial and own text, ce and ce_unit
+    assert not any(job["wildcards"].get("pair", "").startswith("dyn-") for job in jobs)
 
 
 def test_dynamics_can_be_switched_off():
@@ -77,42 +100,149 @@ def test_fastest_gain_is_per_step_between_consecutive_checkpoints():
         dynamics.fastest_gain_interval([0], [0.5])
 
 
-def per_sample(base: dict, tuned: dict, n: int = 4) -> pd.DataFrame:
-    """A metrics CSV whose every sample has the given values per role and metric."""
-    rows = [
-        {"loss": "ce", "text": "own", "idx": i, "role": role, "metric": metric, "value": value}
-        for role, values in (("base", base), ("tuned", tuned))
-        for metric, value in values.items()
-        for i in range(n)
+def generation_row(idx: int, length: int, correct: bool, prompt_len: int = 3) -> dict:
+    return {
+        "idx": idx,
+        "prompt_token_ids": list(range(prompt_len)),
+        "completion_token_ids": list(range(length)),
+        "correct": correct,
+    }
+
+
+def test_problem_set_is_the_initial_models_correct_answers_within_its_lengths():
+    # correct lengths 4, 10, 10, 16, 40: T = 16, bounds [8, 24]
+    lengths = {0: (4, True), 1: (10, True), 2: (10, True), 3: (16, True), 4: (40, True)}
+    rows = [generation_row(i, n, ok) for i, (n, ok) in lengths.items()]
+    rows.append(generation_row(5, 12, False))
+    problems, summary = dynamics.problem_set(
+        rows, FilterSettings(num_samples=100), init="toy-sft", dataset="toy-math"
+    )
+    assert [row["idx"] for row in problems] == [1, 2, 3]
+    assert summary["reference_length_fraction"] == "16"
+    assert summary["length_bounds_fraction"] == ["8", "24"]
+    assert all(row["base"] == row["tuned"] for row in problems)  # the initial model's answer
+
+
+def test_own_answers_are_the_correct_ones_within_the_sets_bounds():
+    rows = [generation_row(i, 10, True) for i in range(4)]
+    problems, summary = dynamics.problem_set(
+        rows, FilterSettings(), init="toy-sft", dataset="toy-math"
+    )  # T = 10, bounds [5, 15]
+    checkpoint = [
+        generation_row(0, 12, True),
+        generation_row(1, 12, False),  # wrong
+        generation_row(2, 16, True),  # longer than 1.5 T
+        generation_row(3, 5, True),  # on the lower bound: kept
     ]
-    return pd.DataFrame(rows)
+    own = dynamics.own_answer_rows(problems, checkpoint, summary)
+    assert [row["idx"] for row in own] == [0, 3]
+    assert [row["tuned"]["answer_len"] for row in own] == [12, 5]
+    assert [row["base"]["answer_len"] for row in own] == [10, 10]
+    with pytest.raises(ValueError, match="lack problem 3"):
+        dynamics.own_answer_rows(problems, checkpoint[:3], summary)
+
+
+def tracked(intensity, kurtosis, entropy, window_ce, idx=None) -> pd.DataFrame:
+    """`tracked_values`-like frame: one value per sample and metric."""
+    columns = {
+        "intensity": intensity,
+        "kurtosis": kurtosis,
+        "entropy": entropy,
+        "window_ce": window_ce,
+    }
+    index = pd.Index(idx if idx is not None else range(len(intensity)), name="idx")
+    return pd.DataFrame({k: np.asarray(v, dtype=float) for k, v in columns.items()}, index=index)
 
 
 def small_dynamics_config() -> dict:
     config = toy_config()
     config["dynamics"].update(temperatures=[1.0], steps=20, checkpoint_every=10)
+    config["eap"]["losses"] = ["ce"]
+    config["stats"] = {"seed": 0, "n_resamples": 199}
     return config
+
+
+def dynamics_values(step10_own_idx=range(8)) -> dict:
+    """Initial model: intensity 2, kurtosis 10, entropy 4, window loss 1 on 8 problems.
+    Step 10: intensity x1.25 on its initial text (x2 on its own, a subset), kurtosis 8,
+    loss 0.5 lower; step 20: intensity x0.5, kurtosis 9, entropy 4.2."""
+    n = 8
+    own = list(step10_own_idx)
+    return {
+        ("toy-sft", "initial", "ce"): tracked([2.0] * n, [10.0] * n, [4.0] * n, [1.0] * n),
+        ("dyn-t1.0-step10", "initial", "ce"): tracked([2.5] * n, [8.0] * n, [4.0] * n, [0.5] * n),
+        ("dyn-t1.0-step10", "own", "ce"): tracked(
+            [4.0] * len(own), [8.0] * len(own), [4.0] * len(own), [0.5] * len(own), idx=own
+        ),
+        ("dyn-t1.0-step20", "initial", "ce"): tracked([1.0] * n, [9.0] * n, [4.2] * n, [1.0] * n),
+        ("dyn-t1.0-step20", "own", "ce"): tracked([1.0] * n, [9.0] * n, [4.2] * n, [1.0] * n),
+    }
 
 
 def test_summary_and_highlights_by_hand():
     config = small_dynamics_config()
-    base = {"intensity": 2.0, "kurtosis": 10.0, "entropy": 4.0}
-    metrics = {
-        "dyn-t1.0-step10": per_sample(base, {"intensity": 2.5, "kurtosis": 8.0, "entropy": 4.0}),
-        "dyn-t1.0-step20": per_sample(base, {"intensity": 1.0, "kurtosis": 9.0, "entropy": 4.2}),
-    }
     accuracy = {"toy-sft": 0.5, "dyn-t1.0-step10": 0.55, "dyn-t1.0-step20": 0.7}
-    summary = dynamics.summary_table(config, accuracy, metrics)
-    assert summary["step"].tolist() == [0, 10, 20]
-    assert summary["accuracy"].tolist() == [0.5, 0.55, 0.7]
-    assert summary["intensity_change_pct"].tolist() == pytest.approx([0, 25, -50])
-    assert summary["kurtosis_change_pct"].tolist() == pytest.approx([0, -20, -10])
-    assert summary["entropy_change_pct"].tolist() == pytest.approx([0, 0, 5])
-    highlights = dynamics.highlights(summary).set_index("metric")
+    summary = dynamics.summary_table(config, accuracy, dynamics_values([1, 3, 5]))
+    initial = summary[summary["text"] == "initial"]
+    own = summary[summary["text"] == "own"]
+    assert initial["step"].tolist() == own["step"].tolist() == [0, 10, 20]
+    assert initial["accuracy"].tolist() == [0.5, 0.55, 0.7]
+    assert initial["intensity_change_pct"].tolist() == pytest.approx([0, 25, -50])
+    assert own["intensity_change_pct"].tolist() == pytest.approx([0, 100, -50])
+    assert own["n_samples"].tolist() == [8, 3, 8]  # the own text of step 10: 3 problems
+    assert initial["kurtosis_change_pct"].tolist() == pytest.approx([0, -20, -10])
+    assert initial["entropy_change_pct"].tolist() == pytest.approx([0, 0, 5])
+    assert initial["window_ce_change"].tolist() == pytest.approx([0, -0.5, 0])
+    assert (summary.loc[summary["step"] == 0, "intensity_p"] == 1).all()  # itself: a null
+    highlights = dynamics.highlights(summary)
     assert set(highlights["interval_start"]) == {10} and set(highlights["interval_end"]) == {20}
-    assert highlights.loc["intensity", "extremum_step"] == 20  # |-50| > |25|
-    assert highlights.loc["kurtosis", "extremum_step"] == 10  # |-20| > |-10|
-    assert highlights.loc["entropy", "extremum_change_pct"] == pytest.approx(5)
+    by_metric = highlights[highlights["text"] == "initial"].set_index("metric")
+    assert by_metric.loc["intensity", "extremum_step"] == 20  # |-50| > |25|
+    assert by_metric.loc["kurtosis", "extremum_step"] == 10  # |-20| > |-10|
+    assert by_metric.loc["entropy", "extremum_change_pct"] == pytest.approx(5)
+    own_marks = highlights[highlights["text"] == "own"].set_index("metric")
+    assert own_marks.loc["intensity", "extremum_step"] == 10  # |+100| > |-50|
+
+
+def test_a_checkpoint_without_correct_answers_in_the_set_has_no_change(tmp_path):
+    graph = {
+        "forward_nodes": np.array(["input", "a0"]),
+        "backward_nodes": np.array(["a0.q", "logits"]),
+        "edge_mask": np.array([[True, True], [False, True]]),
+    }
+    condition = {"alpha": 0.3, "cut_len": 3, "reference_length": 10.0, "role": "tuned"}
+    empty = {name: np.zeros(0) for name in DIAGNOSTICS}
+    path = tmp_path / "own.npz"
+    write_score_file(
+        path,
+        scores=np.zeros((0, 2, 2), dtype=np.float32),
+        diagnostics=empty,
+        idx=np.zeros(0, dtype=np.int64),
+        graph=graph,
+        condition=condition | {"loss": "ce", "text": "own", "text_role": "tuned"},
+    )
+    assert dynamics.tracked_values(path).empty
+    rng = np.random.default_rng(0)
+    scores = np.where(graph["edge_mask"], rng.normal(size=(6, 2, 2)), 0).astype(np.float32)
+    full = tmp_path / "initial.npz"
+    diagnostics = {name: rng.uniform(0.1, 1, 6) for name in DIAGNOSTICS}
+    write_score_file(
+        full,
+        scores=scores,
+        diagnostics=diagnostics,
+        idx=np.arange(6),
+        graph=graph,
+        condition=condition | {"loss": "ce", "text": "initial", "text_role": "base"},
+    )
+    values = dynamics.tracked_values(full)
+    assert values["intensity"].to_numpy() == pytest.approx(
+        np.abs(scores[:, graph["edge_mask"]]).mean(1)
+    )
+    assert values["window_ce"].to_numpy() == pytest.approx(diagnostics["window_ce"])
+    change = dynamics.change_against(
+        values, dynamics.tracked_values(path), stats={"seed": 0, "n_resamples": 99}, key=("k",)
+    )
+    assert change["n_samples"] == 0 and np.isnan(change["intensity_change_pct"])
 
 
 def test_reward_log_needs_grpo_columns(tmp_path):
@@ -124,13 +254,8 @@ def test_reward_log_needs_grpo_columns(tmp_path):
 
 def test_dynamics_figures_and_section(tmp_path):
     config = small_dynamics_config()
-    base = {"intensity": 2.0, "kurtosis": 10.0, "entropy": 4.0}
-    metrics = {
-        c.name: per_sample(base, {"intensity": 2.2, "kurtosis": 9.0, "entropy": 4.1})
-        for c in dynamics.checkpoints(config)
-    }
     accuracy = {"toy-sft": 0.5, "dyn-t1.0-step10": 0.6, "dyn-t1.0-step20": 0.62}
-    summary = dynamics.summary_table(config, accuracy, metrics)
+    summary = dynamics.summary_table(config, accuracy, dynamics_values())
     highlights = dynamics.highlights(summary)
     steps = np.arange(1, 21)
     logs = {1.0: pd.DataFrame({"step": steps, "reward": steps / 20, "reward_std": 0.3})}
@@ -142,5 +267,9 @@ def test_dynamics_figures_and_section(tmp_path):
         config, summary, highlights, tmp_path / "reward.png", tmp_path / "metrics.png"
     )
     text, *_figures, table = section.blocks
-    assert "accuracy rose fastest between steps 0 and 10" in " ".join(text.paragraphs)
-    assert [row.cells[0].text for row in table.rows] == ["0", "10", "20"]
+    paragraphs = " ".join(text.paragraphs)
+    assert "on the initial model's answers: accuracy rose fastest between steps 0 and 10" in (
+        paragraphs
+    )
+    assert [row.cells[0].text for row in table.rows] == ["0", "0", "10", "10", "20", "20"]
+    assert table.rows[2].cells[6].text == "-0.500"  # step 10's window-loss change

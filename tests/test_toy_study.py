@@ -20,10 +20,11 @@ import pandas as pd
 import pytest
 import yaml
 
+from circuitry import dynamics
 from circuitry.eap import text_role
 from circuitry.io import read_json, read_jsonl
 from circuitry.metrics import ROLES, EdgeScores
-from circuitry.results import EAP_FILE
+from circuitry.results import DYNAMICS_EAP_FILE, EAP_FILE
 from circuitry.scorefile import DIAGNOSTICS
 from conftest import ROOT, SNAKEMAKE, run_snakemake
 
@@ -106,6 +107,29 @@ def test_identity_pair_is_an_exact_null(toy_study):
     assert (rows["change"] == 0).all()
     assert (rows["p"] == 1).all()
     assert (rows.loc[rows["duplicate_of"].isna(), "q"] == 1).all()
+
+
+def test_dynamics_score_every_checkpoint_on_one_problem_set(toy_study):
+    """One problem set and one cut_len for the whole run: every checkpoint reads the
+    initial model's answers on all its problems, and its own on a subset of them."""
+    problems = read_jsonl(toy_study / "results/dynamics/problems.jsonl")
+    idx = [row["idx"] for row in problems]
+    assert len(idx) == TOY["filter"]["num_samples"]
+    models = [TOY["dynamics"]["init"], *(c.name for c in dynamics.checkpoints(TOY))]
+    cut_lens = set()
+    for model, loss in itertools.product(models, LOSSES):
+        for text in dynamics.scored_texts(TOY, model):
+            path = DYNAMICS_EAP_FILE.format(model=model, text=text, loss=loss)
+            with np.load(toy_study / path, allow_pickle=False) as npz:
+                cut_lens.add(int(npz["cut_len"]))
+                scored = list(npz["idx"])
+            assert scored == idx if text == "initial" else set(scored) <= set(idx)
+    assert len(cut_lens) == 1
+    summary = pd.read_csv(toy_study / "results/dynamics/summary.csv")
+    start = summary[summary["step"] == 0]
+    assert (start["intensity_change"] == 0).all() and (start["window_ce_p"] == 1).all()
+    initial = summary[summary["text"] == "initial"]
+    assert (initial["n_samples"] == len(idx)).all()
 
 
 def reduced_toy_config(tmp_path, n_problems: int, batch_size: int) -> str:

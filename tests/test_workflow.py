@@ -37,18 +37,20 @@ def test_lint_is_clean():
 
 def test_full_config_plans_every_stage(tmp_path):
     """EAP: one job per pair and dataset writes every alpha and role. Dynamics: 2 temperatures
-    x 40 checkpoints, each a pair with the initial model on GSM8K at one alpha."""
+    x 40 checkpoints, each answering GSM8K and scored on one problem set of the initial
+    model's answers, which the initial model is scored on once."""
     jobs = dry_run_jobs("--configfile", full_config_with_qwen(tmp_path))
     models, datasets, pairs = 8, 3, 4
     checkpoints = 2 * 400 // 10
     assert Counter(job["rule"] for job in jobs) == {
         "download_dataset": datasets + 1,  # + GSM8K train
         "generate": models * datasets + checkpoints + 1,  # + the initial model on GSM8K
-        "pair_samples": pairs * datasets + checkpoints,
+        "pair_samples": pairs * datasets,
         "eap_score": pairs * datasets,
-        "eap_score_dynamics": checkpoints,
         "metrics": pairs * datasets,
-        "metrics_dynamics": checkpoints,
+        "dynamics_problems": 1,
+        "eap_score_initial": 1,
+        "eap_score_checkpoint": checkpoints,
         "train_dynamics": 2,
         "dynamics": 1,
         "figures": pairs,

@@ -8,8 +8,6 @@ rule metrics:
         **metrics_outputs(ALPHAS),
     log:
         "logs/metrics/{pair}/{dataset}.log",
-    wildcard_constraints:
-        pair=one_of(PAIRS),
     conda:
         "../../envs/circuitry.yaml"
     threads: 1
@@ -23,23 +21,6 @@ rule metrics:
         stats=config["stats"],
     script:
         "../scripts/metrics.py"
-
-
-if CHECKPOINTS:
-
-    # Training-dynamics checkpoints are measured at the dynamics alpha only.
-    use rule metrics as metrics_dynamics with:
-        input:
-            score_files([DYNAMICS_ALPHA]),
-        output:
-            **metrics_outputs([DYNAMICS_ALPHA]),
-        wildcard_constraints:
-            pair=one_of(DYNAMICS_PAIRS),
-        params:
-            conditions=score_conditions([DYNAMICS_ALPHA]),
-            alphas=[DYNAMICS_ALPHA],
-            losses=EAP_LOSSES,
-            stats=config["stats"],
 
 
 localrules:

@@ -19,7 +19,15 @@ from snakemake.utils import validate
 
 from circuitry import dynamics
 from circuitry.provenance import reproduce_command
-from circuitry.results import EAP_FILE, METRICS_FILE, PAIR_TESTS, Layout
+from circuitry.results import (
+    DYNAMICS_EAP_FILE,
+    DYNAMICS_PROBLEMS,
+    DYNAMICS_PROBLEMS_SUMMARY,
+    EAP_FILE,
+    METRICS_FILE,
+    PAIR_TESTS,
+    Layout,
+)
 from circuitry.scorefile import PAPER_CONDITION
 from circuitry.config import (
     TRAINED_MODEL_DIR,
@@ -27,7 +35,6 @@ from circuitry.config import (
     all_datasets,
     check_config,
     describe_schema_error,
-    dynamics_pairs,
     enabled_pairs,
     model_spec,
     models_in_use,
@@ -42,7 +49,7 @@ except (WorkflowError, ConfigError) as e:
     raise WorkflowError(f"invalid config: {describe_schema_error(e)}") from None
 
 
-# Training-dynamics checkpoints become models and (initial -> checkpoint) pairs.
+# Training-dynamics checkpoints become models.
 CHECKPOINTS = dynamics.add_checkpoints(config)
 LAYOUT = Layout()
 REPORT_TEMPLATE = os.path.join(workflow.basedir, "workflow", "report", "report.html.j2")
@@ -51,9 +58,9 @@ ALL_DATASETS = all_datasets(config)
 MODELS = models_in_use(config)
 PAIRS = enabled_pairs(config)
 TRAINED = trained_models(config)
-DYNAMICS_PAIRS = dynamics_pairs(config)
 TEMPERATURES = [str(t) for t in dynamics.temperatures(config)] if CHECKPOINTS else []
 DYNAMICS_ALPHA = str(config["dynamics"]["alpha"]) if CHECKPOINTS else None
+DYNAMICS_INIT = config["dynamics"]["init"] if CHECKPOINTS else None
 
 
 def one_of(names):
@@ -69,7 +76,7 @@ EAP_TEXTS = config["eap"]["texts"]
 wildcard_constraints:
     dataset=one_of(DATASETS),
     model=one_of(config["models"]),
-    pair=one_of(PAIRS + DYNAMICS_PAIRS),
+    pair=one_of(PAIRS),
     temperature=one_of(TEMPERATURES),
     role="base|tuned",
     alpha=one_of(ALPHAS),
@@ -281,23 +288,60 @@ def checkpoint_dir_patterns():
     return [TRAINED_MODEL_DIR.format(model=name) for name in names]
 
 
+def dynamics_models():
+    """The initial model, then every checkpoint in temperature and step order."""
+    return [DYNAMICS_INIT] + [c.name for c in CHECKPOINTS]
+
+
+def dynamics_scored():
+    """model x text x loss of every dynamics score file, in the order the summary reads them."""
+    return [
+        {"model": model, "text": text, "loss": loss}
+        for model in dynamics_models()
+        for text in dynamics.scored_texts(config, model)
+        for loss in EAP_LOSSES
+    ]
+
+
+def dynamics_score_files(texts):
+    """One dynamics model's score files of these texts, with a {model} wildcard."""
+    return [
+        DYNAMICS_EAP_FILE.format(model="{model}", text=text, loss=loss)
+        for text in texts
+        for loss in EAP_LOSSES
+    ]
+
+
+def dynamics_score_inputs(wildcards):
+    """What scoring a dynamics model reads: its weights, the problem set and, for a
+    checkpoint, its own answers."""
+    inputs = {
+        "model": model_dir(wildcards.model),
+        "problems": DYNAMICS_PROBLEMS,
+        "summary": DYNAMICS_PROBLEMS_SUMMARY,
+    }
+    if wildcards.model != DYNAMICS_INIT:
+        evaluated = config["dynamics"]["eval_dataset"]
+        inputs["generations"] = (
+            f"results/generations/{wildcards.model}/{evaluated}.jsonl"
+        )
+    return inputs
+
+
 def dynamics_inputs():
-    """What the dynamics summary reads: logs, accuracies and each checkpoint's metrics."""
+    """What the dynamics summary reads: logs, accuracies and every score file."""
     if not CHECKPOINTS:
         return {}
     evaluated = config["dynamics"]["eval_dataset"]
-    models = [config["dynamics"]["init"]] + [c.name for c in CHECKPOINTS]
     return {
         "logs": expand(
             "results/dynamics/t{temperature}/training_log.csv", temperature=TEMPERATURES
         ),
         "accuracy": [
-            f"results/generations/{m}/{evaluated}.provenance.json" for m in models
+            f"results/generations/{m}/{evaluated}.provenance.json"
+            for m in dynamics_models()
         ],
-        "metrics": [
-            f"results/metrics/{c.name}/{evaluated}/alpha{DYNAMICS_ALPHA}.csv"
-            for c in CHECKPOINTS
-        ],
+        "scores": [DYNAMICS_EAP_FILE.format(**s) for s in dynamics_scored()],
     }
 
 

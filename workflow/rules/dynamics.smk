@@ -1,5 +1,6 @@
-# Training dynamics: GRPO runs with checkpoints; each checkpoint goes through the
-# study's own generation, pairing, EAP and metrics rules as a pair with the initial model.
+# Training dynamics: GRPO runs with checkpoints. Each checkpoint answers the eval dataset
+# through the study's generation rule; its circuits are scored on one fixed problem set,
+# on the initial model's answers and on its own, and compared with the initial model's.
 
 
 if CHECKPOINTS:
@@ -16,23 +17,87 @@ if CHECKPOINTS:
             "benchmarks/train_dynamics/t{temperature}.tsv"
         conda:
             "../../envs/circuitry.yaml"
-        threads: lambda wildcards: model_threads(config["dynamics"]["init"])
+        threads: lambda wildcards: model_threads(DYNAMICS_INIT)
         resources:
-            mem_mb=lambda wildcards: model_mem_mb(config["dynamics"]["init"]),
-            runtime=lambda wildcards: model_runtime(
-                config["dynamics"]["init"], per_billion=480
-            ),
-            gpu=lambda wildcards: model_gpus(config["dynamics"]["init"]),
+            mem_mb=lambda wildcards: model_mem_mb(DYNAMICS_INIT),
+            runtime=lambda wildcards: model_runtime(DYNAMICS_INIT, per_billion=480),
+            gpu=lambda wildcards: model_gpus(DYNAMICS_INIT),
         params:
             settings=lambda wildcards: dynamics.grpo_settings(
                 config["dynamics"], wildcards.temperature
             ),
-            template=lambda wildcards: template_of(config["dynamics"]["init"]),
+            template=template_of(DYNAMICS_INIT),
         script:
             "../scripts/train_dynamics.py"
 
     localrules:
+        dynamics_problems,
         dynamics,
+
+    # The initial model's correct answers, filtered by its lengths: every checkpoint's
+    # problems, and one reference length T.
+    rule dynamics_problems:
+        input:
+            f"results/generations/{DYNAMICS_INIT}/{config['dynamics']['eval_dataset']}.jsonl",
+        output:
+            rows=DYNAMICS_PROBLEMS,
+            summary=DYNAMICS_PROBLEMS_SUMMARY,
+        log:
+            "logs/dynamics_problems.log",
+        conda:
+            "../../envs/circuitry.yaml"
+        resources:
+            mem_mb=2000,
+            runtime=10,
+        params:
+            init=DYNAMICS_INIT,
+            dataset=config["dynamics"]["eval_dataset"],
+            filter=config["filter"],
+        script:
+            "../scripts/dynamics_problems.py"
+
+    # A checkpoint on the initial model's answers and on its own correct ones.
+    rule eap_score_checkpoint:
+        input:
+            unpack(dynamics_score_inputs),
+        output:
+            dynamics_score_files(dynamics.TEXTS),
+        log:
+            "logs/eap_score_dynamics/{model}.log",
+        benchmark:
+            "benchmarks/eap_score_dynamics/{model}.tsv"
+        wildcard_constraints:
+            model=one_of(c.name for c in CHECKPOINTS),
+        conda:
+            "../../envs/circuitry.yaml"
+        threads: lambda wildcards: model_threads(wildcards.model)
+        resources:
+            mem_mb=lambda wildcards: model_mem_mb(wildcards.model),
+            runtime=lambda wildcards: model_runtime(wildcards.model, per_billion=60),
+            gpu=lambda wildcards: model_gpus(wildcards.model),
+        params:
+            model=lambda wildcards: model_spec(config, wildcards.model),
+            role="tuned",
+            texts=list(dynamics.TEXTS),
+            losses=EAP_LOSSES,
+            alpha=DYNAMICS_ALPHA,
+            batch_size=config["eap"]["batch_size"],
+        script:
+            "../scripts/eap_score_dynamics.py"
+
+    # The initial model on its own answers: the reference of every checkpoint.
+    use rule eap_score_checkpoint as eap_score_initial with:
+        output:
+            dynamics_score_files(["initial"]),
+        wildcard_constraints:
+            model=one_of([DYNAMICS_INIT]),
+        params:
+            model=lambda wildcards: model_spec(config, wildcards.model),
+            role="base",
+            texts=["initial"],
+            losses=EAP_LOSSES,
+            alpha=DYNAMICS_ALPHA,
+            batch_size=config["eap"]["batch_size"],
 
     rule dynamics:
         input:
@@ -46,5 +111,8 @@ if CHECKPOINTS:
         resources:
             mem_mb=2000,
             runtime=10,
+        params:
+            models=dynamics_models(),
+            scored=dynamics_scored(),
         script:
             "../scripts/dynamics.py"

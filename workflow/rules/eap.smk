@@ -15,8 +15,6 @@ rule eap_score:
         "logs/eap_score/{pair}/{dataset}.log",
     benchmark:
         "benchmarks/eap_score/{pair}/{dataset}.tsv"
-    wildcard_constraints:
-        pair=one_of(PAIRS),
     conda:
         "../../envs/circuitry.yaml"
     threads: pair_resources(model_threads)
@@ -31,18 +29,3 @@ rule eap_score:
         batch_size=config["eap"]["batch_size"],
     script:
         "../scripts/eap_score.py"
-
-
-if CHECKPOINTS:
-
-    # Training-dynamics checkpoints are scored at the dynamics alpha only.
-    use rule eap_score as eap_score_dynamics with:
-        output:
-            score_files([DYNAMICS_ALPHA]),
-        wildcard_constraints:
-            pair=one_of(DYNAMICS_PAIRS),
-        params:
-            conditions=score_conditions([DYNAMICS_ALPHA]),
-            losses=EAP_LOSSES,
-            models=pair_model_specs,
-            batch_size=config["eap"]["batch_size"],

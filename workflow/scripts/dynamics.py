@@ -1,7 +1,5 @@
 """Rule dynamics: accuracy and circuit change along each GRPO run, and Figures 4 and 5."""
 
-import pandas as pd
-
 from circuitry import dynamics
 from circuitry.figures import plot_metric_dynamics, plot_reward_dynamics
 from circuitry.io import atomic_path, read_json
@@ -9,16 +7,15 @@ from circuitry.logs import setup_logging
 
 log = setup_logging(snakemake.log[0])
 config = snakemake.config
-evaluated = config["dynamics"]["eval_dataset"]
-models = [config["dynamics"]["init"]] + [c.name for c in dynamics.checkpoints(config)]
 accuracy = {
-    m: read_json(p)["accuracy"] for m, p in zip(models, snakemake.input.accuracy, strict=True)
+    model: read_json(path)["accuracy"]
+    for model, path in zip(snakemake.params.models, snakemake.input.accuracy, strict=True)
 }
-per_sample = {
-    c.name: pd.read_csv(path)
-    for c, path in zip(dynamics.checkpoints(config), snakemake.input.metrics, strict=True)
+values = {
+    (s["model"], s["text"], s["loss"]): dynamics.tracked_values(path)
+    for s, path in zip(snakemake.params.scored, snakemake.input.scores, strict=True)
 }
-summary = dynamics.summary_table(config, accuracy, per_sample)
+summary = dynamics.summary_table(config, accuracy, values)
 highlights = dynamics.highlights(summary)
 for name, frame in (("summary", summary), ("highlights", highlights)):
     with atomic_path(snakemake.output[name]) as tmp:

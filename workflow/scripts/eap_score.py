@@ -13,7 +13,7 @@ from circuitry.io import read_json, read_jsonl
 from circuitry.logs import setup_logging
 from circuitry.metrics import ROLES
 from circuitry.pairing import check_shared_vocabulary, cut_length
-from circuitry.scorefile import write_score_file
+from circuitry.scorefile import write_score_files
 
 log = setup_logging(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
@@ -51,23 +51,20 @@ def score_role(role: str) -> None:
             batch_size=snakemake.params.batch_size,
             progress=True,
         )
-        for loss, result in scored.items():
-            write_score_file(
-                files[role, alpha, text, loss],
-                scores=result.scores,
-                diagnostics=result.diagnostics,
-                idx=np.array([row["idx"] for row in rows]),
-                graph=graph,
-                condition={
-                    "alpha": float(alpha),
-                    "cut_len": cut_len,
-                    "reference_length": float(reference),
-                    "loss": loss,
-                    "role": role,
-                    "text": text,
-                    "text_role": text_role(role, text),
-                },
-            )
+        write_score_files(
+            {loss: files[role, alpha, text, loss] for loss in scored},
+            scored,
+            idx=np.array([row["idx"] for row in rows]),
+            graph=graph,
+            condition={
+                "alpha": float(alpha),
+                "cut_len": cut_len,
+                "reference_length": float(reference),
+                "role": role,
+                "text": text,
+                "text_role": text_role(role, text),
+            },
+        )
 
 
 for role in ROLES:

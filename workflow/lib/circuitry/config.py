@@ -34,16 +34,12 @@ def describe_schema_error(error: Exception) -> str:
 
 
 def enabled_pairs(config: dict) -> list[str]:
-    """The study's pairs: enabled ones, narrowed to `only_pairs` when that is given.
-
-    Pairs of the training-dynamics checkpoints (added by `circuitry.dynamics`) are not
-    among them: they have their own section of the report.
-    """
+    """The study's pairs: enabled ones, narrowed to `only_pairs` when that is given."""
     only = config.get("only_pairs")
     return [
         name
         for name, pair in config["pairs"].items()
-        if pair.get("enabled", True) and not pair.get("dynamics") and (only is None or name in only)
+        if pair.get("enabled", True) and (only is None or name in only)
     ]
 
 
@@ -65,10 +61,6 @@ def control_pairs(config: dict) -> dict[str, str]:
         for name in enabled_pairs(config)
         if config["pairs"][name].get("control")
     }
-
-
-def dynamics_pairs(config: dict) -> list[str]:
-    return [name for name, pair in config["pairs"].items() if pair.get("dynamics")]
 
 
 def models_in_use(config: dict) -> list[str]:

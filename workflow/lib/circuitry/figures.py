@@ -25,8 +25,10 @@ Which data each figure shows, and why:
 - `plot_training_curves`: per-step training logs of a model the workflow trained;
 - `plot_reward_dynamics`: moving averages of GRPO reward and reward std per sampling
   temperature (the paper's Figure 4);
-- `plot_metric_dynamics`: accuracy and each tracked metric's change against the initial
-  model over training steps, the interval of fastest accuracy gain shaded and each
+- `plot_metric_dynamics`: accuracy, each tracked metric's change against the initial
+  model (with its 95% CI) and the change in window loss over training steps, on the
+  initial model's answers (weights alone) and on each checkpoint's own, with the number
+  of problems each rests on; the interval of fastest accuracy gain shaded and each
   metric's largest change inside it marked (Figure 5).
 """
 
@@ -594,50 +596,71 @@ def plot_reward_dynamics(
 def plot_metric_dynamics(
     summary: pd.DataFrame, highlights: pd.DataFrame, path: str | os.PathLike
 ) -> None:
-    """Accuracy and the % change of each tracked metric against steps, per temperature.
+    """Accuracy, each tracked metric's change and the window-loss change against steps,
+    under the paper's loss: one colour per temperature, solid on the initial model's
+    answers, dashed on the checkpoint's own; bands: 95% CIs.
 
     Shaded: each temperature's interval of fastest accuracy gain; marked: where inside it
     each metric is furthest from the initial model.
     """
-    from circuitry.dynamics import TRACKED_METRICS
+    from circuitry.dynamics import TEXTS, TRACKED_METRICS, paper_loss
 
+    summary = paper_loss(summary)
     colors = temperature_colors(summary["temperature"].unique())
-    columns = ["accuracy", *(f"{m}_change_pct" for m in TRACKED_METRICS)]
-    labels = [
-        "accuracy on the eval set",
-        *(f"{METRICS[m].quantity}: change vs initial (%)" for m in TRACKED_METRICS),
+    styles = dict(zip(TEXTS, ("-", "--"), strict=True))
+    panels = [
+        ("accuracy", None, "accuracy on the eval set"),
+        *(
+            (f"{m}_change_pct", f"{m}_ci_pct", f"{METRICS[m].quantity}: change vs initial (%)")
+            for m in TRACKED_METRICS
+        ),
+        (f"{WINDOW_LOSS}_change", f"{WINDOW_LOSS}_ci", "window loss: change vs initial (nats)"),
+        ("n_samples", None, "problems analysed"),
     ]
     with report_style():
-        fig, axes = grid(2, 2, 2.8)
-        for ax, column, label in zip(axes.flat, columns, labels, strict=True):
-            for temperature, frame in summary.groupby("temperature"):
+        fig, axes = grid(2, 3, 2.8)
+        for ax, (column, band, label) in zip(axes.flat, panels, strict=True):
+            for (temperature, text), frame in summary.groupby(["temperature", "text"]):
+                if column == "accuracy" and text != "initial":
+                    continue  # one accuracy per checkpoint
                 color = colors[temperature]
                 ax.plot(
                     frame["step"],
                     frame[column],
                     marker="o",
+                    linestyle=styles[text],
                     color=color,
-                    label=f"T = {temperature:g}",
+                    label=f"T = {temperature:g}, {TEXTS[text]}",
                 )
-                span = highlights[highlights["temperature"] == temperature].iloc[0]
-                ax.axvspan(span["interval_start"], span["interval_end"], color=color, alpha=0.12)
-                metric = column.removesuffix("_change_pct")
-                mark = highlights[
-                    (highlights["temperature"] == temperature) & (highlights["metric"] == metric)
-                ]
-                if len(mark):
-                    ax.plot(
-                        mark["extremum_step"],
-                        mark["extremum_change_pct"],
-                        marker="*",
-                        markersize=14,
+                if band:
+                    ax.fill_between(
+                        frame["step"],
+                        frame[f"{band}_low"],
+                        frame[f"{band}_high"],
                         color=color,
-                        linestyle="none",
+                        alpha=0.12,
+                        linewidth=0,
                     )
+                mark = highlights[
+                    (highlights["temperature"] == temperature)
+                    & (highlights["text"] == text)
+                    & (highlights["metric"] == column.removesuffix("_change_pct"))
+                ]
+                ax.plot(
+                    mark["extremum_step"],
+                    mark["extremum_change_pct"],
+                    marker="*",
+                    markersize=14,
+                    color=color,
+                    linestyle="none",
+                )
+            for temperature, span in highlights.groupby("temperature"):
+                start, end = span.iloc[0][["interval_start", "interval_end"]]
+                ax.axvspan(start, end, color=colors[temperature], alpha=0.08)
             ax.set(xlabel="training step", ylabel=label)
-        axes[0][0].legend(frameon=False)
+        axes[0][1].legend(frameon=False, fontsize=7)
         fig.suptitle(
-            "Accuracy and circuit change along GRPO training "
+            "Accuracy and circuit change along GRPO training, paper's loss "
             "(shaded: fastest accuracy gain; star: largest change inside it)"
         )
         save_png(fig, path)

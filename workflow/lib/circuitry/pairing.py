@@ -203,6 +203,7 @@ def pair_samples(
         "reference_length": float(reference),
         "reference_length_fraction": str(reference),
         "length_bounds": [float(low), float(high)],
+        "length_bounds_fraction": [str(low), str(high)],
         "min_selected_answer_length": {
             role: min(answer_length(row) for row in funnel.rows(role)) for role in ROLES
         },

@@ -1360,37 +1360,61 @@ def provenance_section(study: Study, provenance: Provenance) -> Section:
 
 
 def dynamics_table(summary: pd.DataFrame) -> Table:
-    """Accuracy and the tracked metrics' change at every checkpoint, one group per temperature."""
-    from circuitry.dynamics import TRACKED_METRICS
+    """Under the paper's loss: accuracy, each tracked metric's change and the window-loss
+    change at every checkpoint, on both texts, one group per temperature."""
+    from circuitry.dynamics import TEXTS, TRACKED_METRICS, paper_loss
 
-    columns = ["step", "accuracy", *(METRICS[m].quantity for m in TRACKED_METRICS), "n"]
+    columns = [
+        "step",
+        "text",
+        "accuracy",
+        *(METRICS[m].quantity for m in TRACKED_METRICS),
+        "window loss (nats)",
+        "n",
+    ]
     rows = [
         Row(
             [
                 Cell(str(int(row["step"]))),
+                Cell(TEXTS[row["text"]]),
                 Cell(format_percent_plain(100 * row["accuracy"])),
                 *(Cell(format_percent(row[f"{m}_change_pct"])) for m in TRACKED_METRICS),
+                Cell(format_signed(row[f"{WINDOW_LOSS}_change"])),
                 Cell(format_number(row["n_samples"])),
             ],
             group=f"temperature {row['temperature']:g}",
         )
-        for _, row in summary.iterrows()
+        for _, row in paper_loss(summary).iterrows()
     ]
     return Table(
         columns,
         rows,
-        caption="Accuracy on the eval set and change of each metric's mean vs the initial model",
+        caption="Accuracy on the eval set and each change against the initial model",
         notes=[
-            "Step 0 is the initial model. n: problems both models answered correctly and "
-            "analysed (the study's pairing filters)."
+            "Step 0 is the initial model. Every checkpoint is scored on one fixed problem "
+            "set (the initial model's correct answers within its length bounds) with one "
+            "answer window: on the initial model's answers (the same tokens, so only the "
+            "weights differ) and on its own answers where it answered correctly too. "
+            "Changes are paired over those problems: intensity as the geometric mean of "
+            "per-sample ratios, the other metrics as the change of the mean, the window "
+            "loss as the change of its mean cross-entropy. n: problems compared.",
         ],
     )
 
 
+def format_signed(value) -> str:
+    """A signed number with 3 significant digits: `+0.0123`."""
+    if is_missing(value):
+        return MISSING
+    return f"{'+' if value > 0 else ''}{format_number(value)}"
+
+
 def dynamics_highlights_text(highlights: pd.DataFrame) -> list[str]:
-    """One sentence per temperature: the fastest-gain interval and the metrics' extrema."""
+    """One sentence per temperature and text: the fastest-gain interval and the extrema."""
+    from circuitry.dynamics import TEXTS
+
     sentences = []
-    for temperature, frame in highlights.groupby("temperature"):
+    for (temperature, text), frame in highlights.groupby(["temperature", "text"], sort=False):
         start, end = frame.iloc[0][["interval_start", "interval_end"]]
         extrema = "; ".join(
             f"{METRICS[row['metric']].quantity} {format_percent(row['extremum_change_pct'])} "
@@ -1398,9 +1422,9 @@ def dynamics_highlights_text(highlights: pd.DataFrame) -> list[str]:
             for _, row in frame.iterrows()
         )
         sentences.append(
-            f"Temperature {temperature:g}: accuracy rose fastest between steps {int(start)} "
-            f"and {int(end)}; inside that interval each metric is furthest from the initial "
-            f"model at: {extrema}."
+            f"Temperature {temperature:g}, on {TEXTS[text]}: accuracy rose fastest between "
+            f"steps {int(start)} and {int(end)}; inside that interval each metric is "
+            f"furthest from the initial model at: {extrema}."
         )
     return sentences
 
@@ -1419,8 +1443,12 @@ def dynamics_section(
         f"temperatures {', '.join(f'{t:g}' for t in dynamics['temperatures'])} "
         f"({dynamics['num_generations']} generations per prompt, {dynamics['steps']} steps, a "
         f"checkpoint every {dynamics['checkpoint_every']}). Each checkpoint answered "
-        f"{dynamics['eval_dataset']} and was compared with the initial model through the "
-        f"study's own pairing, EAP (α = {dynamics['alpha']}) and metrics stages."
+        f"{dynamics['eval_dataset']}; its circuits were scored (EAP, α = {dynamics['alpha']}) "
+        "on one fixed problem set, the initial model's correct answers within its length "
+        "bounds, both on the initial model's answers (the same tokens, so the curve shows "
+        "the weights alone) and on its own correct answers, and compared with the initial "
+        "model on the same problems. The window loss beside each change says how much "
+        "surer of the text the checkpoint became."
     )
     return Section(
         "dynamics",
@@ -1434,10 +1462,11 @@ def dynamics_section(
             ),
             figure(
                 metrics_figure,
-                "Accuracy and the change of activation intensity, "
-                "distribution kurtosis and information complexity against "
-                "the initial model; shaded: the interval of fastest accuracy "
-                "gain, star: each metric's extremum inside it (paper, "
+                "Accuracy, the change of activation intensity, distribution kurtosis and "
+                "information complexity (95% CI bands) and of the window loss against the "
+                "initial model, and the problems each point rests on; solid: on the initial "
+                "model's answers, dashed: on each checkpoint's own. Shaded: the interval of "
+                "fastest accuracy gain, star: each metric's extremum inside it (paper, "
                 "Figure 5).",
             ),
             dynamics_table(summary),

@@ -13,7 +13,8 @@ model x text (`circuitry.results.EAP_FILE`):
   loss) and `window_len` (the window length used: `cut_len`, or the answer's length where
   that is shorter);
 - the condition: `alpha`, `cut_len`, `reference_length`, `loss`, `role` (the scored
-  model), `text` (`own` or `crossed`) and `text_role` (whose answer was read).
+  model), `text` (`own` or `crossed`; the training dynamics' `initial` or `own`) and
+  `text_role` (whose answer was read).
 
 Torch-free, so the stages that only read scores never load torch.
 """
@@ -64,3 +65,24 @@ def write_score_file(
         **{key: np.asarray(value) for key, value in condition.items()},
         **graph,
     )
+
+
+def write_score_files(
+    paths: Mapping[str, str | os.PathLike],
+    scored: Mapping[str, object],
+    *,
+    idx: np.ndarray,
+    graph: Mapping[str, np.ndarray],
+    condition: Mapping[str, object],
+) -> None:
+    """Write one score file per loss: `paths` and `scored` map each loss to its file and
+    to its scores (`circuitry.eap.ScoredWindows`); `condition` is shared but for the loss."""
+    for loss, result in scored.items():
+        write_score_file(
+            paths[loss],
+            scores=result.scores,
+            diagnostics=result.diagnostics,
+            idx=idx,
+            graph=graph,
+            condition={**condition, "loss": loss},
+        )

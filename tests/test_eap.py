@@ -33,6 +33,7 @@ from circuitry.eap import (
     ablation_check,
     model_graph,
     perturbed_loss,
+    score_distinct_windows,
     score_samples,
     score_windows,
     windowed_samples,
@@ -314,6 +315,28 @@ def test_one_forward_pass_serves_every_loss():
     for loss in LOSSES:
         alone = score_samples(model, samples, loss=loss, dtype=np.float64)
         np.testing.assert_allclose(both[loss].scores, alone, rtol=1e-12)
+
+
+def test_each_distinct_window_is_scored_once():
+    """A repeated window (an alpha with the same cut_len, crossed text equal to the own
+    answer) is scored once and shared; every condition gets the scores of its samples."""
+    model = tiny_model("llama")
+    samples = make_samples(4, seed=6)
+    shorter = [Sample(s.prompt_token_ids, s.answer_token_ids, 1, s.sample_id) for s in samples]
+    conditions = {"own": samples, "again": samples[::-1], "short": shorter}
+    forwards = []
+    handle = model.register_forward_hook(lambda *args: forwards.append(1))
+    scored = score_distinct_windows(model, conditions, LOSSES, batch_size=8, dtype=np.float64)
+    handle.remove()
+    assert len(forwards) == 1  # 8 distinct windows of 12 samples: one batch of 8
+    for name, condition in conditions.items():
+        expected = score_windows(model, condition, LOSSES, dtype=np.float64)
+        for loss in LOSSES:
+            np.testing.assert_allclose(
+                scored[name][loss].scores, expected[loss].scores, rtol=1e-9, atol=1e-12
+            )
+            for key, values in expected[loss].diagnostics.items():
+                np.testing.assert_allclose(scored[name][loss].diagnostics[key], values, rtol=1e-9)
 
 
 def window_logits_and_targets(model, sample: Sample):

@@ -2,7 +2,7 @@
 
 `test_toy_study_end_to_end` runs the README's own command (`snakemake --cores 2`) in the
 project directory: after the quickstart every output is up to date and Snakemake only
-checks them; on a fresh checkout it builds the whole study (about 12 minutes on 2 cores).
+checks them; on a fresh checkout it builds the whole study (about 10 minutes on 2 cores).
 """
 
 from __future__ import annotations
@@ -214,5 +214,5 @@ def test_killed_generation_resumes_to_identical_output(tmp_path):
     assert generate(resumed, config).wait(timeout=600) == 0
     assert (resumed / GENERATIONS).read_bytes() == (whole / GENERATIONS).read_bytes()
     assert not (resumed / (GENERATIONS + ".partial")).exists()
-    log = (resumed / "logs" / "generate" / "toy-sft" / "toy-gsm8k.log").read_text()
+    log = (resumed / "logs" / "generate" / "toy-sft.log").read_text()
     assert int(re.search(r"(\d+) rows restored", log).group(1)) == kept

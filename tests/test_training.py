@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pandas as pd
 import pytest
 import torch
@@ -135,6 +137,21 @@ def test_grpo_from_sft_logs_rewards_and_is_deterministic(
     assert weights_hash(tmp_path / "grpo") != weights_hash(sft_dir)
     assert {"reward", "reward_std"} <= set(first.columns)
     assert first.dropna(subset=["reward"])["reward"].between(0, 1).all()
+
+
+def test_narrow_logprob_tiles_train_grpo_exactly_as_trls_default(
+    sft_dir, problems, tmp_path, parity_grader, monkeypatch
+):
+    """The toy's vocabulary fits one narrow tile: the same weights as trl's 32768-wide one,
+    and trl's own width back afterwards."""
+    from trl.trainer import utils
+
+    default = utils._CHUNKED_LOGPROB_CHUNK_SIZE  # the installed trl still has the setting
+    training.train_model(GRPO, problems, TEMPLATE, sft_dir, tmp_path / "narrow")
+    assert utils._CHUNKED_LOGPROB_CHUNK_SIZE == default
+    monkeypatch.setattr(training, "logprob_tiles_within", lambda _: contextlib.nullcontext())
+    training.train_model(GRPO, problems, TEMPLATE, sft_dir, tmp_path / "default")
+    assert weights_hash(tmp_path / "narrow") == weights_hash(tmp_path / "default")
 
 
 def test_grpo_saves_checkpoints_along_the_run(sft_dir, problems, tmp_path, parity_grader):

@@ -36,7 +36,7 @@ def test_lint_is_clean():
 
 
 def test_full_config_plans_every_stage(tmp_path):
-    """EAP: one job per pair and dataset writes every alpha and role. Dynamics: 2 temperatures
+    """EAP: one job per pair writes every dataset, alpha and role. Dynamics: 2 temperatures
     x 40 checkpoints, each answering GSM8K and scored on one problem set of the initial
     model's answers, which the initial model is scored on once."""
     jobs = dry_run_jobs("--configfile", full_config_with_qwen(tmp_path))
@@ -44,9 +44,10 @@ def test_full_config_plans_every_stage(tmp_path):
     checkpoints = 2 * 400 // 10
     assert Counter(job["rule"] for job in jobs) == {
         "download_dataset": datasets + 1,  # + GSM8K train
-        "generate": models * datasets + checkpoints + 1,  # + the initial model on GSM8K
+        "generate": models,  # one job per model: every dataset
+        "generate_dynamics": checkpoints + 1,  # + the initial model, on GSM8K only
         "pair_samples": pairs * datasets,
-        "eap_score": pairs * datasets,
+        "eap_score": pairs,
         "metrics": pairs * datasets,
         "dynamics_problems": 1,
         "eap_score_initial": 1,
@@ -66,7 +67,7 @@ def test_gpu_jobs_request_one_gpu_and_memory_scales_with_the_model(tmp_path):
     jobs = dry_run_jobs("--configfile", path)
     heavy = [job for job in jobs if job["rule"] in ("generate", "eap_score", "train_dynamics")]
     assert heavy and all(job["resources"]["gpu"] == "1" for job in heavy)
-    generate = [job for job in jobs if job["rule"] == "generate"]
+    generate = [job for job in jobs if job["rule"] in ("generate", "generate_dynamics")]
     mem = {job["wildcards"]["model"]: int(job["resources"]["mem_mb"]) for job in generate}
     assert mem["mistral-7b-sft"] == 4000 + 4000 * sizes["mistral-7b-sft"]
     assert mem["qwen25-3b-instruct"] < mem["mistral-7b-sft"]
@@ -86,28 +87,35 @@ def test_one_family_plans_only_that_pairs_jobs(tmp_path):
         assert wildcards.get("pair", "mistral") == "mistral", job
         assert wildcards.get("model", "mistral-7b-sft") in mistral, job
     counts = Counter(job["rule"] for job in jobs)
-    assert counts["generate"] == 2 * 3
+    assert counts["generate"] == 2
     assert counts["pair_samples"] == 3
-    assert counts["eap_score"] == 3  # one job per dataset: both roles, every alpha
+    assert counts["eap_score"] == 1  # one job: both roles, every dataset and alpha
     assert counts["figures"] == 1
 
 
 def test_one_eap_job_writes_every_condition_and_one_metrics_job_reads_them():
-    """alpha x loss x text x role files from one EAP job per pair and dataset; the metrics
-    job of that pair and dataset reads exactly those files."""
+    """dataset x alpha x loss x text x role files from one EAP job per pair; the metrics
+    job of each pair and dataset reads exactly that dataset's files."""
     toy = yaml.safe_load((ROOT / "config" / "toy.yaml").read_text())
     jobs = dry_run_jobs()
-    where = {"pair": "toy-grpo", "dataset": "toy-math"}
-    (eap,) = [job for job in jobs if job["rule"] == "eap_score" and job["wildcards"] == where]
-    expected = sorted(
-        EAP_FILE.format(**where, alpha=alpha, loss=loss, role=role, text=text)
-        for alpha, loss, text, role in itertools.product(
-            toy["eap"]["alphas"], ["ce", "ce_unit"], ["own", "crossed"], ["base", "tuned"]
+    (eap,) = [
+        job for job in jobs if job["rule"] == "eap_score" and job["wildcards"]["pair"] == "toy-grpo"
+    ]
+
+    def score_files(dataset: str) -> list[str]:
+        return sorted(
+            EAP_FILE.format(
+                pair="toy-grpo", dataset=dataset, alpha=alpha, loss=loss, role=role, text=text
+            )
+            for alpha, loss, text, role in itertools.product(
+                toy["eap"]["alphas"], ["ce", "ce_unit"], ["own", "crossed"], ["base", "tuned"]
+            )
         )
-    )
-    assert sorted(eap["output"]) == expected
+
+    assert sorted(eap["output"]) == sorted(f for d in toy["datasets"] for f in score_files(d))
+    where = {"pair": "toy-grpo", "dataset": "toy-math"}
     (metrics,) = [job for job in jobs if job["rule"] == "metrics" and job["wildcards"] == where]
-    assert sorted(metrics["input"]) == expected
+    assert sorted(metrics["input"]) == score_files("toy-math")
     assert sorted(metrics["output"]) == sorted(
         [f"results/metrics/{where['pair']}/{where['dataset']}/tests.csv"]
         + [
@@ -163,7 +171,7 @@ def test_offline_generation_names_the_missing_model(tmp_path):
         workdir=tmp_path,
         env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")},
     )
-    log = (tmp_path / "logs" / "generate" / "base-model" / "toy-gsm8k.log").read_text()
+    log = (tmp_path / "logs" / "generate" / "base-model.log").read_text()
     assert result.returncode != 0
     assert "model example-org/base-model (revision main) is not in the local" in log
     assert "HF_HUB_OFFLINE=1 forbids downloading it" in log

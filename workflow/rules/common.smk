@@ -58,9 +58,11 @@ ALL_DATASETS = all_datasets(config)
 MODELS = models_in_use(config)
 PAIRS = enabled_pairs(config)
 TRAINED = trained_models(config)
+TRAINING_FIGURES = LAYOUT.training_figures(config)
 TEMPERATURES = [str(t) for t in dynamics.temperatures(config)] if CHECKPOINTS else []
 DYNAMICS_ALPHA = str(config["dynamics"]["alpha"]) if CHECKPOINTS else None
 DYNAMICS_INIT = config["dynamics"]["init"] if CHECKPOINTS else None
+DYNAMICS_EVAL = config["dynamics"]["eval_dataset"] if CHECKPOINTS else None
 
 
 def one_of(names):
@@ -211,8 +213,8 @@ def pair_resources(resource, **kwargs):
 
 
 def pair_runtime(wildcards):
-    """The EAP job scores one model after the other: their runtimes add up."""
-    return sum(
+    """The EAP job scores one model after the other, on every dataset: their runtimes add up."""
+    return len(DATASETS) * sum(
         model_runtime(model, per_billion=60)
         for model in pair_models(wildcards).values()
     )
@@ -234,6 +236,21 @@ def score_files(alphas):
     """The score files of one pair x dataset, with {pair} and {dataset} wildcards."""
     where = {"pair": "{pair}", "dataset": "{dataset}"}
     return [EAP_FILE.format(**where, **c) for c in score_conditions(alphas)]
+
+
+def pair_score_conditions():
+    """dataset x alpha x text x loss x role of every score file of one pair, in the order
+    the EAP job writes them."""
+    return [
+        {"dataset": dataset, **condition}
+        for dataset in DATASETS
+        for condition in score_conditions(ALPHAS)
+    ]
+
+
+def pair_score_files():
+    """Every score file of one pair, with a {pair} wildcard."""
+    return [EAP_FILE.format(pair="{pair}", **c) for c in pair_score_conditions()]
 
 
 def metrics_outputs(alphas):
@@ -360,4 +377,4 @@ DYNAMICS_OUTPUTS = {
 
 def figure_files():
     files = [f for pair in PAIRS for f in LAYOUT.pair_figures(pair, DATASETS).values()]
-    return files + list(LAYOUT.training_figures(config).values())
+    return files + list(TRAINING_FIGURES.values())

@@ -92,12 +92,8 @@ if CHECKPOINTS:
         wildcard_constraints:
             model=one_of([DYNAMICS_INIT]),
         params:
-            model=lambda wildcards: model_spec(config, wildcards.model),
             role="base",
             texts=["initial"],
-            losses=EAP_LOSSES,
-            alpha=DYNAMICS_ALPHA,
-            batch_size=config["eap"]["batch_size"],
 
     rule dynamics:
         input:

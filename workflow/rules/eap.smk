@@ -1,20 +1,22 @@
 # EAP: every residual edge of both models of a pair scored under each loss, on their own
-# answers and (crossed) on each other's. One job per pair and dataset scores one model
-# after the other (one start-up, both models' files) and writes every
-# alpha x text x loss x role file.
+# answers and (crossed) on each other's. One job per pair scores one model after the other
+# on every dataset (one start-up and one load per model) and writes every
+# dataset x alpha x text x loss x role file.
 
 
 rule eap_score:
     input:
         unpack(pair_model_dirs),
-        pairs="results/pairs/{pair}/{dataset}.jsonl",
-        summary="results/pairs/{pair}/{dataset}.summary.json",
+        pairs=expand("results/pairs/{{pair}}/{dataset}.jsonl", dataset=DATASETS),
+        summaries=expand(
+            "results/pairs/{{pair}}/{dataset}.summary.json", dataset=DATASETS
+        ),
     output:
-        score_files(ALPHAS),
+        pair_score_files(),
     log:
-        "logs/eap_score/{pair}/{dataset}.log",
+        "logs/eap_score/{pair}.log",
     benchmark:
-        "benchmarks/eap_score/{pair}/{dataset}.tsv"
+        "benchmarks/eap_score/{pair}.tsv"
     conda:
         "../../envs/circuitry.yaml"
     threads: pair_resources(model_threads)
@@ -23,7 +25,8 @@ rule eap_score:
         runtime=pair_runtime,
         gpu=pair_resources(model_gpus),
     params:
-        conditions=score_conditions(ALPHAS),
+        datasets=DATASETS,
+        conditions=pair_score_conditions(),
         losses=EAP_LOSSES,
         models=pair_model_specs,
         batch_size=config["eap"]["batch_size"],

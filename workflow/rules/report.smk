@@ -21,22 +21,25 @@ rule figures:
         "../scripts/figures.py"
 
 
-rule training_figure:
-    input:
-        TRAINED_MODEL_DIR,
-    output:
-        "results/figures/training/{model}.png",
-    log:
-        "logs/training_figure/{model}.log",
-    wildcard_constraints:
-        model=one_of(TRAINED),
-    conda:
-        "../../envs/circuitry.yaml"
-    resources:
-        mem_mb=2000,
-        runtime=10,
-    script:
-        "../scripts/training_figure.py"
+if TRAINING_FIGURES:
+
+    # One job draws every trained model's curves: a job's start-up costs more than a figure.
+    rule training_figures:
+        input:
+            [TRAINED_MODEL_DIR.format(model=m) for m in TRAINING_FIGURES],
+        output:
+            list(TRAINING_FIGURES.values()),
+        log:
+            "logs/training_figures.log",
+        conda:
+            "../../envs/circuitry.yaml"
+        resources:
+            mem_mb=2000,
+            runtime=10,
+        params:
+            models=list(TRAINING_FIGURES),
+        script:
+            "../scripts/training_figures.py"
 
 
 rule report:

@@ -1,5 +1,6 @@
-"""Rule eap_score: EAP scores of both models of a pair on one dataset, per
-alpha x text x loss, with diagnostics; one model after the other."""
+"""Rule eap_score: EAP scores of both models of a pair on every dataset, per
+alpha x text x loss, with diagnostics; one model after the other, each distinct window
+scored once."""
 
 import gc
 from fractions import Fraction
@@ -7,7 +8,7 @@ from fractions import Fraction
 import numpy as np
 import torch
 
-from circuitry.eap import model_graph, score_windows, text_role, windowed_samples
+from circuitry.eap import model_graph, score_distinct_windows, text_role, windowed_samples
 from circuitry.generation import load_model, load_tokenizer
 from circuitry.io import read_json, read_jsonl
 from circuitry.logs import setup_logging
@@ -17,49 +18,58 @@ from circuitry.scorefile import write_score_files
 
 log = setup_logging(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
-pair, models = snakemake.wildcards.pair, snakemake.params.models
-rows = read_jsonl(snakemake.input.pairs)
-reference = Fraction(read_json(snakemake.input.summary)["reference_length_fraction"])
-files = {
-    (c["role"], c["alpha"], c["text"], c["loss"]): path
-    for c, path in zip(snakemake.params.conditions, snakemake.output, strict=True)
+pair, models, params = snakemake.wildcards.pair, snakemake.params.models, snakemake.params
+rows = {d: read_jsonl(path) for d, path in zip(params.datasets, snakemake.input.pairs, strict=True)}
+reference = {
+    dataset: Fraction(read_json(path)["reference_length_fraction"])
+    for dataset, path in zip(params.datasets, snakemake.input.summaries, strict=True)
 }
-if any(text == "crossed" for _, _, text, _ in files):  # checked before the weights load
-    check_shared_vocabulary(pair, {role: load_tokenizer(models[role]) for role in ROLES}, rows)
+files = {
+    (c["role"], c["dataset"], c["alpha"], c["text"], c["loss"]): path
+    for c, path in zip(params.conditions, snakemake.output, strict=True)
+}
+cut_lens = {(d, a): cut_length(float(a), reference[d]) for _, d, a, _, _ in files}
+if any(text == "crossed" for *_, text, _ in files):  # checked before the weights load
+    tokenizers = {role: load_tokenizer(models[role]) for role in ROLES}
+    check_shared_vocabulary(pair, tokenizers, [row for d in rows for row in rows[d]])
 
 
 def score_role(role: str) -> None:
     """Load the `role` model and write its score file of every condition."""
     loaded = load_model(models[role])
     graph = model_graph(loaded.model).as_arrays()
-    conditions = dict.fromkeys((a, text) for r, a, text, _ in files if r == role)
-    for alpha, text in conditions:
-        cut_len = cut_length(float(alpha), reference)
-        log.info(
-            "%s, alpha %s, %s text: %d samples, T = %s, cut_len %d",
-            role,
-            alpha,
-            text,
-            len(rows),
-            reference,
-            cut_len,
-        )
-        scored = score_windows(
-            loaded.model,
-            windowed_samples(rows, role, cut_len, text),
-            snakemake.params.losses,
-            batch_size=snakemake.params.batch_size,
-            progress=True,
-        )
+    conditions = {}
+    for r, dataset, alpha, text, _ in files:
+        cut_len = cut_lens[dataset, alpha]
+        if r == role and (dataset, alpha, text) not in conditions:
+            log.info(
+                "%s on %s, alpha %s, %s text: %d samples, T = %s, cut_len %d",
+                role,
+                dataset,
+                alpha,
+                text,
+                len(rows[dataset]),
+                reference[dataset],
+                cut_len,
+            )
+            conditions[dataset, alpha, text] = windowed_samples(rows[dataset], role, cut_len, text)
+    scored = score_distinct_windows(
+        loaded.model,
+        conditions,
+        params.losses,
+        batch_size=params.batch_size,
+        progress=True,
+    )
+    for (dataset, alpha, text), by_loss in scored.items():
         write_score_files(
-            {loss: files[role, alpha, text, loss] for loss in scored},
-            scored,
-            idx=np.array([row["idx"] for row in rows]),
+            {loss: files[role, dataset, alpha, text, loss] for loss in by_loss},
+            by_loss,
+            idx=np.array([row["idx"] for row in rows[dataset]]),
             graph=graph,
             condition={
                 "alpha": float(alpha),
-                "cut_len": cut_len,
-                "reference_length": float(reference),
+                "cut_len": cut_lens[dataset, alpha],
+                "reference_length": float(reference[dataset]),
                 "role": role,
                 "text": text,
                 "text_role": text_role(role, text),

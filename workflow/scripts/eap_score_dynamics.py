@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from circuitry.dynamics import own_answer_rows
-from circuitry.eap import model_graph, score_windows, windowed_samples
+from circuitry.eap import model_graph, score_distinct_windows, windowed_samples
 from circuitry.generation import load_model
 from circuitry.io import read_json, read_jsonl
 from circuitry.logs import setup_logging
@@ -32,18 +32,20 @@ files = iter(snakemake.output)
 paths = {(text, loss): next(files) for text in params.texts for loss in params.losses}
 loaded = load_model(params.model)
 graph = model_graph(loaded.model).as_arrays()
-for text, (rows, side) in texts.items():
+for text, (rows, _) in texts.items():
     log.info("%s text: %d of %d problems, cut_len %d", text, len(rows), len(problems), cut_len)
-    scored = score_windows(
-        loaded.model,
-        windowed_samples(rows, side, cut_len),
-        params.losses,
-        batch_size=params.batch_size,
-        progress=True,
-    )
+scored = score_distinct_windows(
+    loaded.model,
+    {text: windowed_samples(rows, side, cut_len) for text, (rows, side) in texts.items()},
+    params.losses,
+    batch_size=params.batch_size,
+    progress=True,
+)
+for text, by_loss in scored.items():
+    rows, side = texts[text]
     write_score_files(
-        {loss: paths[text, loss] for loss in scored},
-        scored,
+        {loss: paths[text, loss] for loss in by_loss},
+        by_loss,
         idx=np.array([row["idx"] for row in rows], dtype=np.int64),
         graph=graph,
         condition={

@@ -1,4 +1,8 @@
-"""Rule generate: one model answers every problem of one dataset greedily; rows are graded."""
+"""Rule generate: one model answers every problem of its datasets greedily; rows are graded.
+
+One job per model loads it once for all its datasets. Each dataset's rows go to its
+partial file as they come, and the final files are written only when every dataset is
+done, so a killed job resumes each dataset where it stopped."""
 
 import torch
 
@@ -10,28 +14,36 @@ from circuitry.prompts import PromptTemplate
 
 log = setup_logging(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
-spec = snakemake.params.model
-problems = read_jsonl(snakemake.input.dataset)
+spec, params = snakemake.params.model, snakemake.params
+template = PromptTemplate.from_config(params.template)
 lm = load_model(spec)
-partial = partial_path_for(snakemake.output.rows)
-rows = generate_rows(
-    lm,
-    PromptTemplate.from_config(snakemake.params.template),
-    problems,
-    max_new_tokens=spec["max_new_tokens"],
-    batch_size=snakemake.params.batch_size,
-    partial_path=partial,
-)
-gold = {problem["idx"]: problem["answer"] for problem in problems}
-for row in rows:
-    row["pred"], row["correct"] = grade(row["completion"], gold[row["idx"]])
-accuracy = sum(row["correct"] for row in rows) / len(rows)
-write_json(snakemake.output.provenance, {**lm.provenance(), "accuracy": accuracy, "n": len(rows)})
-write_generations(snakemake.output.rows, rows, partial)
-log.info(
-    "%s on %s: accuracy %.3f over %d problems",
-    snakemake.wildcards.model,
-    snakemake.wildcards.dataset,
-    accuracy,
-    len(rows),
-)
+answered = []
+for dataset, source, out in zip(
+    params.datasets, snakemake.input.datasets, snakemake.output.rows, strict=True
+):
+    problems = read_jsonl(source)
+    rows = generate_rows(
+        lm,
+        template,
+        problems,
+        max_new_tokens=spec["max_new_tokens"],
+        batch_size=params.batch_size,
+        partial_path=partial_path_for(out),
+    )
+    gold = {problem["idx"]: problem["answer"] for problem in problems}
+    for row in rows:
+        row["pred"], row["correct"] = grade(row["completion"], gold[row["idx"]])
+    accuracy = sum(row["correct"] for row in rows) / len(rows)
+    log.info(
+        "%s on %s: accuracy %.3f over %d problems",
+        snakemake.wildcards.model,
+        dataset,
+        accuracy,
+        len(rows),
+    )
+    answered.append((rows, accuracy))
+for (rows, accuracy), out, provenance in zip(
+    answered, snakemake.output.rows, snakemake.output.provenance, strict=True
+):
+    write_json(provenance, {**lm.provenance(), "accuracy": accuracy, "n": len(rows)})
+    write_generations(out, rows, partial_path_for(out))

@@ -71,7 +71,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -218,6 +218,48 @@ def score_windows(
         loss: ScoredWindows(loss, scores[k], dict(zip(DIAGNOSTICS, diagnostics[k], strict=True)))
         for k, loss in enumerate(losses)
     }
+
+
+def score_distinct_windows(
+    model: nn.Module,
+    conditions: Mapping[Hashable, Sequence[Sample]],
+    losses: Sequence[str] = LOSSES,
+    **options,
+) -> dict[Hashable, dict[str, ScoredWindows]]:
+    """`score_windows` of several sample lists, each distinct window scored once.
+
+    A sample's scores and diagnostics depend only on what the model reads (`tokens`) and
+    its window (`cut_len`): an alpha whose window equals another's, or a crossed answer
+    that equals the model's own up to the window's end, repeats a computation. The
+    distinct windows of all `conditions` are scored together (`options` as for
+    `score_windows`) and each condition gets its samples' rows, in its order.
+    """
+    rows_of: dict[tuple, int] = {}
+    distinct: list[Sample] = []
+    for samples in conditions.values():
+        for sample in samples:
+            key = _window_key(sample)
+            if key not in rows_of:
+                rows_of[key] = len(distinct)
+                distinct.append(sample)
+    scored = score_windows(model, distinct, losses, **options)
+    log.info("%d distinct windows of %d", len(distinct), sum(map(len, conditions.values())))
+    result = {}
+    for name, samples in conditions.items():
+        rows = np.array([rows_of[_window_key(sample)] for sample in samples], dtype=np.int64)
+        result[name] = {
+            loss: ScoredWindows(
+                loss,
+                windows.scores[rows],
+                {key: values[rows] for key, values in windows.diagnostics.items()},
+            )
+            for loss, windows in scored.items()
+        }
+    return result
+
+
+def _window_key(sample: Sample) -> tuple:
+    return tuple(sample.tokens), sample.cut_len
 
 
 def score_samples(

@@ -46,6 +46,7 @@ the other model's answer (`crossed`); the per-sample table holds every (role, te
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Callable, Mapping
@@ -537,12 +538,17 @@ class CircuitMetrics:
 
     def values(self, metric: str, role: str, text: str = "own") -> np.ndarray:
         """One per-sample metric (or diagnostic) of `role` on `text`, in idx order."""
-        table = self.per_sample
-        chosen = (table["metric"] == metric) & (table["role"] == role) & (table["text"] == text)
-        rows = table[chosen]
-        if rows.empty:
-            raise KeyError(f"no {metric!r} for {role} on {text} text")
-        return rows["value"].to_numpy(dtype=np.float64)
+        try:
+            return self._values[metric, role, text]
+        except KeyError:
+            raise KeyError(f"no {metric!r} for {role} on {text} text") from None
+
+    @functools.cached_property
+    def _values(self) -> dict[tuple[str, str, str], np.ndarray]:
+        """`per_sample` split once by (metric, role, text): the tests read it hundreds of
+        times."""
+        groups = self.per_sample.groupby(["metric", "role", "text"], sort=False)["value"]
+        return {key: values.to_numpy(dtype=np.float64) for key, values in groups}
 
     def window_lengths(self) -> np.ndarray | None:
         """Every scored window's length, all roles and texts (None without diagnostics)."""

@@ -161,6 +161,8 @@ def test_paper_settings():
         "balance_coeff": 0.5,
         "num_samples": 100,
         "seed": 42,
+        "mode": "paper",  # run_tests.py's reading of the bounds and windows
+        "count_eos": True,  # vLLM's token ids keep the EOS
     }
     assert config["eap"]["alphas"] == [0.03, 0.1, 0.3, 0.5]
     methods = {name: pair["method"] for name, pair in config["pairs"].items()}
@@ -170,6 +172,16 @@ def test_paper_settings():
     assert tokens["qwen25-7b-sft"] == 8192
     assert tokens["acereason-nemotron-7b"] == 32768
     assert len(config["datasets"]["math"]["hub_config"]) == 7
+    # the paper prompted the R1 distill pair with the raw deepseek-math template
+    distill = config["pairs"]["distill-qwen"]
+    assert {config["models"][distill[role]]["template"] for role in ("base", "tuned")} == {
+        "deepseek-math"
+    }
+    assert config["templates"]["deepseek-math"] == {
+        "format": "raw",
+        "user": "User: {question}\nPlease reason step by step, and put your final answer "
+        "within \\boxed{}.\n\nAssistant:",
+    }
 
 
 def test_loss_and_text_names_of_the_schema_are_the_engines():

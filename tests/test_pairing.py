@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 
+import numpy as np
 import pytest
 from tokenizers import Tokenizer, models
 from transformers import PreTrainedTokenizerFast
@@ -13,6 +14,7 @@ from circuitry.pairing import (
     FilterSettings,
     PairingError,
     check_shared_vocabulary,
+    cut_length,
     pair_samples,
 )
 from circuitry.tokenizer import UNK, build_char_tokenizer
@@ -217,3 +219,136 @@ def test_crossed_scoring_needs_one_vocabulary():
         match="pair p: .*token id 25 is '5' for the base tokenizer and '6' for the tuned",
     ):
         check_shared_vocabulary("p", {"base": base, "tuned": swapped}, rows)
+
+
+# ---- the paper's reading (filter.mode: paper) against a re-implementation of its code
+
+
+def paper_run_tests_selection(
+    base_rows: list[dict], tuned_rows: list[dict], coeffs: dict, alphas: list[float]
+) -> tuple[set[int], dict[float, int]]:
+    """The selection of the paper's `run_tests.py` (`MathDataset.__init__`), written from
+    its text: `all_correct.jsonl` holds the both-correct rows in dataset order; `refer`
+    is the smaller of numpy's mean answer lengths; bounds `int(coeff * refer)`; a row goes
+    when its prompt lengths differ, when `total_len > max_total_len or total_len <
+    min_total_len`, or when `diff / total_len > balance_coeff`; then `random.seed(seed);
+    random.sample(filtered_data, num_samples)` if `0 < num_samples < len(filtered_data)`.
+    Returns the selected idx and `cut_len = max(int(refer * cut_coeff), 1)` per alpha."""
+    all_correct = [
+        (b, t) for b, t in zip(base_rows, tuned_rows, strict=True) if b["correct"] and t["correct"]
+    ]
+    base_mean = np.mean([len(b["completion_token_ids"]) for b, _ in all_correct])
+    rl_mean = np.mean([len(t["completion_token_ids"]) for _, t in all_correct])
+    refer = min(base_mean, rl_mean)
+    min_total_len = int(coeffs["small_coeff"] * refer)
+    max_total_len = int(coeffs["big_coeff"] * refer)
+    filtered_data = []
+    for b, t in all_correct:
+        if len(b["prompt_token_ids"]) != len(t["prompt_token_ids"]):
+            continue
+        total_len = (len(b["completion_token_ids"]) + len(t["completion_token_ids"])) / 2
+        if total_len > max_total_len or total_len < min_total_len:
+            continue
+        diff = abs(len(b["completion_token_ids"]) - len(t["completion_token_ids"]))
+        if diff / total_len > coeffs["balance_coeff"]:
+            continue
+        filtered_data.append(b)
+    num_samples = coeffs["num_samples"]
+    if 0 < num_samples < len(filtered_data):
+        state = random.getstate()
+        random.seed(coeffs["seed"])
+        data = random.sample(filtered_data, num_samples)
+        random.setstate(state)
+    else:
+        data = filtered_data
+    return {b["idx"] for b in data}, {alpha: max(int(refer * alpha), 1) for alpha in alphas}
+
+
+def synthetic_generations(rng: random.Random) -> tuple[list[dict], list[dict]]:
+    """Two models' graded answers to a few hundred problems, lengths around a random scale
+    (so T falls anywhere, bounds land on and beside integer lengths), about a third wrong,
+    a few prompts tokenised to different lengths."""
+    n = rng.randint(30, 400)
+    scale = rng.uniform(5, 600)
+    base, tuned = [], []
+    for idx in range(n):
+        prompt = rng.randint(10, 60)
+        lengths = [max(1, round(rng.gauss(scale, scale * 0.4))) for _ in range(2)]
+        prompts = [prompt, prompt + (rng.random() < 0.03)]
+        for rows, length, prompt_len in zip((base, tuned), lengths, prompts, strict=True):
+            rows.append(
+                {
+                    "idx": idx,
+                    "prompt_token_ids": [1] * prompt_len,
+                    "completion_token_ids": [2] * length,
+                    "correct": rng.random() < 0.7,
+                }
+            )
+    return base, tuned
+
+
+def random_coefficients(rng: random.Random) -> dict:
+    return {
+        "small_coeff": rng.choice([0.5, 0.3, 0.6, 0.75]),
+        "big_coeff": rng.choice([1.5, 2.0, 1.3]),
+        "balance_coeff": rng.choice([0.5, 0.1, 0.3, 0.25]),
+        "num_samples": rng.choice([100, 50, 10, 1000]),
+        "seed": rng.choice([42, 0, 7]),
+    }
+
+
+PAPER_CHECK_DATASETS = 250
+ALPHAS = [0.03, 0.1, 0.3, 0.5]
+
+
+def test_paper_mode_selects_what_the_papers_code_selects():
+    """On 250 random synthetic datasets the paper mode keeps exactly the problems the
+    paper's code keeps, with its windows; the exact mode keeps other problems on some."""
+    rng = random.Random(2509)
+    differs = 0
+    for _ in range(PAPER_CHECK_DATASETS):
+        base, tuned = synthetic_generations(rng)
+        coeffs = random_coefficients(rng)
+        expected, windows = paper_run_tests_selection(base, tuned, coeffs, ALPHAS)
+        paper = FilterSettings(**coeffs, mode="paper")
+        rows, summary = pair_samples(base, tuned, paper, pair="p", dataset="d")
+        assert {r["idx"] for r in rows} == expected, coeffs
+        assert {a: cut_length(a, summary) for a in ALPHAS} == windows, coeffs
+        exact_rows, _ = pair_samples(base, tuned, FilterSettings(**coeffs), pair="p", dataset="d")
+        differs += {r["idx"] for r in exact_rows} != expected
+    assert differs > 0
+
+
+def test_paper_bounds_are_truncated_integers_and_exact_bounds_are_not():
+    # T = 10.5 (base lengths 10 and 11): exact bounds [5.25, 15.75], paper [5, 15]
+    base = [row(0, 10), row(1, 11), row(2, 5), row(3, 16)]
+    tuned = [row(0, 10), row(1, 11), row(2, 5), row(3, 16)]
+    both = {"small_coeff": 0.5, "big_coeff": 1.5, "balance_coeff": 0.5}
+    exact, summary = pair_samples(base, tuned, FilterSettings(**both), pair="p", dataset="d")
+    paper, paper_summary = pair_samples(
+        base, tuned, FilterSettings(**both, mode="paper"), pair="p", dataset="d"
+    )
+    assert summary["reference_length_fraction"] == "21/2"
+    assert [r["idx"] for r in exact] == [0, 1]  # 5 < 5.25 and 16 > 15.75 go
+    assert [r["idx"] for r in paper] == [0, 1, 2]  # 5 >= 5 stays, 16 > 15 goes
+    assert paper_summary["length_bounds_fraction"] == ["5", "15"]
+
+
+def test_unknown_filter_mode_is_refused():
+    with pytest.raises(ValueError, match="filter.mode: 'fast' is not one of exact, paper"):
+        FilterSettings(mode="fast")
+
+
+def test_count_eos_adds_the_eos_an_answer_ended_on():
+    """vLLM's token ids keep the EOS: with count_eos an answer that ended on it is one token
+    longer, so T and the pair rows' lengths count it; a cut-off answer is not."""
+    base = [{**row(0, 10), "finish_reason": "eos"}, {**row(1, 12), "finish_reason": "length"}]
+    tuned = [{**row(0, 10), "finish_reason": "eos"}, {**row(1, 12), "finish_reason": "eos"}]
+    counted, summary = pair_samples(
+        base, tuned, FilterSettings(count_eos=True), pair="p", dataset="d"
+    )
+    assert summary["mean_answer_length"] == {"base": 11.5, "tuned": 12.0}
+    assert [r["base"]["answer_len"] for r in counted] == [11, 12]
+    assert [r["tuned"]["answer_len"] for r in counted] == [11, 13]
+    _, plain = pair_samples(base, tuned, FilterSettings(), pair="p", dataset="d")
+    assert plain["mean_answer_length"] == {"base": 11.0, "tuned": 11.0}

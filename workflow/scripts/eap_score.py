@@ -20,15 +20,15 @@ log = setup_logging(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
 pair, models, params = snakemake.wildcards.pair, snakemake.params.models, snakemake.params
 rows = {d: read_jsonl(path) for d, path in zip(params.datasets, snakemake.input.pairs, strict=True)}
-reference = {
-    dataset: Fraction(read_json(path)["reference_length_fraction"])
-    for dataset, path in zip(params.datasets, snakemake.input.summaries, strict=True)
+summaries = {
+    d: read_json(path) for d, path in zip(params.datasets, snakemake.input.summaries, strict=True)
 }
+reference = {d: Fraction(summary["reference_length_fraction"]) for d, summary in summaries.items()}
 files = {
     (c["role"], c["dataset"], c["alpha"], c["text"], c["loss"]): path
     for c, path in zip(params.conditions, snakemake.output, strict=True)
 }
-cut_lens = {(d, a): cut_length(float(a), reference[d]) for _, d, a, _, _ in files}
+cut_lens = {(d, a): cut_length(float(a), summaries[d]) for _, d, a, _, _ in files}
 if any(text == "crossed" for *_, text, _ in files):  # checked before the weights load
     tokenizers = {role: load_tokenizer(models[role]) for role in ROLES}
     check_shared_vocabulary(pair, tokenizers, [row for d in rows for row in rows[d]])

@@ -21,7 +21,7 @@ params = snakemake.params
 problems = read_jsonl(snakemake.input.problems)
 summary = read_json(snakemake.input.summary)
 reference = Fraction(summary["reference_length_fraction"])
-cut_len = cut_length(float(params.alpha), reference)
+cut_len = cut_length(float(params.alpha), summary)
 # text -> (rows, the side of a row whose answer is read); problem rows hold the initial
 # model's answer on both sides
 texts = {"initial": (problems, "base")}

@@ -179,12 +179,13 @@ def own_answer_rows(
     the row's `tuned` side, the initial model's stays `base`."""
     answers = index_by_idx(generations, "checkpoint")
     low, high = (Fraction(bound) for bound in summary["length_bounds_fraction"])
+    length = FilterSettings.from_config(summary["settings"]).answer_length
     kept = []
     for problem in problems:
         answer = answers.get(problem["idx"])
         if answer is None:
             raise ValueError(f"the checkpoint's generations lack problem {problem['idx']}")
-        fields = role_fields(answer)
+        fields = role_fields(answer, length)
         if (
             answer["correct"]
             and fields["prompt_len"] == problem["base"]["prompt_len"]

@@ -12,23 +12,34 @@ The steps, with the defaults of the paper's code:
 6. drop rows whose length difference `|len_base - len_tuned|` exceeds `balance_coeff * m`;
 7. sample `num_samples` rows with `seed` (all of them if fewer are left).
 
-EAP later reads the first `cut_len = max(1, floor(alpha * T))` tokens of each answer
-(`cut_length`), so T fixes every alpha's window.
+EAP later reads the first `cut_len` tokens of each answer (`cut_length`), so T fixes
+every alpha's window.
 
-Bounds are inclusive and compared exactly: lengths are integers, `T` is a fraction, and
-each coefficient is taken as the decimal written in the config (0.5 is 1/2, 0.3 is
-3/10), so a row exactly on a bound is kept whatever float rounding would say.
+Two modes (`filter.mode`) read the bounds and the window:
+
+- `exact` (the project's): bounds inclusive and compared exactly. Lengths are integers,
+  `T` is a fraction, and each coefficient is taken as the decimal written in the config
+  (0.5 is 1/2, 0.3 is 3/10), so a row exactly on a bound is kept whatever float rounding
+  would say; `cut_len = max(1, floor(alpha * T))` in exact arithmetic.
+- `paper` (the paper's `run_tests.py`, `MathDataset`): `T` in floats, the bounds
+  truncated to integers, `int(small_coeff * T)` and `int(big_coeff * T)`, a row dropped
+  when `m > high or m < low` (`m` a float), the balance test as `diff / m >
+  balance_coeff`, and `cut_len = max(int(T * alpha), 1)` in floats. Its sampling
+  (`random.seed(seed); random.sample(rows, n)` over the rows in file order) is the same
+  draw as the exact mode's over the rows in idx order, when the file lists the problems
+  in dataset order.
 """
 
 from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 
 ROLES = ("base", "tuned")
+MODES = ("exact", "paper")
 REQUIRED_KEYS = ("idx", "prompt_token_ids", "completion_token_ids", "correct")
 
 
@@ -45,10 +56,25 @@ class FilterSettings:
     balance_coeff: float = 0.5
     num_samples: int = 100
     seed: int = 42
+    mode: str = "exact"
+    count_eos: bool = False
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"filter.mode: {self.mode!r} is not one of {', '.join(MODES)}")
 
     @classmethod
     def from_config(cls, section: dict) -> FilterSettings:
         return cls(**section)
+
+    def answer_length(self, row: dict) -> int:
+        """A row's answer length: its completion tokens, and with `count_eos` the EOS that
+        ended it too. vLLM's `CompletionOutput.token_ids`, which the paper's lengths count,
+        keeps the EOS or stop token id a sequence ends on; only its text drops it
+        (`StopChecker.maybe_stop_sequence` in `vllm/engine/output_processor/stop_checker.py`).
+        The generation stage keeps the EOS out of `completion_token_ids` and records
+        `finish_reason` `eos`; a stop string's last token is already in the completion."""
+        return answer_length(row) + (self.count_eos and row.get("finish_reason") == "eos")
 
 
 def as_written(coeff: float) -> Fraction:
@@ -56,13 +82,18 @@ def as_written(coeff: float) -> Fraction:
     return Fraction(str(coeff))
 
 
-def cut_length(alpha: float, reference_length: Fraction) -> int:
-    """The answer window of the study: `max(1, floor(alpha * T))`, computed exactly.
+def cut_length(alpha: float, summary: Mapping) -> int:
+    """The answer window of `alpha` for the pairing a summary records (`pair_samples`).
 
-    `alpha` is taken as the decimal written in the config and `T` as the exact fraction
-    the pairing stage recorded, so `floor` never lands one token off through rounding.
+    `exact`: `max(1, floor(alpha * T))` with `alpha` the decimal written in the config and
+    `T` the exact fraction, so `floor` never lands one token off through rounding.
+    `paper`: `max(int(T * alpha), 1)` in floats, as the paper's code computes it (`T` is the
+    fraction rounded once, as numpy's mean of the lengths is).
     """
-    return max(1, math.floor(as_written(alpha) * reference_length))
+    reference = Fraction(summary["reference_length_fraction"])
+    if summary["settings"].get("mode", "exact") == "paper":
+        return max(int(float(reference) * alpha), 1)
+    return max(1, math.floor(as_written(alpha) * reference))
 
 
 def index_by_idx(rows: Iterable[dict], role: str) -> dict[int, dict]:
@@ -89,34 +120,70 @@ def prompt_length(row: dict) -> int:
     return len(row["prompt_token_ids"])
 
 
-def mean_answer_length(rows: Sequence[dict]) -> Fraction:
-    return Fraction(sum(answer_length(row) for row in rows), len(rows))
+def mean_answer_length(rows: Sequence[dict], length: Callable[[dict], int]) -> Fraction:
+    return Fraction(sum(length(row) for row in rows), len(rows))
 
 
-def pair_mean_length(base: dict, tuned: dict) -> Fraction:
-    return Fraction(answer_length(base) + answer_length(tuned), 2)
+@dataclass(frozen=True)
+class LengthFilters:
+    """The length bounds of one pairing and its two length tests, in one mode's reading."""
+
+    low: Fraction
+    high: Fraction
+    in_range: Callable[[dict, dict], bool]
+    balanced: Callable[[dict, dict], bool]
 
 
-def in_length_range(base: dict, tuned: dict, low: Fraction, high: Fraction) -> bool:
-    return low <= pair_mean_length(base, tuned) <= high
+def exact_filters(settings: FilterSettings, reference: Fraction) -> LengthFilters:
+    """Bounds `[small * T, big * T]` and balance `diff <= balance * m`, in exact arithmetic."""
+    low = as_written(settings.small_coeff) * reference
+    high = as_written(settings.big_coeff) * reference
+    balance = as_written(settings.balance_coeff)
+    length = settings.answer_length
+
+    def mean(base: dict, tuned: dict) -> Fraction:
+        return Fraction(length(base) + length(tuned), 2)
+
+    def balanced(base: dict, tuned: dict) -> bool:
+        return abs(length(base) - length(tuned)) <= balance * mean(base, tuned)
+
+    return LengthFilters(low, high, lambda b, t: low <= mean(b, t) <= high, balanced)
 
 
-def is_balanced(base: dict, tuned: dict, balance_coeff: Fraction) -> bool:
-    difference = abs(answer_length(base) - answer_length(tuned))
-    return difference <= balance_coeff * pair_mean_length(base, tuned)
+def paper_filters(settings: FilterSettings, reference: Fraction) -> LengthFilters:
+    """`run_tests.py`'s tests: integer bounds truncated from the float products, a row out
+    when `m > high or m < low`, unbalanced when `diff / m > balance` (a row whose answers
+    are both empty, where the paper's code would divide by zero, counts as balanced)."""
+    refer = float(reference)
+    low, high = int(settings.small_coeff * refer), int(settings.big_coeff * refer)
+    length = settings.answer_length
+
+    def mean(base: dict, tuned: dict) -> float:
+        return (length(base) + length(tuned)) / 2
+
+    def balanced(base: dict, tuned: dict) -> bool:
+        difference = abs(length(base) - length(tuned))
+        return not (mean(base, tuned) and difference / mean(base, tuned) > settings.balance_coeff)
+
+    return LengthFilters(
+        Fraction(low),
+        Fraction(high),
+        lambda b, t: not (mean(b, t) > high or mean(b, t) < low),
+        balanced,
+    )
 
 
-def role_fields(row: dict) -> dict:
+LENGTH_FILTERS = {"exact": exact_filters, "paper": paper_filters}
+
+
+def role_fields(row: dict, length: Callable[[dict], int] = answer_length) -> dict:
+    """What a pair row keeps of one model's answer; `answer_len` as the filters counted it."""
     return {
         "prompt_token_ids": row["prompt_token_ids"],
         "completion_token_ids": row["completion_token_ids"],
         "prompt_len": prompt_length(row),
-        "answer_len": answer_length(row),
+        "answer_len": length(row),
     }
-
-
-def paired_row(base: dict, tuned: dict) -> dict:
-    return {"idx": base["idx"], "base": role_fields(base), "tuned": role_fields(tuned)}
 
 
 class Funnel:
@@ -178,14 +245,14 @@ def pair_samples(
     tuned = index_by_idx(tuned_rows, "tuned")
     funnel = Funnel(base, tuned, pair, dataset)
     funnel.apply("not both correct", both_correct)
-    means = {role: mean_answer_length(funnel.rows(role)) for role in ROLES}
+    length = settings.answer_length
+    means = {role: mean_answer_length(funnel.rows(role), length) for role in ROLES}
     reference = min(means.values())
-    low = as_written(settings.small_coeff) * reference
-    high = as_written(settings.big_coeff) * reference
-    balance = as_written(settings.balance_coeff)
+    filters = LENGTH_FILTERS[settings.mode](settings, reference)
+    low, high = filters.low, filters.high
     funnel.apply("prompt length mismatch", same_prompt_length)
-    funnel.apply("out of length range", lambda b, t: in_length_range(b, t, low, high))
-    funnel.apply("imbalanced", lambda b, t: is_balanced(b, t, balance))
+    funnel.apply("out of length range", filters.in_range)
+    funnel.apply("imbalanced", filters.balanced)
     n_sample = min(settings.num_samples, len(funnel.kept))
     funnel.record("not sampled", sorted(random.Random(settings.seed).sample(funnel.kept, n_sample)))
     summary = {
@@ -205,14 +272,22 @@ def pair_samples(
         "length_bounds": [float(low), float(high)],
         "length_bounds_fraction": [str(low), str(high)],
         "min_selected_answer_length": {
-            role: min(answer_length(row) for row in funnel.rows(role)) for role in ROLES
+            role: min(length(row) for row in funnel.rows(role)) for role in ROLES
         },
         "settings": asdict(settings),
         "seed": settings.seed,
         "n_selected": n_sample,
         "too_few": n_sample < settings.num_samples,
     }
-    return [paired_row(base[idx], tuned[idx]) for idx in funnel.kept], summary
+    rows = [
+        {
+            "idx": idx,
+            "base": role_fields(base[idx], length),
+            "tuned": role_fields(tuned[idx], length),
+        }
+        for idx in funnel.kept
+    ]
+    return rows, summary
 
 
 def check_shared_vocabulary(pair: str, tokenizers: dict, rows: Iterable[dict]) -> None:

@@ -645,7 +645,7 @@ def funnel_table(summaries: Mapping[str, dict], alphas: Sequence) -> Table:
                     *(Cell(format_number(removed.get(reason))) for reason in reasons),
                     analysed,
                     Cell(format_number(float(reference))),
-                    Cell(" / ".join(str(cut_length(a, reference)) for a in alphas)),
+                    Cell(" / ".join(str(cut_length(a, summary)) for a in alphas)),
                 ]
             )
         )

@@ -844,6 +844,20 @@ def stats_settings(config: Mapping) -> dict:
     return {"n_resamples": N_RESAMPLES, "seed": SEED, **config.get("stats", {})}
 
 
+FILTER_READINGS = {
+    "exact": (
+        "Bounds are inclusive and exact (T a fraction, each coefficient the decimal written "
+        "in the config), and the answer window of α is cut_len = max(1, ⌊α·T⌋) tokens."
+    ),
+    "paper": (
+        "Bounds and windows are read as the paper's code reads them (filter.mode: paper): T "
+        "in floats, the bounds truncated to integers, int(coefficient·T), the balance test "
+        "as difference / mean > coefficient, and the answer window of α cut_len = "
+        "max(int(T·α), 1) tokens."
+    ),
+}
+
+
 def methods_paragraphs(config: Mapping, n_tests: int) -> list[Markup]:
     """The methods text, generated from the config (values escaped)."""
     filters = config["filter"]
@@ -864,13 +878,19 @@ def methods_paragraphs(config: Mapping, n_tests: int) -> list[Markup]:
             "when its prompt has a different number of tokens for the two models, when the "
             "mean of its two answer lengths lies outside [{small}·T, {big}·T], or when its two "
             "answer lengths differ by more than {balance} of their mean. Then {n} problems are "
-            "sampled with seed {seed} (all of them when fewer are left)."
+            "sampled with seed {seed} (all of them when fewer are left). {reading}{eos}"
         ).format(
             small=filters["small_coeff"],
             big=filters["big_coeff"],
             balance=filters["balance_coeff"],
             n=filters["num_samples"],
             seed=filters["seed"],
+            reading=FILTER_READINGS[filters.get("mode", "exact")],
+            eos=(
+                " An answer that ended on EOS counts it in its length, as vLLM's token ids do."
+                if filters.get("count_eos")
+                else ""
+            ),
         ),
         Markup(
             "Edge Attribution Patching on the residual graph at block granularity: forward "
@@ -880,7 +900,7 @@ def methods_paragraphs(config: Mapping, n_tests: int) -> list[Markup]:
             "(each projection's own copy of the residual stream), <code>m<i>l</i></code> and "
             "<code>logits</code>; an edge u → v exists when u is computed before v reads the "
             "residual stream. For each answer fraction α in {{{alphas}}} a model reads the "
-            "prompt and the first max(1, ⌊α·T⌋) tokens of its own answer; the loss L is its "
+            "prompt and the first cut_len tokens of its own answer (above); the loss L is its "
             "mean cross-entropy on those tokens, and edge u → v scores "
             "−Σ O<sub>u</sub> · ∂L/∂in<sub>v</sub> over positions and hidden dimensions "
             "(one forward and one backward pass per batch, accumulated in float32)."

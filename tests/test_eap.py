@@ -32,6 +32,7 @@ from circuitry.eap import (
     Sample,
     ablation_check,
     model_graph,
+    paper_context_excess,
     perturbed_loss,
     score_distinct_windows,
     score_samples,
@@ -337,6 +338,19 @@ def test_each_distinct_window_is_scored_once():
             )
             for key, values in expected[loss].diagnostics.items():
                 np.testing.assert_allclose(scored[name][loss].diagnostics[key], values, rtol=1e-9)
+
+
+def test_samples_beyond_the_papers_context_are_named_for_its_capped_families():
+    """The paper's TransformerLens held 2048 tokens for Mistral and Qwen2: a longer
+    prompt + window has no counterpart there; other families had no such cap."""
+    short = Sample([1] * 2000, [3] * 100, 48)  # reads 2048 tokens
+    long = Sample([1] * 2000, [3] * 100, 49)  # reads 2049
+    for family in ("mistral", "qwen2"):
+        assert paper_context_excess(tiny_model(family), [short]) is None
+        message = paper_context_excess(tiny_model(family), [short, long])
+        assert message.startswith("1 of 2 samples read more than the 2048 tokens")
+        assert family in message
+    assert paper_context_excess(tiny_model("llama"), [long]) is None
 
 
 def window_logits_and_targets(model, sample: Sample):

@@ -8,7 +8,13 @@ from fractions import Fraction
 import numpy as np
 import torch
 
-from circuitry.eap import model_graph, score_distinct_windows, text_role, windowed_samples
+from circuitry.eap import (
+    model_graph,
+    paper_context_excess,
+    score_distinct_windows,
+    text_role,
+    windowed_samples,
+)
 from circuitry.generation import load_model, load_tokenizer
 from circuitry.io import read_json, read_jsonl
 from circuitry.logs import setup_logging
@@ -52,7 +58,11 @@ def score_role(role: str) -> None:
                 reference[dataset],
                 cut_len,
             )
-            conditions[dataset, alpha, text] = windowed_samples(rows[dataset], role, cut_len, text)
+            samples = windowed_samples(rows[dataset], role, cut_len, text)
+            excess = paper_context_excess(loaded.model, samples)
+            if excess and summaries[dataset]["settings"].get("mode") == "paper":
+                log.warning("%s on %s, alpha %s, %s text: %s", role, dataset, alpha, text, excess)
+            conditions[dataset, alpha, text] = samples
     scored = score_distinct_windows(
         loaded.model,
         conditions,

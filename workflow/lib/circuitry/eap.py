@@ -90,6 +90,9 @@ IGNORE = -100
 # Logit elements per chunk of the window statistics: two float32 chunks (32 MiB) beside
 # the logits, whatever the vocabulary and window.
 STATISTICS_CHUNK = 1 << 22
+# The paper scored EAP through TransformerLens, whose configs cap these families' context
+# (n_ctx) at 2048 tokens: it could not have scored a longer prompt + window.
+PAPER_CONTEXT_CAPS = {"mistral": 2048, "qwen2": 2048}
 
 
 @dataclass(frozen=True)
@@ -260,6 +263,21 @@ def score_distinct_windows(
 
 def _window_key(sample: Sample) -> tuple:
     return tuple(sample.tokens), sample.cut_len
+
+
+def paper_context_excess(model: nn.Module, samples: Sequence[Sample]) -> str | None:
+    """Why some of `samples` have no counterpart in the paper: their prompt + window
+    exceeds the context its TransformerLens gave the model's family (`PAPER_CONTEXT_CAPS`).
+    None when every sample fits, or the family had no cap."""
+    model_type = getattr(model.config, "model_type", None)
+    cap = PAPER_CONTEXT_CAPS.get(model_type)
+    beyond = [s for s in samples if cap is not None and len(s.tokens) > cap]
+    if not beyond:
+        return None
+    return (
+        f"{len(beyond)} of {len(samples)} samples read more than the {cap} tokens of the "
+        f"paper's TransformerLens context for {model_type}: the paper could not score them"
+    )
 
 
 def score_samples(

@@ -24,6 +24,7 @@ from circuitry.metrics import (
     load_edge_scores,
     mass_entropy,
     metric_definitions,
+    own_grid_histogram_entropy,
 )
 from circuitry.scorefile import DIAGNOSTICS, write_score_file
 
@@ -337,3 +338,35 @@ def test_mask_mismatch_between_roles():
     other[1, 0] = True
     with pytest.raises(ValueError, match="edge_mask differ"):
         check_paired(edge_scores(scores), edge_scores(scores, mask=other))
+
+
+def test_readings_the_paper_leaves_open_by_hand(result):
+    """Base sample 0: real-edge w = [2, -2, 0, 1, -1], full matrix [2, -2, 0, 0, 1, -1];
+    tuned sample 0 is twice it."""
+    full = [2, -2, 0, 0, 1, -1]
+    assert per_sample(result, "kurtosis_full", "base")[0] == pytest.approx(
+        float(excess_kurtosis(np.array(full, dtype=float)))
+    )
+    assert per_sample(result, "kurtosis_pearson", "base")[0] == pytest.approx(
+        per_sample(result, "kurtosis", "base")[0] + 3
+    )
+    # shared grid U = 4, 4 bins: real edges |w| 2, 2, 0, 1, 1 -> bins {0: 1, 1: 2, 2: 2};
+    # the full matrix adds one zero -> {0: 2, 1: 2, 2: 2}
+    assert per_sample(result, "entropy_hist", "base")[0] == pytest.approx(entropy(0.2, 0.4, 0.4))
+    assert per_sample(result, "entropy_hist_full", "base")[0] == pytest.approx(math.log(3))
+    # the own grid ends at the sample's max (quantile 1): [0, 2] in bins of 0.5 ->
+    # {0: 1, 2: 2, 3: 2}; the tuned sample, twice the base, reads the same
+    own = per_sample(result, "entropy_hist_sample", "base")[0]
+    assert own == pytest.approx(entropy(0.2, 0.4, 0.4))
+    assert per_sample(result, "entropy_hist_sample", "tuned")[0] == pytest.approx(own)
+    # out-degrees: input 3 (|w| 2, 2, 0), a0 2 (|w| 1, 1): entropies log 2 and log 2
+    assert per_sample(result, "node_entropy_norm", "base")[0] == pytest.approx(
+        (math.log(2) / math.log(3) + math.log(2) / math.log(2)) / 2
+    )
+
+
+def test_own_grid_histogram_entropy_is_scale_free_and_the_shared_grid_is_not():
+    a = np.array([[0.1, 0.5, 1.0, 3.0, 10.0]])
+    own = own_grid_histogram_entropy(a, quantile=1.0, bins=4)
+    assert own_grid_histogram_entropy(a / 7, quantile=1.0, bins=4) == pytest.approx(own)
+    assert histogram_entropy(a / 7, 10.0, 4) != pytest.approx(histogram_entropy(a, 10.0, 4))

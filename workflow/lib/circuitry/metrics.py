@@ -22,6 +22,22 @@ Per sample (one value per problem and role):
 - `node_entropy`   mean over forward nodes of the entropy of each node's normalised
                    outgoing `a` (over its real out-edges).
 
+Readings the paper's text leaves open (variants of the same quantities):
+
+- `entropy_hist_sample`  the histogram entropy on each sample's own grid `[0, U_i]`, `U_i`
+                   the same quantile of that sample's `a`: scale-free, so a model that is
+                   merely surer (all `|w|` smaller) keeps its value;
+- `entropy_hist_full`    the shared-grid histogram entropy over the full
+                   `[n_forward, n_backward]` matrix, non-edges counted as zeros (the
+                   paper's code saves full matrices). The mass entropy is the same with or
+                   without the zeros (`0 log 0 = 0`), so it has no full-matrix variant;
+- `kurtosis_full`  excess kurtosis of the full matrix, non-edges as zeros;
+- `kurtosis_pearson`     the Pearson kurtosis of `w` (excess + 3): the same change, another
+                   percentage;
+- `node_entropy_norm`    mean over forward nodes with at least two out-edges of the node's
+                   out-edge entropy divided by `log(out-degree)`, so nodes of different
+                   out-degree (1 to about 4L) weigh alike.
+
 Pooled (one value per role, tested with a paired permutation test):
 
 - `diversity`        cross-sample diversity (headline): mean pairwise cosine distance
@@ -141,6 +157,60 @@ METRICS: dict[str, MetricSpec] = {
             definition=(
                 "mean over forward nodes of the entropy (nats) of the node's normalised "
                 "outgoing |w|"
+            ),
+        ),
+        MetricSpec(
+            name="entropy_hist_sample",
+            quantity="information complexity",
+            variant="histogram of |w| on the sample's own grid",
+            kind="per-sample",
+            headline=False,
+            expected=+1,
+            definition=(
+                "Shannon entropy (nats) of the histogram of |w| on equal-width bins over "
+                "[0, U_i], U_i the sample's own |w| quantile (scale-free)"
+            ),
+        ),
+        MetricSpec(
+            name="entropy_hist_full",
+            quantity="information complexity",
+            variant="histogram of |w|, full matrix",
+            kind="per-sample",
+            headline=False,
+            expected=+1,
+            definition=(
+                "the shared-grid histogram entropy over the full [n_forward, n_backward] "
+                "matrix, non-edges counted as zeros"
+            ),
+        ),
+        MetricSpec(
+            name="kurtosis_full",
+            quantity="distribution kurtosis",
+            variant="w, full matrix",
+            kind="per-sample",
+            headline=False,
+            expected=-1,
+            definition="excess kurtosis of the full [n_forward, n_backward] matrix, non-edges 0",
+        ),
+        MetricSpec(
+            name="kurtosis_pearson",
+            quantity="distribution kurtosis",
+            variant="w, Pearson",
+            kind="per-sample",
+            headline=False,
+            expected=-1,
+            definition="Pearson kurtosis of w (scipy.stats.kurtosis, fisher=False, bias=True)",
+        ),
+        MetricSpec(
+            name="node_entropy_norm",
+            quantity="information complexity",
+            variant="per-node out-edge entropy / log(out-degree)",
+            kind="per-sample",
+            headline=False,
+            expected=+1,
+            definition=(
+                "mean over forward nodes with at least two out-edges of the node's out-edge "
+                "entropy (nats) divided by log(out-degree)"
             ),
         ),
         MetricSpec(
@@ -412,19 +482,49 @@ def edge_relative_change(
     return np.where(edge_mask, change, np.nan)
 
 
+def own_grid_histogram_entropy(
+    abs_w: np.ndarray, quantile: float = HIST_UPPER_QUANTILE, bins: int = HIST_BINS
+) -> np.ndarray:
+    """Each row's histogram entropy on its own grid `[0, U_i]`, `U_i` the row's `quantile`
+    of `abs_w`: a row scaled by any positive factor keeps its value."""
+    upper = np.quantile(abs_w, quantile, axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        scaled = np.where(upper > 0, abs_w / upper, 0.0)
+    return histogram_entropy(scaled, 1.0, bins)
+
+
+def normalised_node_entropy(scores: np.ndarray, edge_mask: np.ndarray) -> np.ndarray:
+    """`[n_samples]`: mean over forward nodes with at least two out-edges of their out-edge
+    entropy over `log(out-degree)` (1 for a node spreading evenly, whatever its degree)."""
+    degree = edge_mask.sum(axis=1)
+    spread = degree >= 2
+    return nanmean(node_entropy(scores, edge_mask)[:, spread] / np.log(degree[spread]), axis=1)
+
+
 def per_sample_metrics(
-    edges: EdgeScores, hist_upper: float, hist_bins: int = HIST_BINS
+    edges: EdgeScores,
+    hist_upper: float,
+    hist_bins: int = HIST_BINS,
+    hist_upper_quantile: float = HIST_UPPER_QUANTILE,
 ) -> dict[str, np.ndarray]:
-    """Every per-sample metric of one role, each `[n_samples]` in idx order."""
+    """Every per-sample metric of one role, each `[n_samples]` in idx order (`hist_upper`:
+    the shared grid's end; each sample's own grid ends at its `hist_upper_quantile`)."""
     w = edges.edge_values
     a = np.abs(w)
+    full = edges.scores.reshape(len(edges.scores), -1).astype(np.float64)
+    kurtosis = excess_kurtosis(w)
     return {
         "intensity": a.mean(axis=1),
         "entropy": mass_entropy(a),
         "entropy_hist": histogram_entropy(a, hist_upper, hist_bins),
-        "kurtosis": excess_kurtosis(w),
+        "entropy_hist_sample": own_grid_histogram_entropy(a, hist_upper_quantile, hist_bins),
+        "entropy_hist_full": histogram_entropy(np.abs(full), hist_upper, hist_bins),
+        "kurtosis": kurtosis,
         "kurtosis_abs": excess_kurtosis(a),
+        "kurtosis_full": excess_kurtosis(full),
+        "kurtosis_pearson": kurtosis + 3.0,
         "node_entropy": nanmean(node_entropy(edges.scores, edges.edge_mask), axis=1),
+        "node_entropy_norm": normalised_node_entropy(edges.scores, edges.edge_mask),
     }
 
 
@@ -652,7 +752,7 @@ def compute_circuit_metrics(
         *(np.abs(edges.edge_values) for edges in files.values()), quantile=hist_upper_quantile
     )
     values = {
-        key: per_sample_metrics(edges, upper, hist_bins) | edges.diagnostics
+        key: per_sample_metrics(edges, upper, hist_bins, hist_upper_quantile) | edges.diagnostics
         for key, edges in files.items()
     }
     stack = PairedEdgeStack(base.edge_values, tuned.edge_values)

@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from circuitry.metrics import (
     METRICS,
@@ -185,6 +186,48 @@ def test_profile_metrics(result):
         entropy(4 / 15, 4 / 15, 2 / 15, 5 / 15)
     )
     assert result.pooled["profile_kurtosis"]["tuned"] == pytest.approx(7.3172 / 1.76**2 - 3)
+
+
+def test_pooled_readings_of_the_paper(result):
+    # every sample x edge |w| of a role as one distribution: base 2,2,0,1,1 | 1,0,0,0,0
+    assert result.pooled["pooled_entropy"]["base"] == pytest.approx(
+        entropy(2 / 7, 2 / 7, 1 / 7, 1 / 7, 1 / 7)
+    )
+    # tuned 4,4,0,2,2 | 0,0,0,0,3
+    assert result.pooled["pooled_entropy"]["tuned"] == pytest.approx(
+        entropy(4 / 15, 4 / 15, 2 / 15, 2 / 15, 3 / 15)
+    )
+    # unit bins on [0, 4]: base counts [5, 3, 2, 0]; tuned [5, 0, 2, 3] (4 >= U: last bin)
+    assert result.pooled["pooled_entropy_hist"]["base"] == pytest.approx(entropy(0.5, 0.3, 0.2))
+    assert result.pooled["pooled_entropy_hist"]["tuned"] == pytest.approx(entropy(0.5, 0.2, 0.3))
+
+
+def test_diversity_readings(result):
+    # signed: base cos = 2 / sqrt(10) as for |w|; tuned cos(w) = -6 / (sqrt(40) * 3)
+    assert result.pooled["diversity_signed"]["base"] == pytest.approx(1 - 2 / math.sqrt(10))
+    assert result.pooled["diversity_signed"]["tuned"] == pytest.approx(1 + 1 / math.sqrt(10))
+    # per-edge std / mean of |w| over the two samples; edge input->logits is 0 in both
+    # base: [2,1] -> 1/3, [2,0] [1,0] [1,0] -> 1; tuned: [4,0] [4,0] [2,0] -> 1, [2,3] -> 0.2
+    assert result.pooled["diversity_cv"]["base"] == pytest.approx((1 / 3 + 3) / 4)
+    assert result.pooled["diversity_cv"]["tuned"] == pytest.approx(3.2 / 4)
+
+
+def test_pooled_readings_match_a_direct_computation():
+    # an independent reading of each definition on the selected rows themselves
+    rng = np.random.default_rng(3)
+    base, tuned = rng.standard_t(3, size=(7, 40)), rng.standard_t(3, size=(7, 40))
+    stack = PairedEdgeStack(base, tuned, hist_upper=2.0, hist_bins=8)
+    rows = rng.integers(0, 2, size=7) * 7 + np.arange(7)
+    a = np.abs(np.concatenate([base, tuned])[rows])
+    counts, _ = np.histogram(np.minimum(a, 2.0), bins=8, range=(0.0, 2.0))
+    direct = {
+        "pooled_entropy": stats.entropy(a.ravel()),
+        "pooled_entropy_hist": stats.entropy(counts),
+        "diversity_cv": np.mean(a.std(axis=0) / a.mean(axis=0)),
+        "profile_entropy": stats.entropy(a.mean(axis=0)),
+    }
+    for metric, value in direct.items():
+        assert stack.pooled(metric, rows) == pytest.approx(value), metric
 
 
 def test_edge_relative_change(result):

@@ -42,6 +42,15 @@ Pooled (one value per role, tested with a paired permutation test):
 
 - `diversity`        cross-sample diversity (headline): mean pairwise cosine distance
                      `1 - cos(a_i, a_j)` over all pairs of samples `i < j`;
+- `diversity_signed` the same of signed `w`: two circuits using the same edges with
+                     opposite signs count as different;
+- `diversity_cv`     mean over edges of the coefficient of variation of `a` across
+                     samples (population std over mean; edges whose mean is 0 left out):
+                     scale-free per edge, where the cosine weighs the large edges;
+- `pooled_entropy`   entropy of `a` normalised over every sample x edge of the role (the
+                     paper's "overall distribution formed by all |w|", read literally);
+- `pooled_entropy_hist` entropy of the histogram of every sample x edge `a` of the role,
+                     on the shared grid of `entropy_hist` (scale-dependent like it);
 - `profile_entropy`  entropy of the normalised sample-mean `a` profile: how spread the
                      average circuit is (the mean of per-sample entropies is not that);
 - `profile_kurtosis` excess kurtosis of the sample-mean `w` profile.
@@ -65,7 +74,7 @@ from __future__ import annotations
 import functools
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -223,6 +232,51 @@ METRICS: dict[str, MetricSpec] = {
             definition="mean over sample pairs i < j of 1 - cos(|w_i|, |w_j|)",
         ),
         MetricSpec(
+            name="diversity_signed",
+            quantity="cross-sample diversity",
+            variant="mean pairwise cosine distance of signed w",
+            kind="pooled",
+            headline=False,
+            expected=+1,
+            definition="mean over sample pairs i < j of 1 - cos(w_i, w_j), signs kept",
+        ),
+        MetricSpec(
+            name="diversity_cv",
+            quantity="cross-sample diversity",
+            variant="mean per-edge coefficient of variation",
+            kind="pooled",
+            headline=False,
+            expected=+1,
+            definition=(
+                "mean over edges of std / mean of |w| across samples (population std; "
+                "edges with mean 0 left out)"
+            ),
+        ),
+        MetricSpec(
+            name="pooled_entropy",
+            quantity="information complexity",
+            variant="all samples x edges, mass",
+            kind="pooled",
+            headline=False,
+            expected=+1,
+            definition=(
+                "Shannon entropy (nats) of p = |w| / sum |w| over every sample x edge of the "
+                "role: the paper's 'overall distribution formed by all |w|'"
+            ),
+        ),
+        MetricSpec(
+            name="pooled_entropy_hist",
+            quantity="information complexity",
+            variant="all samples x edges, histogram",
+            kind="pooled",
+            headline=False,
+            expected=+1,
+            definition=(
+                "Shannon entropy (nats) of the histogram of every sample x edge |w| of the "
+                "role, on the shared grid of entropy_hist"
+            ),
+        ),
+        MetricSpec(
             name="profile_entropy",
             quantity="information complexity",
             variant="sample-mean |w| profile",
@@ -244,6 +298,7 @@ METRICS: dict[str, MetricSpec] = {
 }
 PER_SAMPLE_METRICS = tuple(name for name, spec in METRICS.items() if spec.kind == "per-sample")
 POOLED_METRICS = tuple(name for name, spec in METRICS.items() if spec.kind == "pooled")
+GRAM_METRICS = ("diversity", "diversity_signed")  # pooled readings of pairwise cosines
 CONFIDENCE_METRICS: dict[str, MetricSpec] = {
     spec.name: spec
     for spec in (
@@ -391,14 +446,16 @@ def check_paired(base: EdgeScores, tuned: EdgeScores) -> None:
 
 
 def mass_entropy(mass: np.ndarray, axis: int = -1) -> np.ndarray:
-    """Shannon entropy (nats) of `mass` normalised along `axis`; NaN where the mass is all zero.
+    """Shannon entropy (nats) of `mass` normalised along `axis`; NaN where the mass is all zero."""
+    return entropy_from_sums(mass.sum(axis=axis), special.xlogy(mass, mass).sum(axis=axis))
 
-    Computed as `log S - sum(m log m) / S` with `S = sum(m)` and `0 log 0 = 0`: one
-    logarithm per element, which matters inside the permutation test.
-    """
-    total = mass.sum(axis=axis)
+
+def entropy_from_sums(total: np.ndarray, xlogx: np.ndarray) -> np.ndarray:
+    """Entropy of a mass from two sums over it, `S = sum(m)` and `X = sum(m log m)`:
+    `log S - X / S` (one logarithm per element, and sums add up across selected rows,
+    which the permutation test uses). NaN where `S` is zero."""
     with np.errstate(invalid="ignore", divide="ignore"):
-        entropy = np.log(total) - special.xlogy(mass, mass).sum(axis=axis) / total
+        entropy = np.log(total) - xlogx / total
     return np.where(total > 0, entropy, np.nan)
 
 
@@ -407,11 +464,11 @@ def histogram_upper(*abs_values: np.ndarray, quantile: float = HIST_UPPER_QUANTI
     return float(np.quantile(np.concatenate([a.ravel() for a in abs_values]), quantile))
 
 
-def histogram_entropy(abs_w: np.ndarray, upper: float, bins: int = HIST_BINS) -> np.ndarray:
-    """Entropy (nats) of each row's histogram on `bins` equal bins over `[0, upper]`.
+def histogram_counts(abs_w: np.ndarray, upper: float, bins: int = HIST_BINS) -> np.ndarray:
+    """`[n_rows, bins]`: each row's counts on `bins` equal bins over `[0, upper]`.
 
     Bin `k` holds `k*upper/bins <= |w| < (k+1)*upper/bins`; values `>= upper` go in the
-    last bin. With `upper == 0` every value lies in the first bin (entropy 0).
+    last bin. With `upper == 0` every value lies in the first bin.
     """
     if upper > 0:
         bin_of = np.minimum(np.floor(abs_w / upper * bins), bins - 1).astype(np.int64)
@@ -420,7 +477,12 @@ def histogram_entropy(abs_w: np.ndarray, upper: float, bins: int = HIST_BINS) ->
     n_rows = abs_w.shape[0]
     offsets = np.arange(n_rows)[:, None] * bins
     counts = np.bincount((bin_of + offsets).ravel(), minlength=n_rows * bins)
-    return mass_entropy(counts.reshape(n_rows, bins).astype(np.float64))
+    return counts.reshape(n_rows, bins).astype(np.float64)
+
+
+def histogram_entropy(abs_w: np.ndarray, upper: float, bins: int = HIST_BINS) -> np.ndarray:
+    """Entropy (nats) of each row's histogram on `bins` equal bins over `[0, upper]`."""
+    return mass_entropy(histogram_counts(abs_w, upper, bins))
 
 
 def excess_kurtosis(values: np.ndarray) -> np.ndarray:
@@ -466,6 +528,15 @@ def diversity_from_gram(gram: np.ndarray) -> np.ndarray:
 def cross_sample_diversity(abs_w: np.ndarray) -> float:
     """Mean pairwise cosine distance between the rows (samples) of `abs_w`."""
     return float(diversity_from_gram(cosine_gram(abs_w)))
+
+
+def mean_coefficient_of_variation(mean: np.ndarray, mean_square: np.ndarray) -> np.ndarray:
+    """Mean over edges of `std / mean` across samples, from each edge's mean `|w|` and mean
+    `|w|^2` over the samples (last axis: edges; population std). Edges whose mean is zero
+    have no coefficient and are left out; NaN if no edge has one."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cv = np.sqrt(np.maximum(mean_square - mean * mean, 0.0)) / mean
+    return nanmean(np.where(mean > 0, cv, np.nan), axis=-1)
 
 
 def edge_relative_change(
@@ -533,22 +604,78 @@ class PairedEdgeStack:
 
     A pooled metric is a function of a *selection* of `n` rows, one per idx. The
     paired permutation test swaps base and tuned within an idx, which changes only the
-    selection, so the cosine Gram matrix is computed once and every selection is cheap.
+    selection, so everything that does not depend on it is computed once:
+
+    - the diversities come from a cosine Gram matrix of all `2n` rows;
+    - every other pooled metric is a function of the mean, over the selected rows, of
+      per-row statistics (`_row_statistics`), so a selection costs one matrix product.
+
+    `hist_upper` is the end of the shared histogram grid (default: the
+    `HIST_UPPER_QUANTILE` quantile of both roles' `|w|`).
     """
 
-    def __init__(self, base_w: np.ndarray, tuned_w: np.ndarray):
+    def __init__(
+        self,
+        base_w: np.ndarray,
+        tuned_w: np.ndarray,
+        hist_upper: float | None = None,
+        hist_bins: int = HIST_BINS,
+    ):
         if base_w.shape != tuned_w.shape:
             raise ValueError(f"role shapes differ: {base_w.shape} vs {tuned_w.shape}")
         self.n = base_w.shape[0]
         self.w = np.concatenate([base_w, tuned_w]).astype(np.float64)
         self.abs_w = np.abs(self.w)
-        self.gram = cosine_gram(self.abs_w)
+        self.hist_upper = histogram_upper(self.abs_w) if hist_upper is None else hist_upper
+        self.hist_bins = hist_bins
         self.base_rows = np.arange(self.n)
         self.tuned_rows = np.arange(self.n) + self.n
+        self._grams: dict[str, np.ndarray] = {}
+        self._statistics: dict[str, tuple[np.ndarray, ...]] = {}
 
     @property
     def identical_roles(self) -> bool:
         return bool(np.array_equal(self.w[: self.n], self.w[self.n :]))
+
+    def _gram(self, metric: str) -> np.ndarray:
+        """The cosine Gram matrix a diversity reading compares rows with (`|w|` or `w`)."""
+        if metric not in self._grams:
+            self._grams[metric] = cosine_gram(
+                self.w if metric == "diversity_signed" else self.abs_w
+            )
+        return self._grams[metric]
+
+    def _row_statistics(self, metric: str) -> tuple[np.ndarray, ...]:
+        """Per-row statistics `[2n, k]` whose means over a selection determine `metric`."""
+        if metric not in self._statistics:
+            self._statistics[metric] = self._compute_row_statistics(metric)
+        return self._statistics[metric]
+
+    def _compute_row_statistics(self, metric: str) -> tuple[np.ndarray, ...]:
+        a = self.abs_w
+        if metric == "profile_entropy":
+            return (a,)
+        if metric == "profile_kurtosis":
+            return (self.w,)
+        if metric == "pooled_entropy":
+            return (a.sum(axis=1), special.xlogy(a, a).sum(axis=1))
+        if metric == "pooled_entropy_hist":
+            return (histogram_counts(a, self.hist_upper, self.hist_bins),)
+        if metric == "diversity_cv":
+            return (a, a * a)
+        raise ValueError(f"unknown pooled metric {metric!r}; known: {POOLED_METRICS}")
+
+    def _from_means(self, metric: str, means: tuple[np.ndarray, ...]) -> np.ndarray:
+        """`metric` of a selection, from the selection's means of `_row_statistics`."""
+        if metric == "profile_entropy":
+            return mass_entropy(means[0])
+        if metric == "profile_kurtosis":
+            return excess_kurtosis(means[0])
+        if metric == "pooled_entropy":
+            return entropy_from_sums(self.n * means[0], self.n * means[1])
+        if metric == "pooled_entropy_hist":
+            return mass_entropy(means[0])
+        return mean_coefficient_of_variation(*means)
 
     def _indicator(self, rows: np.ndarray) -> np.ndarray:
         """`[..., 2n]` 0/1 vectors marking the selected rows."""
@@ -556,10 +683,7 @@ class PairedEdgeStack:
         np.put_along_axis(indicator, np.asarray(rows, dtype=np.int64), 1.0, axis=-1)
         return indicator
 
-    def _sample_mean(self, values: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        return self._indicator(rows) @ values / rows.shape[-1]
-
-    def _indicated_diversity(self, indicator: np.ndarray) -> np.ndarray:
+    def _indicated_diversity(self, metric: str, indicator: np.ndarray) -> np.ndarray:
         """Diversity of the `n` rows marked by `indicator`, from quadratic forms of the Gram.
 
         `u' G u` sums the cosines of all selected pairs, `u . diag(G)` the self-pairs: two
@@ -568,24 +692,18 @@ class PairedEdgeStack:
         n = self.n
         if n < 2:
             return np.full(indicator.shape[:-1], np.nan)
-        all_pairs = ((indicator @ self.gram) * indicator).sum(axis=-1)
-        self_pairs = indicator @ np.diagonal(self.gram)
+        gram = self._gram(metric)
+        all_pairs = ((indicator @ gram) * indicator).sum(axis=-1)
+        self_pairs = indicator @ np.diagonal(gram)
         return 1.0 - (all_pairs - self_pairs) / (n * (n - 1))
-
-    def _profile(self, metric: str) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
-        if metric == "profile_entropy":
-            return self.abs_w, mass_entropy
-        if metric == "profile_kurtosis":
-            return self.w, excess_kurtosis
-        raise ValueError(f"unknown pooled metric {metric!r}; known: {POOLED_METRICS}")
 
     def pooled(self, metric: str, rows: np.ndarray) -> np.ndarray:
         """Pooled `metric` of the rows selected by `rows` `[..., n]` (one row per idx)."""
         rows = np.asarray(rows, dtype=np.int64)
-        if metric == "diversity":
-            return diversity_from_gram(self.gram[rows[..., :, None], rows[..., None, :]])
-        values, summarise = self._profile(metric)
-        return summarise(self._sample_mean(values, rows))
+        if metric in GRAM_METRICS:
+            return diversity_from_gram(self._gram(metric)[rows[..., :, None], rows[..., None, :]])
+        indicator = self._indicator(rows) / rows.shape[-1]
+        return self._from_means(metric, tuple(indicator @ s for s in self._row_statistics(metric)))
 
     def pooled_change(self, metric: str, base_rows: np.ndarray) -> np.ndarray:
         """`pooled(other rows) - pooled(base_rows)`: the permutation test's statistic.
@@ -594,16 +712,20 @@ class PairedEdgeStack:
         the remaining row of each idx.
 
         The two selections hold all `2n` rows between them, so each is the complement of
-        the other: one indicator, and one matrix product for both sample-mean profiles.
+        the other: one indicator, and one matrix product per statistic for both means.
         Assumes every row has a non-zero `|w|` (else the metric is undefined and untested).
         """
         indicator = self._indicator(base_rows)
-        if metric == "diversity":
-            return self._indicated_diversity(1.0 - indicator) - self._indicated_diversity(indicator)
-        values, summarise = self._profile(metric)
-        base_profile = indicator @ values / self.n
-        partner_profile = values.sum(axis=0) / self.n - base_profile
-        return summarise(partner_profile) - summarise(base_profile)
+        if metric in GRAM_METRICS:
+            return self._indicated_diversity(metric, 1.0 - indicator) - self._indicated_diversity(
+                metric, indicator
+            )
+        statistics = self._row_statistics(metric)
+        base_means = tuple(indicator @ s / self.n for s in statistics)
+        partner_means = tuple(
+            s.sum(axis=0) / self.n - mean for s, mean in zip(statistics, base_means, strict=True)
+        )
+        return self._from_means(metric, partner_means) - self._from_means(metric, base_means)
 
     def pooled_values(self) -> dict[str, dict[str, float]]:
         """`{metric: {"base": value, "tuned": value}}` for every pooled metric."""
@@ -755,7 +877,7 @@ def compute_circuit_metrics(
         key: per_sample_metrics(edges, upper, hist_bins, hist_upper_quantile) | edges.diagnostics
         for key, edges in files.items()
     }
-    stack = PairedEdgeStack(base.edge_values, tuned.edge_values)
+    stack = PairedEdgeStack(base.edge_values, tuned.edge_values, upper, hist_bins)
     own = {"base": base, "tuned": tuned}
     return CircuitMetrics(
         idx=base.idx,

@@ -317,8 +317,9 @@ def loss_correlation(effect: np.ndarray, loss_effect: np.ndarray) -> tuple[float
 
 
 def _permutation_batch(stack: PairedEdgeStack) -> int:
-    """Relabellings per vectorised call: each holds a `2n` indicator and an edge profile."""
-    return max(1, PERMUTATION_BATCH_ELEMENTS // (2 * stack.n + stack.w.shape[1]))
+    """Relabellings per vectorised call: each holds a `2n` indicator and at most two edge
+    profiles (`diversity_cv` keeps the mean of `|w|` and of `|w|^2`)."""
+    return max(1, PERMUTATION_BATCH_ELEMENTS // (2 * stack.n + 2 * stack.w.shape[1]))
 
 
 def pooled_permutation_test(

@@ -78,6 +78,7 @@ rule stage_metrics:
     input:
         metric_files("csv"),
         "results/stats/tests.csv",
+        fidelity_files(),
 
 
 rule stage_figures:

@@ -18,19 +18,21 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from snakemake.utils import validate
 
 from circuitry import report, results
 from circuitry.config import config_hash, enabled_pairs, models_in_use
+from circuitry.fidelity import DEVIATIONS, measure_pair
 from circuitry.figures import make_pair_figures, make_training_figure
 from circuitry.graph import build_graph
-from circuitry.io import write_json, write_jsonl
+from circuitry.io import write_csv, write_json, write_jsonl
 from circuitry.metrics import (
     CONFIDENCE_METRICS,
     METRICS,
+    ROLES,
     EdgeScores,
     load_condition,
     per_sample_table,
-    write_per_sample,
 )
 from circuitry.pairing import FilterSettings, pair_samples
 from circuitry.provenance import (
@@ -54,8 +56,8 @@ from circuitry.report import (
     write_report,
 )
 from circuitry.results import Layout, load_pair_results, load_study
-from circuitry.scorefile import DIAGNOSTICS, write_score_file
-from circuitry.stats import COLUMNS, assemble_tests_table, pair_dataset_tests, write_tests_table
+from circuitry.scorefile import DIAGNOSTICS, PAPER_CONDITION, write_score_file
+from circuitry.stats import COLUMNS, assemble_tests_table, pair_dataset_tests
 from circuitry.verdicts import headline_verdicts
 from conftest import ROOT
 
@@ -77,6 +79,7 @@ def synthetic_config(datasets: int = 2, alphas=(0.1, 0.5), pairs=("toy-grpo", "t
     config["eap"]["alphas"] = list(alphas)
     config["filter"]["num_samples"] = 12
     config["stats"] = {"n_resamples": 99, "seed": 0}
+    validate(config, str(ROOT / "workflow" / "schemas" / "config.schema.yaml"))  # defaults
     return config
 
 
@@ -146,6 +149,7 @@ def write_eap(path: Path, edges: EdgeScores, alpha: float, role: str, loss: str,
             "text_role": role,
             "loss": loss,
             "text": "own",
+            "model_type": "llama",
         },
     )
 
@@ -182,9 +186,7 @@ def write_condition(layout, rng, pair, dataset, alpha, idx) -> dict:
             )
             write_eap(paths[role, "own"], edges, alpha, role, loss, sure)
         by_loss[loss] = load_condition(paths)
-    write_per_sample(
-        per_sample_table(by_loss), layout.path(results.METRICS_FILE, ext="csv", **where)
-    )
+    write_csv(layout.path(results.METRICS_FILE, ext="csv", **where), per_sample_table(by_loss))
     by_loss["ce"].write_summary(layout.path(results.METRICS_FILE, ext="json", **where))
     return {(alpha, loss): m for loss, m in by_loss.items()}
 
@@ -241,7 +243,24 @@ def write_results_tree(root: Path, config: dict) -> None:
             for alpha in config["eap"]["alphas"]:
                 metrics |= write_condition(layout, rng, pair, dataset, alpha, idx)
             frames.append(pair_dataset_tests(metrics, pair=pair, dataset=dataset, n_resamples=99))
-    write_tests_table(assemble_tests_table(frames), layout.path(results.TESTS))
+            score_files = {
+                (alpha, role): layout.path(
+                    results.EAP_FILE,
+                    role=role,
+                    alpha=str(alpha),
+                    pair=pair,
+                    dataset=dataset,
+                    **PAPER_CONDITION,
+                )
+                for alpha in config["eap"]["alphas"]
+                for role in ROLES
+            }
+            generations = {role: rows[spec[role]] for role in ROLES}
+            measured = measure_pair(
+                generations, selected, summary, score_files, pair=pair, dataset=dataset
+            )
+            write_csv(layout.path(results.FIDELITY_FILE, pair=pair, dataset=dataset), measured)
+    write_csv(layout.path(results.TESTS), assemble_tests_table(frames))
     for model in layout.training_figures(config):
         method = config["models"][model]["train"]["method"]
         path = layout.path(results.TRAINING_LOG, model=model)
@@ -671,3 +690,13 @@ def test_provenance_records_versions_hash_and_date(tmp_path):
     assert provenance.packages["numpy"] == np.__version__
     assert set(provenance.packages) == set(PACKAGES)
     assert package_versions(["no-such-package-circuitry"]) == {"no-such-package-circuitry": None}
+
+
+def test_report_lists_every_deviation_from_the_papers_code_with_its_effect(html, study_root):
+    _, config = study_root
+    table = html.split('id="fidelity-table"')[1].split("</table>")[0]
+    for deviation in DEVIATIONS:
+        assert deviation.choice in table
+    assert f"filter.mode: {config['filter']['mode']}" in table
+    assert "would select" in table and "read back with a relative error" in table
+    assert "no scored model is of a family the paper capped (mistral, qwen2)" in table

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
+from circuitry.io import write_csv
 from circuitry.metrics import (
     CONFIDENCE_METRICS,
     PER_SAMPLE_METRICS,
@@ -18,7 +19,6 @@ from circuitry.metrics import (
     compute_circuit_metrics,
     load_condition,
     per_sample_table,
-    write_per_sample,
 )
 from circuitry.scorefile import DIAGNOSTICS, write_score_file
 from circuitry.stats import (
@@ -38,7 +38,6 @@ from circuitry.stats import (
     rank_biserial,
     row_rng,
     with_fdr,
-    write_tests_table,
 )
 
 N_NULL = 400
@@ -398,7 +397,7 @@ def test_metrics_and_stats_rules_from_score_files(tmp_path):
     paths = crossed_study(tmp_path, tuned_gain=2.0, text_gain=1.5, rng=rng)
     metrics = {("0.1", "ce"): load_condition(paths), ("0.3", "ce"): load_condition(paths)}
     table = per_sample_table({"ce": metrics["0.1", "ce"]})
-    write_per_sample(table, tmp_path / "alpha0.1.csv")
+    write_csv(tmp_path / "alpha0.1.csv", table)
     written = pd.read_csv(tmp_path / "alpha0.1.csv")
     assert list(written.columns) == ["loss", "text", "role", "idx", "metric", "value"]
     assert set(written["text"]) == {"own", "crossed"}
@@ -410,7 +409,7 @@ def test_metrics_and_stats_rules_from_score_files(tmp_path):
     )
     tests = pair_dataset_tests(metrics, pair="p", dataset="d", n_resamples=199)
     table = assemble_tests_table([tests])
-    write_tests_table(table, tmp_path / "tests.csv")
+    write_csv(tmp_path / "tests.csv", table)
     written = pd.read_csv(tmp_path / "tests.csv")
     assert list(written.columns) == list(COLUMNS)
     # the same windows at both alphas: 0.3 repeats 0.1 and stays out of BH

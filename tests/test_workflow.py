@@ -49,6 +49,7 @@ def test_full_config_plans_every_stage(tmp_path):
         "pair_samples": pairs * datasets,
         "eap_score": pairs,
         "metrics": pairs * datasets,
+        "fidelity": pairs * datasets,
         "dynamics_problems": 1,
         "eap_score_initial": 1,
         "eap_score_checkpoint": checkpoints,

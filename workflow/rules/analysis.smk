@@ -1,4 +1,5 @@
-# Circuit metrics of every condition, then paired statistics over the whole study.
+# Circuit metrics of every condition, paired statistics over the whole study, and what
+# the deviations from the paper's code change (fidelity).
 
 
 rule metrics:
@@ -21,6 +22,28 @@ rule metrics:
         stats=config["stats"],
     script:
         "../scripts/metrics.py"
+
+
+rule fidelity:
+    input:
+        unpack(pair_generations),
+        rows="results/pairs/{pair}/{dataset}.jsonl",
+        summary="results/pairs/{pair}/{dataset}.summary.json",
+        scores=paper_score_files(ALPHAS),
+    output:
+        FIDELITY_FILE,
+    log:
+        "logs/fidelity/{pair}/{dataset}.log",
+    conda:
+        "../../envs/circuitry.yaml"
+    threads: 1
+    resources:
+        mem_mb=16000,
+        runtime=60,
+    params:
+        conditions=paper_score_conditions(ALPHAS),
+    script:
+        "../scripts/fidelity.py"
 
 
 localrules:

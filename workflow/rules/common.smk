@@ -24,6 +24,7 @@ from circuitry.results import (
     DYNAMICS_PROBLEMS,
     DYNAMICS_PROBLEMS_SUMMARY,
     EAP_FILE,
+    FIDELITY_FILE,
     METRICS_FILE,
     PAIR_TESTS,
     Layout,
@@ -251,6 +252,24 @@ def pair_score_conditions():
 def pair_score_files():
     """Every score file of one pair, with a {pair} wildcard."""
     return [EAP_FILE.format(pair="{pair}", **c) for c in pair_score_conditions()]
+
+
+def paper_score_conditions(alphas):
+    """alpha x role of the score files of the paper's condition (its loss, own text)."""
+    return [
+        c
+        for c in score_conditions(alphas)
+        if (c["loss"], c["text"]) == (PAPER_CONDITION["loss"], PAPER_CONDITION["text"])
+    ]
+
+
+def paper_score_files(alphas):
+    where = {"pair": "{pair}", "dataset": "{dataset}"}
+    return [EAP_FILE.format(**where, **c) for c in paper_score_conditions(alphas)]
+
+
+def fidelity_files():
+    return expand(FIDELITY_FILE, pair=PAIRS, dataset=DATASETS)
 
 
 def metrics_outputs(alphas):

@@ -83,6 +83,7 @@ def score_role(role: str) -> None:
                 "role": role,
                 "text": text,
                 "text_role": text_role(role, text),
+                "model_type": loaded.model.config.model_type,
             },
         )
 

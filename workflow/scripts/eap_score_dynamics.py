@@ -55,5 +55,6 @@ for text, by_loss in scored.items():
             "role": params.role,
             "text": text,
             "text_role": side,
+            "model_type": loaded.model.config.model_type,
         },
     )

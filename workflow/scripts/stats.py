@@ -2,10 +2,11 @@
 
 import pandas as pd
 
+from circuitry.io import write_csv
 from circuitry.logs import setup_logging
-from circuitry.stats import assemble_tests_table, write_tests_table
+from circuitry.stats import assemble_tests_table
 
 log = setup_logging(snakemake.log[0])
 table = assemble_tests_table(pd.read_csv(path) for path in snakemake.input)
-write_tests_table(table, snakemake.output[0])
+write_csv(snakemake.output[0], table)
 log.info("%d tests, %d with q < 0.05", len(table), int((table["q"] < 0.05).sum()))

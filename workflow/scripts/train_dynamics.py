@@ -4,10 +4,10 @@ import torch
 
 from circuitry.config import model_spec
 from circuitry.dynamics import checkpoint_dirs
-from circuitry.io import read_jsonl
+from circuitry.io import read_jsonl, write_csv
 from circuitry.logs import setup_logging
 from circuitry.prompts import PromptTemplate
-from circuitry.training import train_grpo, write_log
+from circuitry.training import train_grpo
 
 log = setup_logging(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
@@ -21,5 +21,5 @@ frame = train_grpo(
     checkpoints=checkpoint_dirs(snakemake.config, snakemake.wildcards.temperature),
     revision=init.get("revision"),
 )
-write_log(frame, snakemake.output.log)
+write_csv(snakemake.output.log, frame)
 log.info("temperature %s: %d steps logged", snakemake.wildcards.temperature, len(frame))

@@ -81,6 +81,7 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from circuitry.architectures import Architecture, LayerModules, architecture_for, project_slice
+from circuitry.fidelity import PAPER_CONTEXT_CAPS
 from circuitry.graph import Graph, attention_index, build_graph, mlp_column, mlp_index, qkv_columns
 from circuitry.scorefile import DIAGNOSTICS, LOSSES, TEXTS
 
@@ -90,9 +91,6 @@ IGNORE = -100
 # Logit elements per chunk of the window statistics: two float32 chunks (32 MiB) beside
 # the logits, whatever the vocabulary and window.
 STATISTICS_CHUNK = 1 << 22
-# The paper scored EAP through TransformerLens, whose configs cap these families' context
-# (n_ctx) at 2048 tokens: it could not have scored a longer prompt + window.
-PAPER_CONTEXT_CAPS = {"mistral": 2048, "qwen2": 2048}
 
 
 @dataclass(frozen=True)

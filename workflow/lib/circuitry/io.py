@@ -62,6 +62,12 @@ def write_json(path: str | os.PathLike, obj) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
 
 
+def write_csv(path: str | os.PathLike, table) -> None:
+    """A pandas DataFrame as CSV without its index."""
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False)
+
+
 def read_json(path: str | os.PathLike):
     with open(path, encoding="utf-8") as f:
         return json.load(f)

@@ -81,7 +81,7 @@ import numpy as np
 import pandas as pd
 from scipy import special, stats
 
-from circuitry.io import atomic_path, write_text
+from circuitry.io import write_text
 from circuitry.scorefile import DIAGNOSTICS, PAPER_CONDITION, TEXTS
 
 ROLES = ("base", "tuned")
@@ -702,8 +702,11 @@ class PairedEdgeStack:
         rows = np.asarray(rows, dtype=np.int64)
         if metric in GRAM_METRICS:
             return diversity_from_gram(self._gram(metric)[rows[..., :, None], rows[..., None, :]])
-        indicator = self._indicator(rows) / rows.shape[-1]
-        return self._from_means(metric, tuple(indicator @ s for s in self._row_statistics(metric)))
+        # Gathered, not an indicator product: a dot product's SIMD lanes depend on where the
+        # rows sit, so equal rows in both halves could give unequal means.
+        return self._from_means(
+            metric, tuple(s[rows].mean(axis=rows.ndim - 1) for s in self._row_statistics(metric))
+        )
 
     def pooled_change(self, metric: str, base_rows: np.ndarray) -> np.ndarray:
         """`pooled(other rows) - pooled(base_rows)`: the permutation test's statistic.
@@ -834,11 +837,6 @@ def paper_condition(table: pd.DataFrame) -> pd.DataFrame:
     """The rows of a per-sample CSV under the paper's loss with each model on its own text."""
     chosen = (table["loss"] == PAPER_CONDITION["loss"]) & (table["text"] == PAPER_CONDITION["text"])
     return table[chosen]
-
-
-def write_per_sample(table: pd.DataFrame, path: str | os.PathLike) -> None:
-    with atomic_path(path) as tmp:
-        table.to_csv(tmp, index=False)
 
 
 def scored_files(

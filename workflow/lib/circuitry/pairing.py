@@ -10,7 +10,8 @@ The steps, with the defaults of the paper's code:
 5. drop rows whose mean answer length `m = (len_base + len_tuned) / 2` lies outside
    `[small_coeff * T, big_coeff * T]`;
 6. drop rows whose length difference `|len_base - len_tuned|` exceeds `balance_coeff * m`;
-7. sample `num_samples` rows with `seed` (all of them if fewer are left).
+7. sample `num_samples` rows with `seed` (all of them if fewer are left); the summary keeps
+   the order they were drawn in (`draw_order`), the order the paper's code scores them in.
 
 EAP later reads the first `cut_len` tokens of each answer (`cut_length`), so T fixes
 every alpha's window.
@@ -254,7 +255,8 @@ def pair_samples(
     funnel.apply("out of length range", filters.in_range)
     funnel.apply("imbalanced", filters.balanced)
     n_sample = min(settings.num_samples, len(funnel.kept))
-    funnel.record("not sampled", sorted(random.Random(settings.seed).sample(funnel.kept, n_sample)))
+    drawn = random.Random(settings.seed).sample(funnel.kept, n_sample)
+    funnel.record("not sampled", sorted(drawn))
     summary = {
         "pair": pair,
         "dataset": dataset,
@@ -277,6 +279,7 @@ def pair_samples(
         "settings": asdict(settings),
         "seed": settings.seed,
         "n_selected": n_sample,
+        "draw_order": drawn,
         "too_few": n_sample < settings.num_samples,
     }
     rows = [

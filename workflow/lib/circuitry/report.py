@@ -32,6 +32,7 @@ import pandas as pd
 from markupsafe import Markup
 
 from circuitry.config import control_pairs, enabled_pairs, models_in_use, replicate_groups
+from circuitry.fidelity import DEVIATIONS, configured, effects
 from circuitry.io import write_text
 from circuitry.metrics import METRICS, ROLES, metric_definitions
 from circuitry.pairing import cut_length
@@ -1365,6 +1366,45 @@ def methods_section(study: Study) -> Section:
     )
 
 
+def fidelity_table(config: Mapping, measured: pd.DataFrame) -> Table:
+    """Every known deviation from the paper's code, this study's setting of it, and its
+    measured effect (`circuitry.fidelity`)."""
+    found = effects(measured, config)
+    rows = [
+        Row(
+            [
+                Cell(deviation.choice),
+                Cell(deviation.paper),
+                Cell(
+                    f"{deviation.setting}: {configured(config, deviation.setting)}"
+                    if deviation.setting
+                    else MISSING
+                ),
+                Cell(found[deviation.key]),
+            ]
+        )
+        for deviation in DEVIATIONS
+    ]
+    columns = ["choice", "paper's code", "setting in this study", "measured effect"]
+    return Table(columns, rows, id="fidelity-table")
+
+
+def fidelity_section(study: Study) -> Section:
+    intro = Text(
+        [
+            "Where the paper's code (run_tests.py, its EAP fork and its vLLM evaluation) "
+            "makes a choice the project makes otherwise. A listed setting reproduces the "
+            "paper's choice; each effect is measured on this study's own files (rule "
+            "fidelity) unless the row says otherwise."
+        ]
+    )
+    return Section(
+        "fidelity",
+        "Fidelity to the paper's code",
+        [intro, fidelity_table(study.config, study.fidelity)],
+    )
+
+
 def provenance_section(study: Study, provenance: Provenance) -> Section:
     """Config hash, code and package versions, model and dataset sources, the command."""
     return Section(
@@ -1518,6 +1558,7 @@ def build_sections(
         training_section(study),
         *extra_sections,
         methods_section(study),
+        fidelity_section(study),
         provenance_section(study, provenance),
     ]
     return [section for section in sections if section is not None]

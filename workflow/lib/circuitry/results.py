@@ -28,6 +28,7 @@ METRICS_FILE = "results/metrics/{pair}/{dataset}/alpha{alpha}.{ext}"
 PAIR_TESTS = "results/metrics/{pair}/{dataset}/tests.csv"
 EAP_FILE = "results/eap/{pair}/{dataset}/alpha{alpha}/{loss}/{role}_on_{text}.npz"
 PAIR_SUMMARY = "results/pairs/{pair}/{dataset}.summary.json"
+FIDELITY_FILE = "results/fidelity/{pair}/{dataset}.csv"
 DYNAMICS_PROBLEMS = "results/dynamics/problems.jsonl"
 DYNAMICS_PROBLEMS_SUMMARY = "results/dynamics/problems.summary.json"
 DYNAMICS_EAP_FILE = "results/dynamics/eap/{model}/{text}/{loss}.npz"
@@ -101,6 +102,7 @@ class Layout:
                 files += [self.path(GENERATION_PROVENANCE, model=model, dataset=dataset)]
             for pair in pairs:
                 files += [self.path(PAIR_SUMMARY, pair=pair, dataset=dataset)]
+                files += [self.path(FIDELITY_FILE, pair=pair, dataset=dataset)]
                 where = {"pair": pair, "dataset": dataset, "alpha": first_alpha}
                 files += [self.path(METRICS_FILE, ext="json", **where)]
         for pair in pairs:
@@ -257,6 +259,7 @@ class Study:
     config: dict
     tests: pd.DataFrame
     pair_summaries: dict[tuple[str, str], dict]  # (pair, dataset) -> pairing summary
+    fidelity: pd.DataFrame  # circuitry.fidelity.COLUMNS, every pair x dataset
     generation_provenance: dict[tuple[str, str], dict]  # (model, dataset) -> provenance
     dataset_summaries: dict[str, dict]
     examples: dict[tuple[str, str], list[Example]]  # (pair, dataset)
@@ -312,6 +315,14 @@ def load_study(layout: Layout, config: Mapping) -> Study:
             for p in pairs
             for d in datasets
         },
+        fidelity=pd.concat(
+            [
+                pd.read_csv(require(layout.path(FIDELITY_FILE, pair=p, dataset=d)))
+                for p in pairs
+                for d in datasets
+            ],
+            ignore_index=True,
+        ).fillna({"role": ""}),
         generation_provenance={
             (m, d): load_json(layout.path(GENERATION_PROVENANCE, model=m, dataset=d))
             for m in models

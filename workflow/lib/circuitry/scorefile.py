@@ -13,8 +13,9 @@ model x text (`circuitry.results.EAP_FILE`):
   loss) and `window_len` (the window length used: `cut_len`, or the answer's length where
   that is shorter);
 - the condition: `alpha`, `cut_len`, `reference_length`, `loss`, `role` (the scored
-  model), `text` (`own` or `crossed`; the training dynamics' `initial` or `own`) and
-  `text_role` (whose answer was read).
+  model), `text` (`own` or `crossed`; the training dynamics' `initial` or `own`),
+  `text_role` (whose answer was read) and `model_type` (the scored model's
+  `config.model_type`, which says what context the paper's TransformerLens gave it).
 
 Torch-free, so the stages that only read scores never load torch.
 """
@@ -53,7 +54,7 @@ def write_score_file(
 ) -> None:
     """Write one score file atomically; `graph` is `Graph.as_arrays()`, `condition` the
     scalars that say what was scored (alpha, cut_len, reference_length, loss, role, text,
-    text_role)."""
+    text_role, model_type)."""
     missing = [name for name in DIAGNOSTICS if name not in diagnostics]
     if missing:
         raise ValueError(f"{path}: diagnostics {missing} missing")

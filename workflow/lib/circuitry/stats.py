@@ -61,7 +61,6 @@ for a role.
 
 from __future__ import annotations
 
-import os
 import warnings
 import zlib
 from collections.abc import Iterable, Mapping
@@ -70,7 +69,6 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from circuitry.io import atomic_path
 from circuitry.metrics import (
     CONFIDENCE_METRICS,
     METRICS,
@@ -556,9 +554,3 @@ def assemble_tests_table(frames: Iterable[pd.DataFrame]) -> pd.DataFrame:
     """The `results/stats/tests.csv` table: all conditions, BH q-values, fixed columns."""
     table = pd.concat(list(frames), ignore_index=True)
     return with_fdr(table).loc[:, list(COLUMNS)]
-
-
-def write_tests_table(table: pd.DataFrame, path: str | os.PathLike) -> None:
-    """Write a tests table atomically."""
-    with atomic_path(path) as tmp:
-        table.to_csv(tmp, index=False)

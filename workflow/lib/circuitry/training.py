@@ -37,7 +37,7 @@ from transformers import (
 )
 
 from circuitry.grading import grade
-from circuitry.io import atomic_dir, atomic_path
+from circuitry.io import atomic_dir
 from circuitry.prompts import PromptTemplate, build_prompt, chat_messages, render_prompt
 from circuitry.tokenizer import build_char_tokenizer
 
@@ -495,9 +495,3 @@ def train_model(
         raise ValueError(f"{method} needs the model it starts from (train.init)")
     trainer = {"sft": train_sft, "grpo": train_grpo, "dpo": train_dpo}[method]
     return trainer(init_dir, problems, template, settings, out_dir)
-
-
-def write_log(frame: pd.DataFrame, path: str | Path) -> None:
-    """A training log as CSV, written atomically."""
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False)

@@ -73,6 +73,12 @@ def _unknown_template(c):
     c["models"]["mistral-7b-sft"]["template"] = "mistrall"
 
 
+def _missing_model_path(c):
+    model = c["models"]["mistral-7b-sft"]
+    del model["hub_id"], model["revision"]
+    model["path"] = "no/such/model"
+
+
 def _unknown_loss(c):
     c["eap"]["losses"] = ["ce", "kl"]
 
@@ -96,6 +102,7 @@ def _unknown_text(c):
         (_url_without_checksum, ["datasets.college_math", "'sha256'"]),
         (_unset_model_enabled, ["models.qwen25-7b-", ".hub_id is not set", "disable the pair"]),
         (_unknown_template, ["models.mistral-7b-sft.template", "mistrall"]),
+        (_missing_model_path, ["models.mistral-7b-sft.path", "no/such/model", "not a directory"]),
         (_unknown_loss, ["eap.losses.1", "'kl' is not one of"]),
         (_paper_loss_left_out, ["eap.losses: must include ce"]),
         (_unknown_text, ["eap.texts.1", "'swapped' is not one of"]),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from circuitry import generation
 from circuitry.generation import (
+    ModelUnavailableError,
     StopStringCriterion,
     StopStrings,
     completion_end,
@@ -26,6 +28,7 @@ from circuitry.generation import (
     write_generations,
 )
 from circuitry.prompts import PromptTemplate
+from circuitry.provenance import model_fingerprint
 from circuitry.tokenizer import build_char_tokenizer
 
 EOS = 2
@@ -106,6 +109,19 @@ def test_loaded_local_model_runs_float32_on_cpu(lm, model_dir):
     assert lm.eos_token_ids == (EOS,)
     assert lm.identity.startswith("path:")
     assert lm.provenance()["dtype"] == "float32"
+    assert lm.provenance()["fingerprint"] == model_fingerprint(model_dir)
+    assert lm.identity.endswith(f":{model_fingerprint(model_dir)}")
+
+
+@pytest.mark.parametrize("keep", [0, 7, 1000])  # empty, header cut, data cut
+def test_a_corrupt_weight_file_is_named(model_dir, tmp_path, keep):
+    broken = tmp_path / "broken"
+    shutil.copytree(model_dir, broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:keep])
+    with pytest.raises(ModelUnavailableError, match="corrupt or incomplete weight file") as error:
+        load_model({"path": str(broken), "gpu": False})
+    assert str(error.value).startswith(f"{weights}: ")
 
 
 def test_generation_is_greedy(lm):

@@ -35,10 +35,16 @@ def test_outputs_follow_the_umask(tmp_path):
         write_jsonl(tmp_path / "rows.jsonl", [{"idx": 1}])
         with atomic_dir(tmp_path / "model") as tmp:
             (tmp / "config.json").write_text("{}")
+            (tmp / "shards").mkdir()
+            # writers such as safetensors make their files private
+            fd = os.open(tmp / "shards" / "model.safetensors", os.O_CREAT | os.O_WRONLY, 0o600)
+            os.close(fd)
     finally:
         os.umask(old)
     assert mode(tmp_path / "rows.jsonl") == 0o644
-    assert mode(tmp_path / "model") == 0o755
+    assert mode(tmp_path / "model") == mode(tmp_path / "model" / "shards") == 0o755
+    assert mode(tmp_path / "model" / "config.json") == 0o644
+    assert mode(tmp_path / "model" / "shards" / "model.safetensors") == 0o644
     assert read_jsonl(tmp_path / "rows.jsonl") == [{"idx": 1}]
 
 

@@ -5,9 +5,13 @@ from __future__ import annotations
 import itertools
 from collections import Counter
 
+import pandas as pd
+import torch
 import yaml
 
 from circuitry.results import EAP_FILE
+from circuitry.tokenizer import build_char_tokenizer
+from circuitry.training import save_model, toy_model
 from conftest import ROOT, dry_run_jobs, run_snakemake
 
 PAPER_MODELS_PER_PAIR = {
@@ -178,3 +182,43 @@ def test_offline_generation_names_the_missing_model(tmp_path):
     assert "HF_HUB_OFFLINE=1 forbids downloading it" in log
     assert "`hf download example-org/base-model --revision main`" in log
     assert not (tmp_path / "results" / "generations" / "base-model" / "toy-gsm8k.jsonl").exists()
+
+
+def save_local_model(directory, seed: int) -> None:
+    """A tiny random Llama with the toy tokenizer, saved as a user's local model."""
+    tokenizer = build_char_tokenizer()
+    torch.manual_seed(seed)
+    save_model(toy_model(tokenizer), tokenizer, directory, pd.DataFrame())
+
+
+def test_replacing_a_local_models_weights_reruns_its_generations(tmp_path):
+    """A `path:` model's files are fingerprinted (names, sizes, mtimes): weights replaced in
+    place change the generate job's parameters, so Snakemake plans it again."""
+    config = yaml.safe_load((ROOT / "config" / "toy.yaml").read_text())
+    config["datasets"] = {"toy-gsm8k": config["datasets"]["toy-gsm8k"]}
+    config["datasets"]["toy-gsm8k"]["toy"]["n"] = 4
+    del config["dynamics"]
+    for seed, name in enumerate(("base-model", "tuned-model")):
+        save_local_model(tmp_path / name, seed)
+        config["models"][name] = {
+            "path": str(tmp_path / name),
+            "template": "toy",
+            "max_new_tokens": 8,
+            "gpu": False,
+            "size_b": 0.001,
+        }
+    config["pairs"] = {"local": {"base": "base-model", "tuned": "tuned-model", "method": "GRPO"}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    config_path = str(tmp_path / "config.yaml")
+    target = ("results/generations/base-model/toy-gsm8k.jsonl", "--configfile", config_path)
+
+    def planned() -> str:
+        result = run_snakemake(*target, "--dry-run", "--cores", "1", workdir=tmp_path)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stdout
+
+    result = run_snakemake(*target, "--cores", "1", workdir=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Nothing to be done" in planned()
+    save_local_model(tmp_path / "base-model", seed=2)  # retrained in place
+    assert "rule generate:" in planned()

@@ -18,7 +18,7 @@ os.environ.update(
 from snakemake.utils import validate
 
 from circuitry import dynamics
-from circuitry.provenance import reproduce_command
+from circuitry.provenance import model_fingerprint, reproduce_command
 from circuitry.results import (
     DYNAMICS_EAP_FILE,
     DYNAMICS_PROBLEMS,
@@ -138,6 +138,14 @@ def model_dir(model):
     the jobs that use it."""
     built = model in TRAINED or "checkpoint" in config["models"][model]
     return [TRAINED_MODEL_DIR.format(model=model)] if built else []
+
+
+def local_model_fingerprint(model):
+    """The fingerprint of a user's local `path:` model (None for others; the models the
+    workflow builds are inputs of the jobs that use them): when its files change, the job's
+    parameters change and Snakemake reruns it and everything downstream."""
+    path = config["models"][model].get("path")
+    return model_fingerprint(path) if path and not model_dir(model) else None
 
 
 def trained_model_dirs():

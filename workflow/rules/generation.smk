@@ -27,6 +27,7 @@ rule generate:
     params:
         datasets=DATASETS,
         model=lambda wildcards: model_spec(config, wildcards.model),
+        fingerprint=lambda wildcards: local_model_fingerprint(wildcards.model),
         template=lambda wildcards: template_of(wildcards.model),
         batch_size=lambda wildcards: config["models"][wildcards.model].get(
             "batch_size", config["generation"]["batch_size"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 
 class ConfigError(ValueError):
@@ -179,6 +180,11 @@ def _check_model(name: str, model: dict, templates: dict, in_use: bool) -> None:
         raise ConfigError(f"{key}: give only one of {', '.join(MODEL_SOURCES)} (got {given})")
     if not given and in_use:
         raise ConfigError(f"{key}: give one of {', '.join(MODEL_SOURCES)}")
+    if in_use and model.get("path") is not None and not Path(model["path"]).is_dir():
+        raise ConfigError(
+            f"{key}.path: {model['path']} is not a directory (a model saved with "
+            "save_pretrained expected)"
+        )
     if model["template"] not in templates:
         raise ConfigError(
             f"{key}.template: unknown template {model['template']!r} "

@@ -35,6 +35,7 @@ from pathlib import Path
 import huggingface_hub
 import torch
 import transformers
+from safetensors import SafetensorError, safe_open
 from tqdm import tqdm
 from transformers import (
     AutoModelForCausalLM,
@@ -46,6 +47,7 @@ from transformers import (
 
 from circuitry.io import atomic_path, dumps_row, write_jsonl
 from circuitry.prompts import Prompt, PromptTemplate, build_prompt
+from circuitry.provenance import model_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -69,12 +71,14 @@ class LoadedModel:
     dtype: torch.dtype
     eos_token_ids: tuple[int, ...]
     pad_token_id: int
+    fingerprint: str | None = None  # of a local model's files (`model_fingerprint`)
 
     def provenance(self) -> dict:
         """JSON-able facts for the record: where the weights came from and how they ran."""
         return {
             "source": self.source,
             "revision": self.revision,
+            "fingerprint": self.fingerprint,
             "dtype": str(self.dtype).removeprefix("torch."),
             "device": self.device.type,
             "eos_token_ids": list(self.eos_token_ids),
@@ -94,17 +98,6 @@ def choose_dtype(spec: dict, device: torch.device) -> torch.dtype:
     if device.type == "cpu":
         return torch.float32
     return getattr(torch, spec.get("dtype", "bfloat16"))
-
-
-def directory_fingerprint(path: str | os.PathLike) -> str:
-    """A hash of the names, sizes and modification times of the files under `path`."""
-    root = Path(path)
-    entries = sorted(
-        (str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns)
-        for p in root.rglob("*")
-        if p.is_file()
-    )
-    return hashlib.sha256(json.dumps(entries).encode()).hexdigest()[:16]
 
 
 def resolve_hub_revision(hub_id: str, revision: str) -> tuple[str, str | None]:
@@ -146,6 +139,18 @@ def unavailable_message(spec: dict, revision: str | None) -> str:
     )
 
 
+def corrupt_weights_message(source: str, error: SafetensorError) -> str:
+    """Which weight file of `source` cannot be read (a local directory's first unreadable
+    `*.safetensors`; for a hub model, its id and the error)."""
+    for path in sorted(Path(source).glob("*.safetensors")):
+        try:
+            with safe_open(path, "pt"):
+                pass
+        except SafetensorError as e:
+            return f"{path}: corrupt or incomplete weight file ({e}); save or download it again"
+    return f"model {source}: a weight file is corrupt or incomplete ({error}); download it again"
+
+
 def eos_token_ids(model, tokenizer) -> tuple[int, ...]:
     """The tokenizer's EOS and every EOS of the checkpoint's generation config."""
     configured = model.generation_config.eos_token_id
@@ -162,7 +167,7 @@ def model_source(spec: dict) -> tuple[str, str | None, str | None, str]:
     """
     if spec.get("path"):
         source = spec["path"]
-        return source, None, None, f"path:{Path(source).resolve()}:{directory_fingerprint(source)}"
+        return source, None, None, f"path:{Path(source).resolve()}:{model_fingerprint(source)}"
     if spec.get("hub_id"):
         source = spec["hub_id"]
         revision, commit = resolve_hub_revision(source, spec.get("revision", "main"))
@@ -203,6 +208,8 @@ def load_model(spec: dict, device: str | torch.device | None = None) -> LoadedMo
         ).eval()
     except OSError as e:
         raise ModelUnavailableError(unavailable_message(spec, revision)) from e
+    except SafetensorError as e:
+        raise ModelUnavailableError(corrupt_weights_message(source, e)) from None
     eos = eos_token_ids(model, tokenizer)
     model.generation_config = GenerationConfig()
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos or (0,))[0]
@@ -216,6 +223,7 @@ def load_model(spec: dict, device: str | torch.device | None = None) -> LoadedMo
         dtype=dtype,
         eos_token_ids=eos,
         pad_token_id=pad,
+        fingerprint=model_fingerprint(source) if spec.get("path") else None,
     )
 
 

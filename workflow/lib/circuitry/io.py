@@ -37,6 +37,17 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
 
 
+def share_as_umask_allows(directory: Path) -> None:
+    """Give `directory` and everything in it the permissions the umask allows: mkdtemp
+    makes directories private (0700), and writers such as safetensors' private files
+    (0600), which colleagues on a shared cluster could not read."""
+    mask = _umask()
+    os.chmod(directory, 0o777 & ~mask)
+    for path in directory.rglob("*"):
+        if not path.is_symlink():
+            os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary directory next to `path`; it becomes `path` only on success."""
@@ -45,7 +56,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
     try:
         yield tmp
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes directories private (0700)
+        share_as_umask_allows(tmp)
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)

@@ -7,6 +7,8 @@ date and the exact `snakemake` command line.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import platform
 import shlex
@@ -33,6 +35,18 @@ PACKAGES = (
     "circuitry",
 )
 GIT_TIMEOUT_S = 10
+
+
+def model_fingerprint(path: str | os.PathLike) -> str:
+    """A hash of the names, sizes and modification times of the files under a local
+    model's directory: cheap enough to plan with, and new whenever a file is replaced."""
+    root = Path(path)
+    entries = sorted(
+        (str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns)
+        for p in root.rglob("*")
+        if p.is_file()
+    )
+    return hashlib.sha256(json.dumps(entries).encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)

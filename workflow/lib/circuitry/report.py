@@ -717,7 +717,8 @@ def model_source(spec: Mapping) -> str:
 
 
 def models_table(config: Mapping, provenance: Mapping[tuple[str, str], dict]) -> Table:
-    """Models in use: where they come from, the revision that ran, template, token limit."""
+    """Models in use: where they come from, the revision that ran (a local model's file
+    fingerprint), template, token limit."""
     datasets = list(config["datasets"])
     rows = []
     for model in models_in_use(config):
@@ -729,7 +730,7 @@ def models_table(config: Mapping, provenance: Mapping[tuple[str, str], dict]) ->
                     Cell(model),
                     Cell(model_source(spec)),
                     Cell(str(record.get("source", MISSING))),
-                    Cell(str(record.get("revision") or MISSING)),
+                    Cell(str(record.get("revision") or record.get("fingerprint") or MISSING)),
                     Cell(spec["template"]),
                     Cell(format_number(spec["max_new_tokens"])),
                     Cell(f"{record.get('dtype', MISSING)} / {record.get('device', MISSING)}"),
@@ -741,7 +742,7 @@ def models_table(config: Mapping, provenance: Mapping[tuple[str, str], dict]) ->
             "model",
             "configured source",
             "loaded from",
-            "revision used",
+            "revision or fingerprint",
             "template",
             "max_new_tokens",
             "dtype / device",

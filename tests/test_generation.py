@@ -20,11 +20,13 @@ from circuitry.generation import (
     decode,
     generate_batch,
     generate_rows,
+    greedy_predictions,
     load_model,
     partial_path_for,
     plan_batches,
     read_partial,
     resolve_hub_revision,
+    teacher_forcing,
     write_generations,
 )
 from circuitry.prompts import PromptTemplate
@@ -359,3 +361,40 @@ def test_read_partial_rejects_a_file_without_header(tmp_path):
     partial = tmp_path / "gen.jsonl.partial"
     partial.write_text(json.dumps({"idx": 0}) + "\n")
     assert read_partial(partial, "abc") == {}
+
+
+def test_the_generating_model_reproduces_its_own_answers_under_teacher_forcing(lm, tmp_path):
+    problems = [{"idx": i, "question": q} for i, q in enumerate(QUESTIONS)]
+    rows = generate_rows(
+        lm, RAW, problems, max_new_tokens=24, batch_size=4, partial_path=tmp_path / "p"
+    )
+    own = teacher_forcing(lm, rows, batch_size=3)
+    assert own.n_tokens == sum(len(r["completion_token_ids"]) for r in rows) > 0
+    assert (own.agreement, own.first_disagreement) == (1.0, {})
+
+
+def test_teacher_forcing_catches_answers_another_model_wrote(lm, tmp_path):
+    other = load_model({"path": str(save_tiny_model(tmp_path / "other")), "gpu": False})
+    torch.manual_seed(1)
+    with torch.no_grad():  # another model of the same shape and vocabulary
+        for parameter in other.model.parameters():
+            parameter.add_(torch.randn_like(parameter))
+    problems = [{"idx": i, "question": q} for i, q in enumerate(QUESTIONS)]
+    rows = generate_rows(
+        other, RAW, problems, max_new_tokens=24, batch_size=4, partial_path=tmp_path / "p"
+    )
+    swapped = teacher_forcing(lm, rows, batch_size=4)
+    assert swapped.agreement < 0.5
+    assert set(swapped.first_disagreement) == {r["idx"] for r in rows if r["completion_token_ids"]}
+    for row in rows:  # the first departure is where lm's greedy choice differs
+        position = swapped.first_disagreement.get(row["idx"])
+        if position is not None:
+            (predicted,) = greedy_predictions(lm, [row])
+            assert predicted[position] != row["completion_token_ids"][position]
+            assert predicted[:position].tolist() == row["completion_token_ids"][:position]
+    assert swapped.shortfall(0.0) is None
+    assert swapped.shortfall(0.99).startswith(
+        f"its own forward reproduces only {swapped.agreement:.2%} of the completion tokens"
+    )
+    summary = swapped.as_dict()
+    assert summary["n_rows_disagreeing"] == len(swapped.first_disagreement)

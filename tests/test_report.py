@@ -191,6 +191,17 @@ def write_condition(layout, rng, pair, dataset, alpha, idx) -> dict:
     return {(alpha, loss): m for loss, m in by_loss.items()}
 
 
+def teacher_forcing_record(model: str) -> dict:
+    """The base model reproduces its answers; the tuned ones depart on 3 rows (98.5%)."""
+    departures = {} if model == "toy-sft" else {"2": 5, "7": 0, "11": 9}
+    return {
+        "agreement": 1.0 if model == "toy-sft" else 0.985,
+        "n_tokens": 1000,
+        "n_rows_disagreeing": len(departures),
+        "first_disagreement": departures,
+    }
+
+
 def write_results_tree(root: Path, config: dict) -> None:
     """Every input of the figures and report rules (not the figures), from the real modules."""
     layout = Layout(root)
@@ -226,6 +237,7 @@ def write_results_tree(root: Path, config: dict) -> None:
                     "device": "cpu",
                     "accuracy": accuracy,
                     "n": N_PROBLEMS,
+                    "teacher_forcing": teacher_forcing_record(model),
                 },
             )
         for pair in enabled_pairs(config):
@@ -700,3 +712,10 @@ def test_report_lists_every_deviation_from_the_papers_code_with_its_effect(html,
     assert f"filter.mode: {config['filter']['mode']}" in table
     assert "would select" in table and "read back with a relative error" in table
     assert "no scored model is of a family the paper capped (mistral, qwen2)" in table
+
+
+def test_report_shows_teacher_forcing_agreement_and_flags_what_is_below_threshold(html):
+    table = html.split('id="agreement"')[1].split("</table>")[0]
+    assert table.count(">100.00%<") == 2  # toy-sft on both datasets
+    assert 'class="warn" title="3 rows depart; 1000 completion tokens">98.50%<' in table
+    assert "Below 99% (generation.agreement_threshold, highlighted)" in html

@@ -75,6 +75,17 @@ def test_toy_study_end_to_end(toy_study):
                         )
 
 
+def test_every_model_reproduces_its_own_answers_under_teacher_forcing(toy_study):
+    """On CPU in float32 the EAP forward writes exactly the answers generation wrote."""
+    report = (toy_study / "results" / "report" / "report.html").read_text()
+    assert 'id="agreement"' in report
+    for model in {TOY["pairs"][p][role] for p in PAIRS for role in ("base", "tuned")}:
+        for dataset in DATASETS:
+            path = toy_study / f"results/generations/{model}/{dataset}.provenance.json"
+            forced = read_json(path)["teacher_forcing"]
+            assert forced["n_tokens"] > 0 and forced["agreement"] == 1.0, (model, dataset)
+
+
 def test_toy_lineage_meets_its_accuracy_targets(toy_study):
     """toy-sft has learned every set but not perfectly; GRPO, averaged over its training
     seeds, beats it by at least half a point on average.

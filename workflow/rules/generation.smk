@@ -32,6 +32,7 @@ rule generate:
         batch_size=lambda wildcards: config["models"][wildcards.model].get(
             "batch_size", config["generation"]["batch_size"]
         ),
+        agreement_threshold=config["generation"]["agreement_threshold"],
     script:
         "../scripts/generate.py"
 

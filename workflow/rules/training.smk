@@ -12,6 +12,9 @@ rule train_model:
         "benchmarks/train_model/{model}.tsv"
     wildcard_constraints:
         model=one_of(TRAINED),
+    # A trained model starts the longest chain of jobs (generation, pairs, EAP, metrics):
+    # train it before the jobs of models already done, or the last one trains at the end.
+    priority: 10
     conda:
         "../../envs/circuitry.yaml"
     threads: lambda wildcards: train_threads(wildcards.model)

@@ -6,7 +6,13 @@ done, so a killed job resumes each dataset where it stopped."""
 
 import torch
 
-from circuitry.generation import generate_rows, load_model, partial_path_for, write_generations
+from circuitry.generation import (
+    generate_rows,
+    load_model,
+    partial_path_for,
+    teacher_forcing,
+    write_generations,
+)
 from circuitry.grading import grade
 from circuitry.io import read_jsonl, write_json
 from circuitry.logs import setup_logging
@@ -41,9 +47,13 @@ for dataset, source, out in zip(
         accuracy,
         len(rows),
     )
-    answered.append((rows, accuracy))
-for (rows, accuracy), out, provenance in zip(
+    forced = teacher_forcing(lm, rows, params.batch_size)
+    if shortfall := forced.shortfall(params.agreement_threshold):
+        log.warning("%s on %s: %s", snakemake.wildcards.model, dataset, shortfall)
+    answered.append((rows, accuracy, forced))
+for (rows, accuracy, forced), out, provenance in zip(
     answered, snakemake.output.rows, snakemake.output.provenance, strict=True
 ):
-    write_json(provenance, {**lm.provenance(), "accuracy": accuracy, "n": len(rows)})
+    record = {"accuracy": accuracy, "n": len(rows), "teacher_forcing": forced.as_dict()}
+    write_json(provenance, {**lm.provenance(), **record})
     write_generations(out, rows, partial_path_for(out))

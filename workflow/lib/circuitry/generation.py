@@ -17,6 +17,12 @@ prompts first, fixed chunks), and greedy results depend on batch composition thr
 padding, so a restarted job rebuilds the same batches. Each finished batch is appended
 to a partial file next to the output; a restart keeps its rows and generates only the
 batches still missing, so the final file is byte-identical to an uninterrupted run.
+
+Teacher forcing. EAP later re-reads each answer with one forward pass. `teacher_forcing`
+checks that this forward would itself have written the answer: the share of completion
+tokens that are its argmax given their prefix, and where each disagreeing row first
+departs. Batch composition and kernels (bf16 on a GPU) can make the two differ, and then
+the study attributes text the scored model would not have written.
 """
 
 from __future__ import annotations
@@ -56,6 +62,8 @@ COMMIT_HASH = re.compile(r"[0-9a-f]{40}")
 # A character is at most 4 byte-level tokens, so this many trailing tokens hold the
 # last `len(stop)` characters of a completion.
 TOKENS_PER_CHARACTER = 4
+# Logit elements per chunk of the teacher-forced predictions, whatever the vocabulary.
+PREDICTION_CHUNK = 1 << 22
 
 
 @dataclass
@@ -488,3 +496,83 @@ def write_generations(
     n = write_jsonl(path, sorted(rows, key=lambda row: row["idx"]))
     Path(partial_path).unlink(missing_ok=True)
     return n
+
+
+@dataclass(frozen=True)
+class TeacherForcing:
+    """How far a model's forward reproduces a generation file: `n_agreeing` of `n_tokens`
+    completion tokens are its argmax given their prefix; `first_disagreement` maps each
+    row that departs (idx) to the completion position where it first does."""
+
+    n_tokens: int
+    n_agreeing: int
+    first_disagreement: dict[int, int]
+
+    @property
+    def agreement(self) -> float:
+        return self.n_agreeing / self.n_tokens if self.n_tokens else 1.0
+
+    def shortfall(self, threshold: float) -> str | None:
+        """Why the agreement is below `threshold` (None when it is not)."""
+        if self.agreement >= threshold:
+            return None
+        return (
+            f"its own forward reproduces only {self.agreement:.2%} of the completion tokens "
+            f"({len(self.first_disagreement)} rows depart; generation.agreement_threshold "
+            f"{threshold}): EAP would attribute text this forward would not have written"
+        )
+
+    def as_dict(self) -> dict:
+        return {
+            "agreement": self.agreement,
+            "n_tokens": self.n_tokens,
+            "n_rows_disagreeing": len(self.first_disagreement),
+            "first_disagreement": {str(i): p for i, p in self.first_disagreement.items()},
+        }
+
+
+@torch.no_grad()
+def greedy_predictions(lm: LoadedModel, rows: Sequence[dict]) -> list[torch.Tensor]:
+    """Per row, the model's argmax at each completion position given the prefix before it.
+
+    One right-padded forward: a causal model's real tokens never see the padding after
+    them. The output head runs over chunks of positions, so no `[tokens, vocab]` logits
+    tensor is held at once.
+    """
+    sequences = [row["prompt_token_ids"] + row["completion_token_ids"] for row in rows]
+    ids = torch.full((len(rows), max(map(len, sequences))), lm.pad_token_id)
+    mask = torch.zeros_like(ids)
+    for i, sequence in enumerate(sequences):
+        ids[i, : len(sequence)] = torch.tensor(sequence)
+        mask[i, : len(sequence)] = 1
+    hidden = lm.model.base_model(
+        input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device)
+    ).last_hidden_state
+    head = lm.model.get_output_embeddings()
+    positions = max(1, PREDICTION_CHUNK // head.weight.shape[0])
+    predictions = []
+    for i, row in enumerate(rows):
+        start, n = len(row["prompt_token_ids"]) - 1, len(row["completion_token_ids"])
+        states = hidden[i, start : start + n].split(positions)
+        predicted = [head(chunk).argmax(-1) for chunk in states]
+        predictions.append(torch.cat(predicted).cpu() if predicted else torch.zeros(0))
+    return predictions
+
+
+def teacher_forcing(lm: LoadedModel, rows: Sequence[dict], batch_size: int) -> TeacherForcing:
+    """Teacher-forced agreement of `lm` with the completions of `rows` (see the module
+    docstring); rows of similar length share a batch."""
+    ordered = sorted(
+        rows, key=lambda r: len(r["prompt_token_ids"]) + len(r["completion_token_ids"])
+    )
+    n_tokens = n_agreeing = 0
+    first_disagreement = {}
+    for start in range(0, len(ordered), batch_size):
+        batch = ordered[start : start + batch_size]
+        for row, predicted in zip(batch, greedy_predictions(lm, batch), strict=True):
+            agrees = predicted == torch.tensor(row["completion_token_ids"], dtype=torch.long)
+            n_tokens += len(agrees)
+            n_agreeing += int(agrees.sum())
+            if not agrees.all():
+                first_disagreement[row["idx"]] = int((~agrees).nonzero()[0, 0])
+    return TeacherForcing(n_tokens, n_agreeing, dict(sorted(first_disagreement.items())))

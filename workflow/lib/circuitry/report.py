@@ -696,6 +696,43 @@ def accuracy_table(
     )
 
 
+def agreement_table(
+    provenance: Mapping[tuple[str, str], dict],
+    models: Sequence[str],
+    datasets: Sequence[str],
+    threshold: float,
+) -> Table:
+    """Teacher-forcing agreement of each model with its own answers on each dataset."""
+    rows = []
+    for model in models:
+        cells = [Cell(model)]
+        for dataset in datasets:
+            forced = provenance[model, dataset]["teacher_forcing"]
+            cells.append(
+                Cell(
+                    f"{100 * forced['agreement']:.2f}%",
+                    css="warn" if forced["agreement"] < threshold else "",
+                    title=f"{forced['n_rows_disagreeing']} rows depart; "
+                    f"{forced['n_tokens']} completion tokens",
+                )
+            )
+        rows.append(Row(cells))
+    note = (
+        "The share of completion tokens that the model's own forward (the one EAP reads "
+        "them with: same dtype and device) predicts as its argmax given their prefix. "
+        f"Below {threshold:.0%} (generation.agreement_threshold, highlighted) EAP "
+        "attributes text this forward would not have written; hover a cell for the "
+        "number of rows that depart."
+    )
+    return Table(
+        columns=["model", *datasets],
+        rows=rows,
+        caption="Teacher-forcing agreement with the model's own answers",
+        notes=[note],
+        id="agreement",
+    )
+
+
 def format_percent_plain(value) -> str:
     return MISSING if is_missing(value) else f"{format_number(value)}%"
 
@@ -1335,7 +1372,15 @@ def accuracy_section(study: Study) -> Section:
     return Section(
         "accuracy",
         "Model accuracy",
-        [accuracy_table(study.generation_provenance, study.models, study.datasets)],
+        [
+            accuracy_table(study.generation_provenance, study.models, study.datasets),
+            agreement_table(
+                study.generation_provenance,
+                study.models,
+                study.datasets,
+                study.config["generation"]["agreement_threshold"],
+            ),
+        ],
     )
 
 

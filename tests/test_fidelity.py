@@ -16,6 +16,7 @@ from circuitry.fidelity import (
     context_measures,
     effects,
     headline_changes,
+    measure_pair,
     numerics_measures,
     selection_measures,
     to_bfloat16,
@@ -214,3 +215,11 @@ def test_effects_sum_up_the_measures_in_words():
         "moves by 0.50 points (median) and changes sign in 0 of 2 conditions, the entropy "
         "change in 2" in found["numerics"]
     )
+
+
+def test_a_pairing_summary_without_its_draw_order_is_named():
+    summary = {"settings": {"mode": "exact"}, "reference_length_fraction": "10"}
+    with pytest.raises(
+        ValueError, match="pair p, dataset d: the pairing summary has no draw_order"
+    ):
+        measure_pair({"base": [], "tuned": []}, [], summary, {}, pair="p", dataset="d")

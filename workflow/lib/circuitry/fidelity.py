@@ -137,10 +137,9 @@ DEVIATIONS = (
 def configured(config: Mapping, key: str) -> str:
     """The study's value of a dotted config key, `*` standing for every entry there."""
     head, _, rest = key.partition(".")
-    node = config.get(head)
     if head == "*":
-        values = sorted({configured(entry, rest) for entry in config.values()})
-        return ", ".join(values)
+        return ", ".join(sorted({configured(entry, rest) for entry in config.values()}))
+    node = config.get(head)
     if not rest or node is None:
         return str(node).lower() if isinstance(node, bool) else str(node)
     return configured(node, rest)
@@ -323,6 +322,11 @@ def measure_pair(
     dataset: str,
 ) -> pd.DataFrame:
     """Every measure of one pair x dataset as a tidy table (`COLUMNS`)."""
+    if "draw_order" not in summary:
+        raise ValueError(
+            f"pair {pair}, dataset {dataset}: the pairing summary has no draw_order (written "
+            "by an older circuitry); rerun it with --forcerun pair_samples"
+        )
     alphas = sorted({alpha for alpha, _ in score_files})
     rows = selection_measures(generations, summary, pair=pair, dataset=dataset)
     rows += window_measures(summary, alphas)

@@ -9,16 +9,20 @@ import shutil
 import pytest
 import torch
 from huggingface_hub import ResolvedRevision
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import ContinuousBatchingManager, LlamaConfig, LlamaForCausalLM
 
 from circuitry import generation
-from circuitry.generation import (
-    ModelUnavailableError,
+from circuitry.decoding import (
     StopStringCriterion,
     StopStrings,
     completion_end,
     decode,
+    first_end,
     generate_batch,
+    generate_continuous,
+)
+from circuitry.generation import (
+    ModelUnavailableError,
     generate_rows,
     greedy_predictions,
     load_model,
@@ -355,6 +359,92 @@ def test_partial_file_of_other_settings_is_not_reused(lm, tmp_path, monkeypatch)
     rows = run(lm, output, max_new_tokens=5)
     assert counts == {"calls": 4, "rows": 10}
     assert all(len(row["completion_token_ids"]) <= 5 for row in rows)
+
+
+STOPPING = PromptTemplate("raw", user="Q: {question}\nA:", stop=("Q",))
+# Prompts of many lengths, so continuous batching admits and retires rows at many steps.
+MANY = [{"idx": i, "question": q + " " * (i // 6)} for i, q in enumerate(QUESTIONS * 3)]
+
+
+def test_continuous_backend_writes_the_rows_the_static_backend_writes(lm, tmp_path):
+    """Float32 on CPU: paged attention with rows joining and leaving gives the same greedy
+    completions, ended by the same rules, as fixed left-padded batches."""
+    settings = {"max_new_tokens": 30, "batch_size": 4, "progress": False}
+    static, continuous = (
+        generate_rows(lm, STOPPING, MANY, partial_path=tmp_path / b, backend=b, **settings)
+        for b in ("static", "continuous")
+    )
+    assert continuous == static
+    assert {row["finish_reason"] for row in continuous} == {"eos", "stop", "length"}
+
+
+def test_continuous_backend_cancels_a_row_once_its_stop_string_appears(lm, free_run, monkeypatch):
+    ids, free = free_run
+    stop = decode(lm.tokenizer, free[6:8])
+    cancelled = []
+    manager = ContinuousBatchingManager
+    real_cancel = manager.cancel_request
+    monkeypatch.setattr(
+        manager, "cancel_request", lambda self, rid: cancelled.append(rid) or real_cancel(self, rid)
+    )
+    ((idx, completion),) = [
+        row for group in generate_continuous(lm, {7: ids}, 400, stop=(stop,)) for row in group
+    ]
+    assert (idx, completion.finish_reason, completion.token_ids) == (
+        7,
+        "stop",
+        free[: len(completion.token_ids)],
+    )
+    assert cancelled == ["idx-7"]
+
+
+def test_continuous_run_resumes_exactly_the_missing_rows(lm, tmp_path, monkeypatch, uninterrupted):
+    output = tmp_path / "gen.jsonl"
+    real = generation.generate_continuous
+    asked = []
+
+    def first_group_then_killed(lm, prompts, *args):
+        asked.append(sorted(prompts))
+        groups = real(lm, prompts, *args)
+        yield next(groups)
+        groups.close()
+        raise Interrupted
+
+    monkeypatch.setattr(generation, "generate_continuous", first_group_then_killed)
+    with pytest.raises(Interrupted):
+        run(lm, output, backend="continuous")
+    kept = {
+        json.loads(line)["idx"] for line in partial_path_for(output).read_text().splitlines()[1:]
+    }
+    assert 0 < len(kept) < len(PROBLEMS)
+    monkeypatch.setattr(
+        generation,
+        "generate_continuous",
+        lambda lm, prompts, *a: asked.append(sorted(prompts)) or real(lm, prompts, *a),
+    )
+    run(lm, output, backend="continuous")
+    assert asked == [sorted(p["idx"] for p in PROBLEMS), sorted(set(asked[0]) - kept)]
+    assert output.read_bytes() == uninterrupted  # the static backend's bytes
+
+
+def test_an_unknown_backend_is_named(lm, tmp_path):
+    with pytest.raises(ValueError, match="backend 'paged' is not one of static, continuous"):
+        run(lm, tmp_path / "gen.jsonl", backend="paged")
+
+
+def test_scanning_streamed_tokens_finds_the_end_completion_end_finds(lm):
+    tokenizer = lm.tokenizer
+    stops = StopStrings(tokenizer, ["bc"])
+    for text in ("aabca", "abab", "a</s>bc", "bcbc"):
+        tokens = tokenizer(text, add_special_tokens=False)["input_ids"]
+        scanned, end = 0, None
+        for n in range(1, len(tokens) + 1):  # one streamed token at a time
+            end = first_end(tokens[:n], [EOS], stops, start=scanned)
+            scanned = n
+            if end is not None:
+                break
+        expected = completion_end(tokens, [EOS], stops, len(tokens))
+        assert (end or (len(tokens), "length")) == expected
 
 
 def test_read_partial_rejects_a_file_without_header(tmp_path):

@@ -37,6 +37,7 @@ from circuitry.config import (
     check_config,
     describe_schema_error,
     enabled_pairs,
+    imported_file,
     model_spec,
     models_in_use,
     trained_models,
@@ -173,6 +174,24 @@ def template_of(model):
 
 
 # ---- generations and pairs ----
+
+
+def imported_models():
+    """Models whose answers are imported (`generations:`) instead of generated."""
+    return [m for m in MODELS if "generations" in config["models"][m]]
+
+
+def imported_files(wildcards):
+    """The files a model's answers are imported from, one per dataset: inputs, so a
+    replaced file reruns the import and everything downstream."""
+    spec = config["models"][wildcards.model]
+    return [imported_file(spec, dataset) for dataset in DATASETS]
+
+
+def generation_batch_size(wildcards):
+    """Rows a model generates, or reads back, together."""
+    spec = config["models"][wildcards.model]
+    return spec.get("batch_size", config["generation"]["batch_size"])
 
 
 def generation_files():

@@ -16,7 +16,7 @@ rule generate:
     benchmark:
         "benchmarks/generate/{model}.tsv"
     wildcard_constraints:
-        model=one_of(MODELS),
+        model=one_of(m for m in MODELS if m not in imported_models()),
     conda:
         "../../envs/circuitry.yaml"
     threads: lambda wildcards: model_threads(wildcards.model)
@@ -29,12 +29,47 @@ rule generate:
         model=lambda wildcards: model_spec(config, wildcards.model),
         fingerprint=lambda wildcards: local_model_fingerprint(wildcards.model),
         template=lambda wildcards: template_of(wildcards.model),
-        batch_size=lambda wildcards: config["models"][wildcards.model].get(
-            "batch_size", config["generation"]["batch_size"]
-        ),
+        batch_size=generation_batch_size,
         agreement_threshold=config["generation"]["agreement_threshold"],
+        backend=config["generation"]["backend"],
     script:
         "../scripts/generate.py"
+
+
+# Models with `generations:` read their answers from files produced elsewhere instead; the
+# rows are checked against the model and the datasets, graded, and read back like the
+# generated ones, into the same outputs.
+rule import_generations:
+    input:
+        datasets=expand("resources/datasets/{dataset}.jsonl", dataset=DATASETS),
+        generations=imported_files,
+    output:
+        rows=expand("results/generations/{{model}}/{dataset}.jsonl", dataset=DATASETS),
+        provenance=expand(
+            "results/generations/{{model}}/{dataset}.provenance.json", dataset=DATASETS
+        ),
+    log:
+        "logs/import_generations/{model}.log",
+    benchmark:
+        "benchmarks/import_generations/{model}.tsv"
+    wildcard_constraints:
+        model=one_of(imported_models()),
+    conda:
+        "../../envs/circuitry.yaml"
+    threads: lambda wildcards: model_threads(wildcards.model)
+    resources:
+        mem_mb=lambda wildcards: model_mem_mb(wildcards.model),
+        runtime=lambda wildcards: model_runtime(wildcards.model, per_billion=30),
+        gpu=lambda wildcards: model_gpus(wildcards.model),
+    params:
+        datasets=DATASETS,
+        model=lambda wildcards: model_spec(config, wildcards.model),
+        fingerprint=lambda wildcards: local_model_fingerprint(wildcards.model),
+        template=lambda wildcards: template_of(wildcards.model),
+        batch_size=generation_batch_size,
+        agreement_threshold=config["generation"]["agreement_threshold"],
+    script:
+        "../scripts/import_generations.py"
 
 
 if CHECKPOINTS:

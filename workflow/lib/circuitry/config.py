@@ -113,6 +113,12 @@ def _check_dynamics(dynamics: dict, config: dict) -> None:
     key = "dynamics"
     if dynamics["init"] not in config["models"]:
         raise ConfigError(f"{key}.init: unknown model {dynamics['init']!r}")
+    init = dynamics["init"]
+    if "generations" in config["models"][init] and init not in models_in_use(config):
+        raise ConfigError(
+            f"{key}.init: {init!r} imports its answers (generations), which only models of "
+            "enabled pairs do; use it in a pair or remove its generations"
+        )
     if dynamics["eval_dataset"] not in config["datasets"]:
         raise ConfigError(f"{key}.eval_dataset: {dynamics['eval_dataset']!r} is not in datasets")
     for data in dynamics["data"]:
@@ -192,6 +198,30 @@ def _check_model(name: str, model: dict, templates: dict, in_use: bool) -> None:
         )
 
 
+def imported_file(model: dict, dataset: str) -> str:
+    """The file a model's answers to `dataset` are imported from (`generations.path`)."""
+    return model["generations"]["path"].replace("{dataset}", dataset)
+
+
+def _check_generations(name: str, model: dict, datasets: list[str], in_use: bool) -> None:
+    """Imported answers belong to weights the workflow reads (a path or hub_id model), and
+    every dataset of the study has its file."""
+    key = f"models.{name}.generations"
+    if model.get("train"):
+        raise ConfigError(
+            f"{key}: the workflow trains this model, so no answers of it exist to import; "
+            "give its weights as path or hub_id"
+        )
+    if not in_use:
+        return
+    for dataset in datasets:
+        file = imported_file(model, dataset)
+        if not Path(file).is_file():
+            raise ConfigError(
+                f"{key}.path: {file} (the answers to dataset {dataset}) does not exist"
+            )
+
+
 def _check_template(name: str, template: dict) -> None:
     from circuitry.prompts import PromptTemplate
 
@@ -236,6 +266,8 @@ def check_config(config: dict) -> None:
         _check_model(name, model, templates, name in in_use)
         if model.get("train"):
             _check_train(name, model["train"], config)
+        if "generations" in model:
+            _check_generations(name, model, list(config["datasets"]), name in in_use)
     _check_eap(config["eap"])
     shared = config["datasets"].keys() & config.get("training_data", {}).keys()
     if shared:

@@ -1,22 +1,14 @@
 """Generation: load a model, then answer every problem greedily in resumable batches.
 
-Which tokens are the completion. A row's generation ends at the first of:
+Which tokens are the completion, and the two backends that write them (`static`,
+`continuous`), are `circuitry.decoding`'s.
 
-- an EOS token (the tokenizer's EOS or any EOS of the checkpoint's generation config):
-  finish reason `eos`; the EOS itself is not part of the completion;
-- a token after which the decoded completion contains one of the template's stop
-  strings: finish reason `stop`; that token is the completion's last;
-- `max_new_tokens` tokens: finish reason `length`.
-
-An EOS that also completes a stop string counts as `eos`. `completion_token_ids` are
-exactly those generated ids (never padding, never the terminating EOS), and
-`completion` is their decode, special tokens kept and spaces not cleaned up.
-
-Batches are a deterministic function of the problems and the batch size (longest
-prompts first, fixed chunks), and greedy results depend on batch composition through
-padding, so a restarted job rebuilds the same batches. Each finished batch is appended
-to a partial file next to the output; a restart keeps its rows and generates only the
-batches still missing, so the final file is byte-identical to an uninterrupted run.
+Resuming. Each finished row is appended to a partial file next to the output, and a
+restart keeps those rows. Under `static`, batches are a deterministic function of the
+problems and the batch size (longest prompts first, fixed chunks) and greedy results
+depend on batch composition through padding, so a restart rebuilds the same batches,
+generates only those with missing rows, and the final file is byte-identical to an
+uninterrupted run. Under `continuous`, a restart generates exactly the missing rows.
 
 Teacher forcing. EAP later re-reads each answer with one forward pass. `teacher_forcing`
 checks that this forward would itself have written the answer: the share of completion
@@ -34,7 +26,7 @@ import os
 import re
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,14 +35,9 @@ import torch
 import transformers
 from safetensors import SafetensorError, safe_open
 from tqdm import tqdm
-from transformers import (
-    AutoModelForCausalLM,
-    AutoTokenizer,
-    GenerationConfig,
-    StoppingCriteria,
-    StoppingCriteriaList,
-)
+from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
+from circuitry.decoding import BACKENDS, Completion, generate_batch, generate_continuous
 from circuitry.io import atomic_path, dumps_row, write_jsonl
 from circuitry.prompts import Prompt, PromptTemplate, build_prompt
 from circuitry.provenance import model_fingerprint
@@ -59,9 +46,6 @@ log = logging.getLogger(__name__)
 
 FINISH_REASONS = ("eos", "stop", "length")
 COMMIT_HASH = re.compile(r"[0-9a-f]{40}")
-# A character is at most 4 byte-level tokens, so this many trailing tokens hold the
-# last `len(stop)` characters of a completion.
-TOKENS_PER_CHARACTER = 4
 # Logit elements per chunk of the teacher-forced predictions, whatever the vocabulary.
 PREDICTION_CHUNK = 1 << 22
 
@@ -235,114 +219,6 @@ def load_model(spec: dict, device: str | torch.device | None = None) -> LoadedMo
     )
 
 
-def decode(tokenizer, token_ids: Sequence[int]) -> str:
-    """Text of `token_ids`, special tokens kept and spaces not cleaned up."""
-    return tokenizer.decode(
-        list(token_ids), skip_special_tokens=False, clean_up_tokenization_spaces=False
-    )
-
-
-class StopStrings:
-    """Tells whether the last token of a completion makes a stop string appear in its text."""
-
-    def __init__(self, tokenizer, strings: Sequence[str]):
-        self.tokenizer = tokenizer
-        self.strings = tuple(strings)
-        self.window = TOKENS_PER_CHARACTER * (max(map(len, self.strings)) + 1)
-
-    def completed_at(self, token_ids: Sequence[int], end: int) -> bool:
-        """Whether the decoded tail of `token_ids[:end]` contains a stop string."""
-        text = decode(self.tokenizer, token_ids[max(0, end - self.window) : end])
-        return any(s in text for s in self.strings)
-
-
-class StopStringCriterion(StoppingCriteria):
-    """Stops a row once its completion contains a stop string (see StopStrings)."""
-
-    def __init__(self, stops: StopStrings, prompt_width: int):
-        self.stops = stops
-        self.prompt_width = prompt_width
-
-    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
-        tails = input_ids[:, self.prompt_width :][:, -self.stops.window :].tolist()
-        done = [self.stops.completed_at(tail, len(tail)) for tail in tails]
-        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
-
-
-@dataclass(frozen=True)
-class Completion:
-    token_ids: list[int]
-    text: str
-    finish_reason: str
-
-
-def completion_end(
-    generated: Sequence[int],
-    eos_ids: Sequence[int],
-    stops: StopStrings | None,
-    max_new_tokens: int,
-) -> tuple[int, str]:
-    """How many of a row's generated ids form its completion, and why it ended."""
-    eos = set(eos_ids)
-    for position, token in enumerate(generated):
-        if token in eos:
-            return position, "eos"
-        if stops is not None and stops.completed_at(generated, position + 1):
-            return position + 1, "stop"
-    if len(generated) >= max_new_tokens:
-        return max_new_tokens, "length"
-    raise RuntimeError(
-        f"generation ended after {len(generated)} of {max_new_tokens} tokens "
-        "without EOS or stop string"
-    )
-
-
-def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Input ids padded on the left to the longest prompt, and the attention mask."""
-    width = max(len(p) for p in prompts)
-    input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for row, prompt in enumerate(prompts):
-        input_ids[row, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
-        attention_mask[row, width - len(prompt) :] = 1
-    return input_ids, attention_mask
-
-
-def greedy_config(lm: LoadedModel, max_new_tokens: int) -> GenerationConfig:
-    return GenerationConfig(
-        max_new_tokens=max_new_tokens,
-        do_sample=False,
-        num_beams=1,
-        eos_token_id=list(lm.eos_token_ids) or None,
-        pad_token_id=lm.pad_token_id,
-    )
-
-
-def generate_batch(
-    lm: LoadedModel,
-    prompts: Sequence[Sequence[int]],
-    max_new_tokens: int,
-    stop: Sequence[str] = (),
-) -> list[Completion]:
-    """Greedy completions of a batch of prompt token ids (left padded together)."""
-    input_ids, attention_mask = left_pad(prompts, lm.pad_token_id)
-    width = input_ids.shape[1]
-    stops = StopStrings(lm.tokenizer, stop) if stop else None
-    criteria = StoppingCriteriaList([StopStringCriterion(stops, width)] if stops else [])
-    output = lm.model.generate(
-        input_ids=input_ids.to(lm.device),
-        attention_mask=attention_mask.to(lm.device),
-        generation_config=greedy_config(lm, max_new_tokens),
-        stopping_criteria=criteria,
-    )
-    completions = []
-    for generated in output[:, width:].tolist():
-        n, reason = completion_end(generated, lm.eos_token_ids, stops, max_new_tokens)
-        ids = generated[:n]
-        completions.append(Completion(ids, decode(lm.tokenizer, ids), reason))
-    return completions
-
-
 def plan_batches(prompt_lengths: dict[int, int], batch_size: int) -> list[list[int]]:
     """Batches of idx: longest prompts first (memory errors show early), ties by idx."""
     order = sorted(prompt_lengths, key=lambda idx: (-prompt_lengths[idx], idx))
@@ -366,9 +242,11 @@ def run_fingerprint(
     batches: list[list[int]],
     max_new_tokens: int,
     stop: Sequence[str],
+    backend: str,
 ) -> str:
     """A hash of everything the rows depend on; a partial file from another run is not reused."""
     settings = {
+        "backend": backend,
         "model": lm.identity,
         "provenance": lm.provenance(),
         "pad_token_id": lm.pad_token_id,
@@ -434,6 +312,26 @@ def generation_row(idx: int, prompt: Prompt, completion: Completion) -> dict:
     }
 
 
+def completion_groups(
+    lm: LoadedModel,
+    prompts: dict[int, Prompt],
+    todo: list[list[int]],
+    backend: str,
+    max_new_tokens: int,
+    stop: Sequence[str],
+    batch_size: int,
+) -> Iterator[list[tuple[int, Completion]]]:
+    """Completions of the rows of the `todo` batches, `(idx, completion)` in the groups the
+    backend finishes them in: whole batches (`static`) or rows as they end (`continuous`)."""
+    if backend == "static":
+        for batch in todo:
+            ids = [prompts[idx].token_ids for idx in batch]
+            yield list(zip(batch, generate_batch(lm, ids, max_new_tokens, stop), strict=True))
+    else:
+        rows = {idx: prompts[idx].token_ids for batch in todo for idx in batch}
+        yield from generate_continuous(lm, rows, max_new_tokens, stop, batch_size)
+
+
 def generate_rows(
     lm: LoadedModel,
     template: PromptTemplate,
@@ -442,47 +340,60 @@ def generate_rows(
     max_new_tokens: int,
     batch_size: int,
     partial_path: str | os.PathLike,
+    backend: str = "static",
     progress: bool = True,
 ) -> list[dict]:
     """Generation rows of all `problems` (dicts with `idx`, `question`), sorted by idx.
 
-    Rows of an interrupted run are read back from `partial_path` and only the missing
-    batches are generated; each new batch is appended there as soon as it is done.
+    Rows of an interrupted run are read back from `partial_path` and only the missing ones
+    are generated (under `static`, the batches that hold them); each new row is appended
+    there as soon as its group is done.
     """
+    if backend not in BACKENDS:
+        raise ValueError(f"generation backend {backend!r} is not one of {', '.join(BACKENDS)}")
     partial_path = Path(partial_path)
     prompts = build_prompts(template, problems, lm.tokenizer)
-    batches = plan_batches({idx: len(p.token_ids) for idx, p in prompts.items()}, batch_size)
-    fingerprint = run_fingerprint(lm, prompts, batches, max_new_tokens, template.stop)
+    if backend == "static":
+        batches = plan_batches({idx: len(p.token_ids) for idx, p in prompts.items()}, batch_size)
+    else:
+        batches = [sorted(prompts)]
+    fingerprint = run_fingerprint(lm, prompts, batches, max_new_tokens, template.stop, backend)
     done = read_partial(partial_path, fingerprint)
     start_partial(partial_path, fingerprint, done)
-    todo = [batch for batch in batches if any(idx not in done for idx in batch)]
-    log.info(
-        "%d problems in %d batches of up to %d: %d rows restored, %d batches to generate",
-        *(len(prompts), len(batches), batch_size, len(done), len(todo)),
-    )
+    todo = [
+        batch if backend == "static" else [idx for idx in batch if idx not in done]
+        for batch in batches
+        if any(idx not in done for idx in batch)
+    ]
     n_todo = sum(len(batch) for batch in todo)
+    log.info(
+        "%d problems, %s backend (batch size %d): %d rows restored, %d rows to generate",
+        *(len(prompts), backend, batch_size, len(done), n_todo),
+    )
+    start, n_rows, n_tokens = time.perf_counter(), 0, 0
+    groups = completion_groups(
+        lm, prompts, todo, backend, max_new_tokens, template.stop, batch_size
+    )
     with (
         open(partial_path, "a", encoding="utf-8") as f,
         tqdm(total=n_todo, unit="row", disable=not progress, desc="generate") as bar,
     ):
-        for number, batch in enumerate(todo, 1):
-            start = time.perf_counter()
-            token_ids = [prompts[idx].token_ids for idx in batch]
-            completions = generate_batch(lm, token_ids, max_new_tokens, template.stop)
-            n_tokens = sum(len(c.token_ids) for c in completions)
-            rate = n_tokens / (time.perf_counter() - start)
+        for group in groups:
             new = [
                 generation_row(idx, prompts[idx], completion)
-                for idx, completion in zip(batch, completions, strict=True)
+                for idx, completion in group
                 if idx not in done
             ]
             append_rows(f, new)
             done.update((row["idx"], row) for row in new)
+            n_rows += len(group)
+            n_tokens += sum(len(completion.token_ids) for _, completion in group)
+            rate = n_tokens / (time.perf_counter() - start)
             log.info(
-                "batch %d/%d: %d rows, %d completion tokens, %.1f tokens/s",
-                *(number, len(todo), len(batch), n_tokens, rate),
+                "%d/%d rows, %d completion tokens, %.1f tokens/s",
+                *(n_rows, n_todo, n_tokens, rate),
             )
-            bar.update(len(batch))
+            bar.update(len(group))
             bar.set_postfix(tokens_per_s=f"{rate:.1f}")
     reasons = Counter(row["finish_reason"] for row in done.values())
     log.info("finish reasons: %s", ", ".join(f"{r} {reasons[r]}" for r in FINISH_REASONS))

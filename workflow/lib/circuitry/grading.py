@@ -295,3 +295,12 @@ def grade(completion: str, gold: str) -> tuple[str | None, bool]:
     if pred is None or not isinstance(gold, str) or not gold.strip():
         return pred, False
     return pred, answers_match(pred, gold)
+
+
+def grade_rows(rows: list[dict], problems: list[dict]) -> float:
+    """Set each generation row's `pred` and `correct` against its problem's gold answer
+    (matched by `idx`); the accuracy over the rows."""
+    gold = {problem["idx"]: problem["answer"] for problem in problems}
+    for row in rows:
+        row["pred"], row["correct"] = grade(row["completion"], gold[row["idx"]])
+    return sum(row["correct"] for row in rows) / len(rows)

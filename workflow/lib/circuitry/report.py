@@ -753,9 +753,24 @@ def model_source(spec: Mapping) -> str:
     return f"local checkpoint {spec.get('path')}"
 
 
+def answers_origin(records: Mapping[str, dict]) -> str:
+    """Where a model's answers (its generation records by dataset) come from: generated
+    by the workflow (with which backend), or imported (the format, and each file's sha256
+    to 12 digits)."""
+    imported = {d: r for d, r in records.items() if r.get("generated") == "imported"}
+    if not imported:
+        backends = sorted({r["generated"] for r in records.values() if r.get("generated")})
+        if backends:
+            return f"generated ({', '.join(backends)} backend)"
+        return "generated" if any(records.values()) else MISSING
+    file_format = next(iter(imported.values()))["format"]
+    hashes = ", ".join(f"{d} {r['sha256'][:12]}" for d, r in imported.items())
+    return f"imported ({file_format}; sha256 {hashes})"
+
+
 def models_table(config: Mapping, provenance: Mapping[tuple[str, str], dict]) -> Table:
     """Models in use: where they come from, the revision that ran (a local model's file
-    fingerprint), template, token limit."""
+    fingerprint), template, token limit, and whether their answers were imported."""
     datasets = list(config["datasets"])
     rows = []
     for model in models_in_use(config):
@@ -771,6 +786,7 @@ def models_table(config: Mapping, provenance: Mapping[tuple[str, str], dict]) ->
                     Cell(spec["template"]),
                     Cell(format_number(spec["max_new_tokens"])),
                     Cell(f"{record.get('dtype', MISSING)} / {record.get('device', MISSING)}"),
+                    Cell(answers_origin({d: provenance.get((model, d), {}) for d in datasets})),
                 ]
             )
         )
@@ -783,6 +799,7 @@ def models_table(config: Mapping, provenance: Mapping[tuple[str, str], dict]) ->
             "template",
             "max_new_tokens",
             "dtype / device",
+            "answers",
         ],
         rows=rows,
         caption="Models",
@@ -897,6 +914,16 @@ FILTER_READINGS = {
 }
 
 
+def batching_text(generation: Mapping) -> str:
+    """How the answers were batched, for the methods text."""
+    if generation.get("backend") == "continuous":
+        return (
+            "with transformers' continuous batching (paged attention: a row leaves the "
+            "running batch when it ends and a waiting prompt takes its place)"
+        )
+    return f"in fixed left-padded batches of {generation.get('batch_size', MISSING)}"
+
+
 def methods_paragraphs(config: Mapping, n_tests: int) -> list[Markup]:
     """The methods text, generated from the config (values escaped)."""
     filters = config["filter"]
@@ -905,11 +932,11 @@ def methods_paragraphs(config: Mapping, n_tests: int) -> list[Markup]:
     return [
         Markup(
             "Every model answers every problem greedily with its prompt template and its own "
-            "<code>max_new_tokens</code> (tables below), in batches of {batch}; a completion "
+            "<code>max_new_tokens</code> (tables below), {batching}; a completion "
             "ends at an EOS token, a stop string or the token limit. Answers are graded with "
             "<code>math-verify</code> (<code>parse</code> + <code>verify</code>) against the "
             "normalised gold answer."
-        ).format(batch=config.get("generation", {}).get("batch_size", MISSING)),
+        ).format(batching=batching_text(config.get("generation", {}))),
         Markup(
             "For each pair and dataset the two models' answers are joined by problem id and "
             "the problems both answered correctly are kept. With T the smaller of the two "

@@ -12,7 +12,7 @@ import yaml
 
 from circuitry import dynamics
 from circuitry.config import ConfigError, check_config
-from circuitry.figures import plot_metric_dynamics, plot_reward_dynamics
+from circuitry.figures import plot_metric_dynamics, plot_training_log
 from circuitry.pairing import FilterSettings
 from circuitry.report import dynamics_section
 from circuitry.scorefile import DIAGNOSTICS, write_score_file
@@ -25,29 +25,47 @@ def toy_config() -> dict:
     return copy.deepcopy(TOY)
 
 
+def two_temperatures(config: dict) -> dict:
+    """The toy's run and a second one at temperature 0.6, both every 10 steps."""
+    (run,) = config["dynamics"]["runs"]
+    run["train"]["checkpoint_every"] = 10
+    cooler = copy.deepcopy(run)
+    cooler["name"], cooler["train"]["temperature"] = "grpo-t0.6", 0.6
+    config["dynamics"]["runs"] = [cooler, run]
+    return config
+
+
 def test_checkpoints_become_models_of_the_initial_models_lineage():
-    config = toy_config()
-    config["dynamics"].update(temperatures=[0.6, 1.0], checkpoint_every=10)
+    config = two_temperatures(toy_config())
     found = dynamics.add_checkpoints(config)
     steps = list(range(10, 61, 10))
-    assert [c.name for c in found] == [f"dyn-t0.6-step{s}" for s in steps] + [
-        f"dyn-t1.0-step{s}" for s in steps
+    assert [c.name for c in found] == [f"dyn-grpo-t0.6-step{s}" for s in steps] + [
+        f"dyn-grpo-t1-step{s}" for s in steps
     ]
-    model = config["models"]["dyn-t1.0-step30"]
-    assert model["path"] == "resources/models/dyn-t1.0-step30"
+    model = config["models"]["dyn-grpo-t1-step30"]
+    assert model["path"] == "resources/dynamics/grpo-t1/checkpoint-30"
+    assert model["checkpoint"] == {
+        "run": "grpo-t1",
+        "step": 30,
+        "built": "resources/dynamics/grpo-t1",
+    }
     assert model["template"] == "toy" and model["gpu"] is False
     assert config["pairs"] == TOY["pairs"]  # checkpoints are no pairs of the study
-    toy = dynamics.add_checkpoints(toy_config())  # the toy: one temperature, every 20 steps
-    assert [c.name for c in toy] == ["dyn-t1.0-step20", "dyn-t1.0-step40", "dyn-t1.0-step60"]
+    toy = dynamics.add_checkpoints(toy_config())  # the toy: one run, every 20 steps
+    assert [c.name for c in toy] == [f"dyn-grpo-t1-step{s}" for s in (20, 40, 60)]
     assert dynamics.scored_texts(config, "toy-sft") == ["initial"]
-    assert dynamics.scored_texts(config, "dyn-t1.0-step30") == ["initial", "own"]
+    assert dynamics.scored_texts(config, "dyn-grpo-t1-step30") == ["initial", "own"]
+    assert dynamics.init_of(config, "dyn-grpo-t0.6-step10") == "toy-sft"
+    assert dynamics.grpo_settings(config["dynamics"]["runs"][0]["train"])["temperature"] == 0.6
 
 
-def test_dry_run_scores_each_checkpoint_on_the_one_problem_set():
+def test_dry_run_scores_each_checkpoint_on_its_initial_models_problem_set():
     jobs = dry_run_jobs("--configfile", str(ROOT / "config" / "toy.yaml"))
     by_rule = {}
     for job in jobs:
         by_rule.setdefault(job["rule"], []).append(job)
+    (training,) = by_rule["train_dynamics"]
+    assert training["output"] == ["resources/dynamics/grpo-t1"]
     (problems,) = by_rule["dynamics_problems"]
     assert problems["input"] == ["results/generations/toy-sft/toy-math.jsonl"]
     (initial,) = by_rule["eap_score_initial"]
@@ -58,9 +76,12 @@ def test_dry_run_scores_each_checkpoint_on_the_one_problem_set():
     checkpoints = {job["wildcards"]["model"]: job for job in by_rule["eap_score_checkpoint"]}
     assert sorted(checkpoints) == [c.name for c in dynamics.checkpoints(TOY)]
     for name, job in checkpoints.items():
-        assert "results/dynamics/problems.jsonl" in job["input"]
+        assert "results/dynamics/problems/toy-sft.jsonl" in job["input"]
+        assert "resources/dynamics/grpo-t1" in job["input"]
         assert f"results/generations/{name}/toy-math.jsonl" in job["input"]
         assert len(job["output"]) == 4  # initial and own text, ce and ce_unit
+    (summary,) = by_rule["dynamics"]
+    assert "resources/dynamics/grpo-t1" in summary["input"]  # its trainer_state.json
     assert not any(job["wildcards"].get("pair", "").startswith("dyn-") for job in jobs)
 
 
@@ -71,20 +92,55 @@ def test_dynamics_can_be_switched_off():
     assert not any(name.startswith("dyn-") for name in config["models"])
 
 
+def change_run(config: dict, change: dict) -> dict:
+    (run,) = config["dynamics"]["runs"]
+    for key, value in change.items():
+        target, field = (run["train"], key[6:]) if key.startswith("train.") else (run, key)
+        if value is None:
+            del target[field]
+        else:
+            target[field] = value
+    return config
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"train.steps": 65}, "dynamics.runs.grpo-t1.train.steps: not a multiple"),
+        ({"init": "nope"}, "dynamics.runs.grpo-t1.init: unknown model 'nope'"),
+        (
+            {"train.data": ["toy-math"]},
+            "dynamics.runs.grpo-t1.train.data: 'toy-math' is not an entry of training_data",
+        ),
+        ({"trl": "somewhere"}, "give exactly one source of checkpoints .*found train, trl"),
+        ({"train": None}, "give exactly one source of checkpoints .*found none"),
+        ({"log": "missing.json"}, "dynamics.runs.grpo-t1.log: missing.json does not exist"),
+    ],
+)
+def test_inconsistent_runs_are_named(change, message):
+    config = change_run(toy_config(), change)
+    with pytest.raises(ConfigError, match=message):
+        check_config(config)
+
+
 @pytest.mark.parametrize(
     "change, message",
     [
         ({"alpha": 0.2}, "dynamics.alpha: 0.2 is not one of eap.alphas"),
-        ({"steps": 65}, "dynamics.steps: not a multiple of checkpoint_every"),
         ({"eval_dataset": "gsm8k"}, "dynamics.eval_dataset: 'gsm8k' is not in datasets"),
-        ({"init": "nope"}, "dynamics.init: unknown model 'nope'"),
-        ({"data": ["toy-math"]}, "dynamics.data: 'toy-math' is not an entry of training_data"),
     ],
 )
 def test_inconsistent_dynamics_are_named(change, message):
     config = toy_config()
     config["dynamics"].update(change)
     with pytest.raises(ConfigError, match=message):
+        check_config(config)
+
+
+def test_two_runs_of_one_name_are_refused():
+    config = two_temperatures(toy_config())
+    config["dynamics"]["runs"][0]["name"] = "grpo-t1"
+    with pytest.raises(ConfigError, match="dynamics.runs: two runs are named 'grpo-t1'"):
         check_config(config)
 
 
@@ -156,7 +212,7 @@ def tracked(intensity, kurtosis, entropy, window_ce, idx=None) -> pd.DataFrame:
 
 def small_dynamics_config() -> dict:
     config = toy_config()
-    config["dynamics"].update(temperatures=[1.0], steps=20, checkpoint_every=10)
+    config["dynamics"]["runs"][0]["train"].update(steps=20, checkpoint_every=10)
     config["eap"]["losses"] = ["ce"]
     config["stats"] = {"seed": 0, "n_resamples": 199}
     return config
@@ -170,18 +226,22 @@ def dynamics_values(step10_own_idx=range(8)) -> dict:
     own = list(step10_own_idx)
     return {
         ("toy-sft", "initial", "ce"): tracked([2.0] * n, [10.0] * n, [4.0] * n, [1.0] * n),
-        ("dyn-t1.0-step10", "initial", "ce"): tracked([2.5] * n, [8.0] * n, [4.0] * n, [0.5] * n),
-        ("dyn-t1.0-step10", "own", "ce"): tracked(
+        ("dyn-grpo-t1-step10", "initial", "ce"): tracked(
+            [2.5] * n, [8.0] * n, [4.0] * n, [0.5] * n
+        ),
+        ("dyn-grpo-t1-step10", "own", "ce"): tracked(
             [4.0] * len(own), [8.0] * len(own), [4.0] * len(own), [0.5] * len(own), idx=own
         ),
-        ("dyn-t1.0-step20", "initial", "ce"): tracked([1.0] * n, [9.0] * n, [4.2] * n, [1.0] * n),
-        ("dyn-t1.0-step20", "own", "ce"): tracked([1.0] * n, [9.0] * n, [4.2] * n, [1.0] * n),
+        ("dyn-grpo-t1-step20", "initial", "ce"): tracked(
+            [1.0] * n, [9.0] * n, [4.2] * n, [1.0] * n
+        ),
+        ("dyn-grpo-t1-step20", "own", "ce"): tracked([1.0] * n, [9.0] * n, [4.2] * n, [1.0] * n),
     }
 
 
 def test_summary_and_highlights_by_hand():
     config = small_dynamics_config()
-    accuracy = {"toy-sft": 0.5, "dyn-t1.0-step10": 0.55, "dyn-t1.0-step20": 0.7}
+    accuracy = {"toy-sft": 0.5, "dyn-grpo-t1-step10": 0.55, "dyn-grpo-t1-step20": 0.7}
     summary = dynamics.summary_table(config, accuracy, dynamics_values([1, 3, 5]))
     initial = summary[summary["text"] == "initial"]
     own = summary[summary["text"] == "own"]
@@ -245,29 +305,29 @@ def test_a_checkpoint_without_correct_answers_in_the_set_has_no_change(tmp_path)
     assert change["n_samples"] == 0 and np.isnan(change["intensity_change_pct"])
 
 
-def test_reward_log_needs_grpo_columns(tmp_path):
-    path = tmp_path / "log.csv"
-    pd.DataFrame({"step": [1], "loss": [0.3]}).to_csv(path, index=False)
-    with pytest.raises(ValueError, match="no \\['reward', 'reward_std'\\] columns"):
-        dynamics.reward_log(path)
-
-
 def test_dynamics_figures_and_section(tmp_path):
     config = small_dynamics_config()
-    accuracy = {"toy-sft": 0.5, "dyn-t1.0-step10": 0.6, "dyn-t1.0-step20": 0.62}
+    accuracy = {"toy-sft": 0.5, "dyn-grpo-t1-step10": 0.6, "dyn-grpo-t1-step20": 0.62}
     summary = dynamics.summary_table(config, accuracy, dynamics_values())
     highlights = dynamics.highlights(summary)
     steps = np.arange(1, 21)
-    logs = {1.0: pd.DataFrame({"step": steps, "reward": steps / 20, "reward_std": 0.3})}
-    plot_reward_dynamics(logs, tmp_path / "reward.png", window=8)
+    logs = {
+        "grpo-t1": pd.DataFrame(
+            {"step": steps, "reward": steps / 20, "reward_std": 0.3, "kl": steps / 100}
+        )
+    }
+    plot_training_log(logs, highlights, tmp_path / "training.png")
+    plot_training_log({}, highlights, tmp_path / "unlogged.png")  # runs that logged nothing
     plot_metric_dynamics(summary, highlights, tmp_path / "metrics.png")
-    for name in ("reward.png", "metrics.png"):
+    for name in ("training.png", "unlogged.png", "metrics.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     section = dynamics_section(
-        config, summary, highlights, tmp_path / "reward.png", tmp_path / "metrics.png"
+        config, summary, highlights, tmp_path / "training.png", tmp_path / "metrics.png"
     )
     text, *_figures, table = section.blocks
     paragraphs = " ".join(text.paragraphs)
+    assert "grpo-t1: GRPO run by the workflow from toy-sft" in paragraphs
+    assert "read back from trl's output directory" in paragraphs
     assert "on the initial model's answers: accuracy rose fastest between steps 0 and 10" in (
         paragraphs
     )

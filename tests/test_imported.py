@@ -315,9 +315,12 @@ def test_a_trained_model_has_no_answers_to_import(tmp_path):
 def test_the_dynamics_cannot_start_from_a_model_outside_the_pairs_that_imports_answers(tmp_path):
     config = study_config(tmp_path)
     config["dynamics"] = yaml.safe_load((ROOT / "config" / "toy.yaml").read_text())["dynamics"]
-    config["dynamics"].update(init="spare", eval_dataset="toy-gsm8k", alpha=0.5)
+    config["dynamics"].update(eval_dataset="toy-gsm8k", alpha=0.5)
+    config["dynamics"]["runs"][0]["init"] = "spare"
     config["models"]["spare"] = config["models"]["base-model"]
-    with pytest.raises(ConfigError, match="dynamics.init: 'spare' imports its answers"):
+    with pytest.raises(
+        ConfigError, match="dynamics.runs.grpo-t1.init: 'spare' imports its answers"
+    ):
         check_config(config)
 
 

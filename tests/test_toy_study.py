@@ -7,9 +7,12 @@ checks them; on a fresh checkout it builds the whole study (about 10 minutes on 
 
 from __future__ import annotations
 
+import copy
 import itertools
+import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -128,10 +131,11 @@ def test_identity_pair_is_an_exact_null(toy_study):
 def test_dynamics_score_every_checkpoint_on_one_problem_set(toy_study):
     """One problem set and one cut_len for the whole run: every checkpoint reads the
     initial model's answers on all its problems, and its own on a subset of them."""
-    problems = read_jsonl(toy_study / "results/dynamics/problems.jsonl")
+    (run,) = TOY["dynamics"]["runs"]
+    problems = read_jsonl(toy_study / f"results/dynamics/problems/{run['init']}.jsonl")
     idx = [row["idx"] for row in problems]
     assert len(idx) == TOY["filter"]["num_samples"]
-    models = [TOY["dynamics"]["init"], *(c.name for c in dynamics.checkpoints(TOY))]
+    models = [run["init"], *(c.name for c in dynamics.checkpoints(TOY))]
     cut_lens = set()
     for model, loss in itertools.product(models, LOSSES):
         for text in dynamics.scored_texts(TOY, model):
@@ -146,6 +150,115 @@ def test_dynamics_score_every_checkpoint_on_one_problem_set(toy_study):
     assert (start["intensity_change"] == 0).all() and (start["window_ce_p"] == 1).all()
     initial = summary[summary["text"] == "initial"]
     assert (initial["n_samples"] == len(idx)).all()
+
+
+def sources_config(tmp_path, toy_root, runs: list[dict]) -> str:
+    """A study whose dynamics start from a copy of the toy's SFT model (a `path:` model
+    under the same name, so resampling is seeded alike) and follow `runs` on the toy's
+    eval dataset; the toy's GRPO run folder is copied to `tmp_path / "grpo"`."""
+    config = copy.deepcopy(TOY)
+    eval_dataset = config["dynamics"]["eval_dataset"]
+    config["datasets"] = {eval_dataset: config["datasets"][eval_dataset]}
+    config["training_data"] = {}
+    init = {k: v for k, v in config["models"]["toy-sft"].items() if k != "train"}
+    shutil.copytree(toy_root / "resources/models/toy-sft", tmp_path / "toy-sft")
+    config["models"] = {"toy-sft": {**init, "path": str(tmp_path / "toy-sft")}}
+    config["pairs"] = {"toy-identity": config["pairs"]["toy-identity"]}
+    config["dynamics"]["runs"] = runs
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
+def hub_cache(root, hub_id: str, folders: dict[str, Path]) -> None:
+    """A Hugging Face hub cache holding `folders` as revisions of `hub_id` (one commit
+    each), as `hf download --revision` would leave it."""
+    repo = root / "hub" / f"models--{hub_id.replace('/', '--')}"
+    for number, (revision, folder) in enumerate(folders.items()):
+        commit = f"{number:040x}"
+        shutil.copytree(folder, repo / "snapshots" / commit)
+        (repo / "refs").mkdir(parents=True, exist_ok=True)
+        (repo / "refs" / revision).write_text(commit)
+
+
+def lora_adapter(base: Path, folder: Path) -> None:
+    """A random LoRA adapter of `base`, saved as trl saves an adapter checkpoint."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(base),
+        LoraConfig(r=2, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
+    )
+    model.save_pretrained(folder)
+    state = {"log_history": [{"step": 5, "reward": 0.25, "reward_std": 0.1}]}
+    (folder / "trainer_state.json").write_text(json.dumps(state))
+
+
+def test_every_source_reads_the_toy_run_as_the_train_source_does(toy_study, tmp_path):
+    """The toy's GRPO run read back as a trl output directory, as a glob of two of its
+    checkpoint folders and as hub revisions of two: the same weights give the same
+    summary rows as the run the workflow trained. A trl run of a LoRA adapter is merged
+    onto its initial model. Then a third folder joins the glob and only its own jobs (and
+    the summary) are planned."""
+    (toy_run,) = TOY["dynamics"]["runs"]
+    shutil.copytree(toy_study / "resources/dynamics" / toy_run["name"], tmp_path / "grpo")
+    folders = {s: tmp_path / "grpo" / f"checkpoint-{s}" for s in (20, 40, 60)}
+    hub_cache(
+        tmp_path / "hf", "circuitry/toy-grpo", {"step-20": folders[20], "step-60": folders[60]}
+    )
+    lora_adapter(toy_study / "resources/models/toy-sft", tmp_path / "lora" / "checkpoint-5")
+    runs = [
+        {"name": "reread", "init": "toy-sft", "trl": str(tmp_path / "grpo")},
+        {
+            "name": "dirs",
+            "init": "toy-sft",
+            "dirs": {"glob": str(tmp_path / "grpo" / "checkpoint-[24]0"), "step": r"-(\d+)$"},
+        },
+        {
+            "name": "hub",
+            "init": "toy-sft",
+            "revisions": {"hub_id": "circuitry/toy-grpo", "revisions": ["step-20", "step-60"]},
+        },
+        {"name": "lora", "init": "toy-sft", "trl": str(tmp_path / "lora")},
+    ]
+    config = sources_config(tmp_path, toy_study, runs)
+    env = {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    target = ("results/dynamics/summary.csv", "--configfile", config, "--cores", "2")
+    result = run_snakemake(*target, workdir=tmp_path, env=env, timeout=1200)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+    expected = pd.read_csv(toy_study / "results/dynamics/summary.csv")
+    expected = expected[expected["run"] == toy_run["name"]].drop(columns="run")
+    summary = pd.read_csv(tmp_path / "results/dynamics/summary.csv")
+    for run, steps in (("reread", [0, 20, 40, 60]), ("dirs", [0, 20, 40]), ("hub", [0, 20, 60])):
+        rows = summary[summary["run"] == run].drop(columns="run").reset_index(drop=True)
+        assert sorted(set(rows["step"])) == steps
+        pd.testing.assert_frame_equal(
+            rows, expected[expected["step"].isin(steps)].reset_index(drop=True)
+        )
+    lora = summary[summary["run"] == "lora"]
+    assert sorted(set(lora["step"])) == [0, 5]  # the adapter, merged onto toy-sft
+    assert (tmp_path / "resources/models/dyn-lora-step5/model.safetensors").is_file()
+    assert (tmp_path / "results/figures/dynamics/training.png").is_file()
+
+    study = yaml.safe_load(Path(config).read_text())
+    study["dynamics"]["runs"][1]["dirs"]["glob"] = str(tmp_path / "grpo" / "checkpoint-*")
+    Path(config).write_text(yaml.safe_dump(study))  # the glob now finds step 60 too
+    planned = run_snakemake(*target, "--dry-run", workdir=tmp_path, env=env)
+    assert planned.returncode == 0, planned.stdout + planned.stderr
+    jobs = set()
+    for block in re.split(r"\n(?=(?:local)?rule \w+:\n)", planned.stdout):
+        if rule := re.match(r"(?:local)?rule (\w+):\n", block):
+            wildcards = re.search(r"wildcards: (.*)", block)
+            jobs.add((rule.group(1), wildcards.group(1) if wildcards else None))
+    assert jobs == {
+        ("generate_dynamics", "model=dyn-dirs-step60"),
+        ("eap_score_checkpoint", "model=dyn-dirs-step60"),
+        ("dynamics", None),
+    }
 
 
 def reduced_toy_config(tmp_path, n_problems: int, batch_size: int) -> str:

@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from circuitry import toy, training
+from circuitry import runs, toy, training
 from circuitry.io import sha256_file
 from circuitry.prompts import PromptTemplate
 
@@ -154,15 +154,37 @@ def test_narrow_logprob_tiles_train_grpo_exactly_as_trls_default(
     assert weights_hash(tmp_path / "narrow") == weights_hash(tmp_path / "default")
 
 
-def test_grpo_saves_checkpoints_along_the_run(sft_dir, problems, tmp_path, parity_grader):
-    checkpoints = {1: tmp_path / "step1", 2: tmp_path / "step2"}
-    frame = training.train_grpo(
-        sft_dir, problems, TEMPLATE, {**GRPO, "steps": 2}, None, checkpoints=checkpoints
-    )
-    assert weights_hash(checkpoints[1]) != weights_hash(checkpoints[2])
-    assert weights_hash(checkpoints[1]) != weights_hash(sft_dir)
-    assert AutoModelForCausalLM.from_pretrained(checkpoints[2]).config.num_hidden_layers == 2
+def test_grpo_saves_trl_checkpoints_along_the_run(sft_dir, problems, tmp_path, parity_grader):
+    run_dir = tmp_path / "run"
+    settings = {**GRPO, "steps": 2, "checkpoint_every": 1}
+    frame = training.train_grpo(sft_dir, problems, TEMPLATE, settings, None, run_dir=run_dir)
+    first, second = run_dir / "checkpoint-1", run_dir / "checkpoint-2"
+    assert weights_hash(first) != weights_hash(second)
+    assert weights_hash(first) != weights_hash(sft_dir)
+    assert AutoModelForCausalLM.from_pretrained(second).config.num_hidden_layers == 2
     assert list(frame.dropna(subset=["reward"])["step"]) == [1, 2]
+    logged = runs.training_log(run_dir)  # the last checkpoint's trainer_state.json
+    assert list(logged["step"]) == [1, 2]
+    assert logged["reward"].tolist() == frame.dropna(subset=["reward"])["reward"].tolist()
+
+
+def test_an_adapter_merges_onto_its_base_model(sft_dir, tmp_path):
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(0)
+    lora = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(sft_dir),
+        LoraConfig(r=2, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
+    )
+    lora.save_pretrained(tmp_path / "adapter")
+    ids = torch.tensor([[1, 5, 9, 13]])
+    with torch.no_grad():
+        expected = lora(ids).logits
+    training.merge_adapter(sft_dir, tmp_path / "adapter", tmp_path / "merged")
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")
+    with torch.no_grad():
+        torch.testing.assert_close(merged(ids).logits, expected, rtol=1e-4, atol=1e-4)
+    assert (tmp_path / "merged" / "tokenizer.json").is_file()
 
 
 def test_dpo_trains_on_pairs_of_its_own_samples(sft_dir, problems, tmp_path, parity_grader):

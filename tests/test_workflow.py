@@ -40,9 +40,9 @@ def test_lint_is_clean():
 
 
 def test_full_config_plans_every_stage(tmp_path):
-    """EAP: one job per pair writes every dataset, alpha and role. Dynamics: 2 temperatures
-    x 40 checkpoints, each answering GSM8K and scored on one problem set of the initial
-    model's answers, which the initial model is scored on once."""
+    """EAP: one job per pair writes every dataset, alpha and role. Dynamics: 2 runs (the
+    temperatures) x 40 checkpoints, each answering GSM8K and scored on one problem set of
+    the initial model's answers, which the initial model is scored on once."""
     jobs = dry_run_jobs("--configfile", full_config_with_qwen(tmp_path))
     models, datasets, pairs = 8, 3, 4
     checkpoints = 2 * 400 // 10

@@ -17,7 +17,7 @@ os.environ.update(
 
 from snakemake.utils import validate
 
-from circuitry import dynamics
+from circuitry import dynamics, runs
 from circuitry.provenance import model_fingerprint, reproduce_command
 from circuitry.results import (
     DYNAMICS_EAP_FILE,
@@ -30,6 +30,7 @@ from circuitry.results import (
     Layout,
 )
 from circuitry.scorefile import PAPER_CONDITION
+from circuitry.runs import RUN_DIR
 from circuitry.config import (
     TRAINED_MODEL_DIR,
     ConfigError,
@@ -61,9 +62,10 @@ MODELS = models_in_use(config)
 PAIRS = enabled_pairs(config)
 TRAINED = trained_models(config)
 TRAINING_FIGURES = LAYOUT.training_figures(config)
-TEMPERATURES = [str(t) for t in dynamics.temperatures(config)] if CHECKPOINTS else []
+RUNS = {run["name"]: run for run in dynamics.runs(config)}
+TRAIN_RUNS = [name for name, run in RUNS.items() if "train" in run]
+DYNAMICS_INITS = dynamics.inits(config)
 DYNAMICS_ALPHA = str(config["dynamics"]["alpha"]) if CHECKPOINTS else None
-DYNAMICS_INIT = config["dynamics"]["init"] if CHECKPOINTS else None
 DYNAMICS_EVAL = config["dynamics"]["eval_dataset"] if CHECKPOINTS else None
 
 
@@ -81,7 +83,8 @@ wildcard_constraints:
     dataset=one_of(DATASETS),
     model=one_of(config["models"]),
     pair=one_of(PAIRS),
-    temperature=one_of(TEMPERATURES),
+    run=one_of(RUNS),
+    init=one_of(DYNAMICS_INITS),
     role="base|tuned",
     alpha=one_of(ALPHAS),
     loss=one_of(EAP_LOSSES),
@@ -135,10 +138,13 @@ def model_gpus(model):
 
 
 def model_dir(model):
-    """A model built by the workflow (trained, or a dynamics checkpoint) is an input of
-    the jobs that use it."""
-    built = model in TRAINED or "checkpoint" in config["models"][model]
-    return [TRAINED_MODEL_DIR.format(model=model)] if built else []
+    """What the jobs using a model wait for: the directory the workflow builds it in (a
+    trained model, a `train` run's checkpoints, a merged adapter); nothing for a user's.
+    """
+    if model in TRAINED:
+        return [TRAINED_MODEL_DIR.format(model=model)]
+    built = config["models"][model].get("checkpoint", {}).get("built")
+    return [built] if built else []
 
 
 def local_model_fingerprint(model):
@@ -336,24 +342,47 @@ def pair_test_files():
 
 
 def dynamics_train_inputs(wildcards):
+    train = RUNS[wildcards.run]["train"]
     return {
-        "data": expand("resources/datasets/{d}.jsonl", d=config["dynamics"]["data"]),
-        "init": model_dir(config["dynamics"]["init"]),
+        "data": expand("resources/datasets/{d}.jsonl", d=train["data"]),
+        "init": model_dir(RUNS[wildcards.run]["init"]),
     }
 
 
-def checkpoint_dir_patterns():
-    """The checkpoint directories of one temperature's run, with a {temperature} wildcard."""
-    steps = dynamics.checkpoint_steps(config["dynamics"])
-    names = [
-        dynamics.CHECKPOINT.format(temperature="{temperature}", step=s) for s in steps
-    ]
-    return [TRAINED_MODEL_DIR.format(model=name) for name in names]
+def adapter_models():
+    """Checkpoints that are PEFT adapters, merged onto their run's initial model."""
+    return [c.name for c in CHECKPOINTS if c.kind == "adapter"]
+
+
+def merge_inputs(wildcards):
+    spec = config["models"][wildcards.model]
+    return {
+        "adapter": spec["adapter"],
+        "init": model_dir(initial_model(wildcards.model)),
+    }
+
+
+def initial_model(model):
+    """A checkpoint's run's initial model."""
+    return dynamics.init_of(config, model)
+
+
+def dynamics_initial_spec(model):
+    """A checkpoint's initial model's entry, whose tokenizer it must share (None for an
+    initial model)."""
+    init = initial_model(model)
+    return None if init == model else model_spec(config, init)
+
+
+def dynamics_model_dirs(model):
+    """What a dynamics model's generation waits for: its weights and, for a checkpoint,
+    its initial model's (whose tokenizer it is checked against)."""
+    return list(dict.fromkeys(model_dir(model) + model_dir(initial_model(model))))
 
 
 def dynamics_models():
-    """The initial model, then every checkpoint in temperature and step order."""
-    return [DYNAMICS_INIT] + [c.name for c in CHECKPOINTS]
+    """The initial models, then every checkpoint in run and step order."""
+    return DYNAMICS_INITS + [c.name for c in CHECKPOINTS]
 
 
 def dynamics_scored():
@@ -375,33 +404,46 @@ def dynamics_score_files(texts):
     ]
 
 
+def dynamics_problem_files(model):
+    """The problem set (and its summary) of a dynamics model's initial model."""
+    init = initial_model(model)
+    return {
+        "problems": DYNAMICS_PROBLEMS.format(init=init),
+        "summary": DYNAMICS_PROBLEMS_SUMMARY.format(init=init),
+    }
+
+
 def dynamics_score_inputs(wildcards):
-    """What scoring a dynamics model reads: its weights, the problem set and, for a
-    checkpoint, its own answers."""
+    """What scoring a dynamics model reads: its weights, its initial model's problem set
+    and, for a checkpoint, its own answers."""
     inputs = {
         "model": model_dir(wildcards.model),
-        "problems": DYNAMICS_PROBLEMS,
-        "summary": DYNAMICS_PROBLEMS_SUMMARY,
+        **dynamics_problem_files(wildcards.model),
     }
-    if wildcards.model != DYNAMICS_INIT:
-        evaluated = config["dynamics"]["eval_dataset"]
+    if wildcards.model not in DYNAMICS_INITS:
         inputs["generations"] = (
-            f"results/generations/{wildcards.model}/{evaluated}.jsonl"
+            f"results/generations/{wildcards.model}/{DYNAMICS_EVAL}.jsonl"
         )
     return inputs
+
+
+def dynamics_logs():
+    """`{run: where its logged series are}` for the runs that have them."""
+    return {
+        name: source
+        for name, run in RUNS.items()
+        if (source := runs.log_source(run)) is not None
+    }
 
 
 def dynamics_inputs():
     """What the dynamics summary reads: logs, accuracies and every score file."""
     if not CHECKPOINTS:
         return {}
-    evaluated = config["dynamics"]["eval_dataset"]
     return {
-        "logs": expand(
-            "results/dynamics/t{temperature}/training_log.csv", temperature=TEMPERATURES
-        ),
+        "logs": list(dynamics_logs().values()),
         "accuracy": [
-            f"results/generations/{m}/{evaluated}.provenance.json"
+            f"results/generations/{m}/{DYNAMICS_EVAL}.provenance.json"
             for m in dynamics_models()
         ],
         "scores": [DYNAMICS_EAP_FILE.format(**s) for s in dynamics_scored()],
@@ -416,7 +458,7 @@ def dynamics_report_inputs():
 DYNAMICS_OUTPUTS = {
     "summary": "results/dynamics/summary.csv",
     "highlights": "results/dynamics/highlights.csv",
-    "reward_figure": "results/figures/dynamics/reward.png",
+    "training_figure": "results/figures/dynamics/training.png",
     "metrics_figure": "results/figures/dynamics/metrics.png",
 }
 

@@ -1,62 +1,90 @@
-# Training dynamics: GRPO runs with checkpoints. Each checkpoint answers the eval dataset
-# through the study's generation rule; its circuits are scored on one fixed problem set,
-# on the initial model's answers and on its own, and compared with the initial model's.
+# Training dynamics: RL runs followed checkpoint by checkpoint. Each checkpoint answers the
+# eval dataset through the study's generation rule; its circuits are scored on its initial
+# model's fixed problem set, on the initial model's answers and on its own, and compared
+# with the initial model's.
 
 
 if CHECKPOINTS:
 
+    # A `train` run: GRPO from its initial model, trl saving checkpoint-<step> folders.
     rule train_dynamics:
         input:
             unpack(dynamics_train_inputs),
         output:
-            checkpoints=[directory(d) for d in checkpoint_dir_patterns()],
-            log="results/dynamics/t{temperature}/training_log.csv",
+            directory(RUN_DIR),
         log:
-            "logs/train_dynamics/t{temperature}.log",
+            "logs/train_dynamics/{run}.log",
         benchmark:
-            "benchmarks/train_dynamics/t{temperature}.tsv"
+            "benchmarks/train_dynamics/{run}.tsv"
+        wildcard_constraints:
+            run=one_of(TRAIN_RUNS),
         conda:
             "../../envs/circuitry.yaml"
-        threads: lambda wildcards: model_threads(DYNAMICS_INIT)
+        threads: lambda wildcards: model_threads(RUNS[wildcards.run]["init"])
         resources:
-            mem_mb=lambda wildcards: model_mem_mb(DYNAMICS_INIT),
-            runtime=lambda wildcards: model_runtime(DYNAMICS_INIT, per_billion=480),
-            gpu=lambda wildcards: model_gpus(DYNAMICS_INIT),
+            mem_mb=lambda wildcards: model_mem_mb(RUNS[wildcards.run]["init"]),
+            runtime=lambda wildcards: model_runtime(
+                RUNS[wildcards.run]["init"], per_billion=480
+            ),
+            gpu=lambda wildcards: model_gpus(RUNS[wildcards.run]["init"]),
         params:
             settings=lambda wildcards: dynamics.grpo_settings(
-                config["dynamics"], wildcards.temperature
+                RUNS[wildcards.run]["train"]
             ),
-            template=template_of(DYNAMICS_INIT),
+            init=lambda wildcards: model_spec(config, RUNS[wildcards.run]["init"]),
+            template=lambda wildcards: template_of(RUNS[wildcards.run]["init"]),
         script:
             "../scripts/train_dynamics.py"
+
+    # A checkpoint that is a PEFT adapter, merged onto its run's initial model.
+    rule merge_adapter:
+        input:
+            unpack(merge_inputs),
+        output:
+            directory(TRAINED_MODEL_DIR),
+        log:
+            "logs/merge_adapter/{model}.log",
+        wildcard_constraints:
+            model=one_of(adapter_models()),
+        conda:
+            "../../envs/circuitry.yaml"
+        threads: lambda wildcards: model_threads(wildcards.model)
+        resources:
+            mem_mb=lambda wildcards: model_mem_mb(wildcards.model),
+            runtime=lambda wildcards: model_runtime(wildcards.model, per_billion=5),
+        params:
+            init=lambda wildcards: model_spec(config, initial_model(wildcards.model)),
+        script:
+            "../scripts/merge_adapter.py"
 
     localrules:
         dynamics_problems,
         dynamics,
 
-    # The initial model's correct answers, filtered by its lengths: every checkpoint's
-    # problems, and one reference length T.
+    # An initial model's correct answers, filtered by its lengths: the problems of every
+    # checkpoint of its runs, and one reference length T.
     rule dynamics_problems:
         input:
-            f"results/generations/{DYNAMICS_INIT}/{config['dynamics']['eval_dataset']}.jsonl",
+            f"results/generations/{{init}}/{DYNAMICS_EVAL}.jsonl",
         output:
             rows=DYNAMICS_PROBLEMS,
             summary=DYNAMICS_PROBLEMS_SUMMARY,
         log:
-            "logs/dynamics_problems.log",
+            "logs/dynamics_problems/{init}.log",
+        wildcard_constraints:
+            init=one_of(DYNAMICS_INITS),
         conda:
             "../../envs/circuitry.yaml"
         resources:
             mem_mb=2000,
             runtime=10,
         params:
-            init=DYNAMICS_INIT,
-            dataset=config["dynamics"]["eval_dataset"],
+            dataset=DYNAMICS_EVAL,
             filter=config["filter"],
         script:
             "../scripts/dynamics_problems.py"
 
-    # A checkpoint on the initial model's answers and on its own correct ones.
+    # A checkpoint on its initial model's answers and on its own correct ones.
     rule eap_score_checkpoint:
         input:
             unpack(dynamics_score_inputs),
@@ -85,12 +113,12 @@ if CHECKPOINTS:
         script:
             "../scripts/eap_score_dynamics.py"
 
-    # The initial model on its own answers: the reference of every checkpoint.
+    # An initial model on its own answers: the reference of every checkpoint of its runs.
     use rule eap_score_checkpoint as eap_score_initial with:
         output:
             dynamics_score_files(["initial"]),
         wildcard_constraints:
-            model=one_of([DYNAMICS_INIT]),
+            model=one_of(DYNAMICS_INITS),
         params:
             role="base",
             texts=["initial"],
@@ -110,5 +138,6 @@ if CHECKPOINTS:
         params:
             models=dynamics_models(),
             scored=dynamics_scored(),
+            log_runs=list(dynamics_logs()),
         script:
             "../scripts/dynamics.py"

@@ -32,6 +32,7 @@ rule generate:
         batch_size=generation_batch_size,
         agreement_threshold=config["generation"]["agreement_threshold"],
         backend=config["generation"]["backend"],
+        initial_model=None,
     script:
         "../scripts/generate.py"
 
@@ -79,7 +80,7 @@ if CHECKPOINTS:
     use rule generate as generate_dynamics with:
         input:
             datasets=[f"resources/datasets/{DYNAMICS_EVAL}.jsonl"],
-            model=lambda wildcards: model_dir(wildcards.model),
+            model=lambda wildcards: dynamics_model_dirs(wildcards.model),
         output:
             rows=[f"results/generations/{{model}}/{DYNAMICS_EVAL}.jsonl"],
             provenance=[
@@ -89,3 +90,4 @@ if CHECKPOINTS:
             model=one_of(m for m in dynamics_models() if m not in MODELS),
         params:
             datasets=[DYNAMICS_EVAL],
+            initial_model=lambda wildcards: dynamics_initial_spec(wildcards.model),

@@ -1,5 +1,5 @@
-"""Rule dynamics_problems: the initial model's correct answers, filtered by its lengths,
-as the fixed problem set of every checkpoint."""
+"""Rule dynamics_problems: an initial model's correct answers, filtered by its lengths, as
+the fixed problem set of every checkpoint of its runs."""
 
 from circuitry.dynamics import problem_set
 from circuitry.io import read_jsonl, write_json, write_jsonl
@@ -10,7 +10,7 @@ log = setup_logging(snakemake.log[0])
 rows, summary = problem_set(
     read_jsonl(snakemake.input[0]),
     FilterSettings.from_config(snakemake.params.filter),
-    init=snakemake.params.init,
+    init=snakemake.wildcards.init,
     dataset=snakemake.params.dataset,
 )
 log.info(

@@ -9,6 +9,7 @@ import torch
 from circuitry.generation import (
     generate_rows,
     load_model,
+    load_tokenizer,
     partial_path_for,
     write_generations,
 )
@@ -16,12 +17,17 @@ from circuitry.io import read_jsonl, write_json
 from circuitry.logs import setup_logging
 from circuitry.prompts import PromptTemplate
 from circuitry.records import generation_record
+from circuitry.runs import check_same_tokenizer
 
 setup_logging(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
 spec, params = snakemake.params.model, snakemake.params
 template = PromptTemplate.from_config(params.template)
 lm = load_model(spec)
+if params.initial_model is not None:  # a checkpoint of the training dynamics
+    check_same_tokenizer(
+        snakemake.wildcards.model, load_tokenizer(params.initial_model), lm.tokenizer
+    )
 answered = []
 for dataset, source, out in zip(
     params.datasets, snakemake.input.datasets, snakemake.output.rows, strict=True

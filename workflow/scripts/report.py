@@ -19,7 +19,7 @@ if "dynamics_summary" in snakemake.input.keys():
             snakemake.config,
             pd.read_csv(snakemake.input.dynamics_summary),
             pd.read_csv(snakemake.input.dynamics_highlights),
-            snakemake.input.dynamics_reward_figure,
+            snakemake.input.dynamics_training_figure,
             snakemake.input.dynamics_metrics_figure,
         )
     )

@@ -110,24 +110,46 @@ def _check_train(name: str, train: dict, config: dict) -> None:
 
 
 def _check_dynamics(dynamics: dict, config: dict) -> None:
-    key = "dynamics"
-    if dynamics["init"] not in config["models"]:
-        raise ConfigError(f"{key}.init: unknown model {dynamics['init']!r}")
-    init = dynamics["init"]
+    from circuitry.runs import RunError, checkpoints, key_of, source_of
+
+    if dynamics["eval_dataset"] not in config["datasets"]:
+        raise ConfigError(f"dynamics.eval_dataset: {dynamics['eval_dataset']!r} is not in datasets")
+    if dynamics["alpha"] not in config["eap"]["alphas"]:
+        raise ConfigError(f"dynamics.alpha: {dynamics['alpha']} is not one of eap.alphas")
+    names = [run["name"] for run in dynamics["runs"]]
+    for name in names:
+        if names.count(name) > 1:
+            raise ConfigError(f"dynamics.runs: two runs are named {name!r}")
+    for run in dynamics["runs"]:
+        _check_run(run, config)
+        try:
+            source_of(run)
+            checkpoints(run)
+        except RunError as e:
+            raise ConfigError(str(e)) from None
+        if "log" in run and not Path(run["log"]).is_file():
+            raise ConfigError(f"{key_of(run)}.log: {run['log']} does not exist")
+
+
+def _check_run(run: dict, config: dict) -> None:
+    """The run's initial model exists and gives weights to start from; a `train` run's
+    data are training_data entries and its steps a multiple of its checkpoints."""
+    key, init = f"dynamics.runs.{run['name']}", run["init"]
+    if init not in config["models"]:
+        raise ConfigError(f"{key}.init: unknown model {init!r}")
     if "generations" in config["models"][init] and init not in models_in_use(config):
         raise ConfigError(
             f"{key}.init: {init!r} imports its answers (generations), which only models of "
             "enabled pairs do; use it in a pair or remove its generations"
         )
-    if dynamics["eval_dataset"] not in config["datasets"]:
-        raise ConfigError(f"{key}.eval_dataset: {dynamics['eval_dataset']!r} is not in datasets")
-    for data in dynamics["data"]:
+    train = run.get("train")
+    if train is None:
+        return
+    for data in train["data"]:
         if data not in config.get("training_data", {}):
-            raise ConfigError(f"{key}.data: {data!r} is not an entry of training_data")
-    if dynamics["alpha"] not in config["eap"]["alphas"]:
-        raise ConfigError(f"{key}.alpha: {dynamics['alpha']} is not one of eap.alphas")
-    if dynamics["steps"] % dynamics["checkpoint_every"]:
-        raise ConfigError(f"{key}.steps: not a multiple of checkpoint_every")
+            raise ConfigError(f"{key}.train.data: {data!r} is not an entry of training_data")
+    if train["steps"] % train["checkpoint_every"]:
+        raise ConfigError(f"{key}.train.steps: not a multiple of checkpoint_every")
 
 
 def _check_pair(name: str, pair: dict, pairs: dict, models: dict) -> None:
@@ -261,7 +283,7 @@ def check_config(config: dict) -> None:
     dynamics = config.get("dynamics")
     if dynamics and dynamics.get("enabled", True):
         _check_dynamics(dynamics, config)
-        in_use.add(dynamics["init"])
+        in_use.update(run["init"] for run in dynamics["runs"])
     for name, model in config["models"].items():
         _check_model(name, model, templates, name in in_use)
         if model.get("train"):

@@ -1,14 +1,15 @@
-"""Training dynamics: accuracy and circuit metrics along GRPO runs (the paper's Figs. 4, 5).
+"""Training dynamics: accuracy and circuit metrics along RL runs (the paper's Figs. 4, 5).
 
-The config's `dynamics` block describes GRPO runs from an initial model, one per sampling
-temperature, each saving a checkpoint every `checkpoint_every` steps. Every checkpoint
-becomes a model, so the workflow's own generation rule gives its accuracy on the eval
-dataset. Its circuits are measured against the initial model on one fixed problem set:
+The config's `dynamics.runs` are RL runs, each from an initial model, whose checkpoints
+come from the workflow's own GRPO training, a trl output directory, a glob of model
+directories or hub revisions (`circuitry.runs`). Every checkpoint becomes a model, so the
+workflow's own generation rule gives its accuracy on the eval dataset. Its circuits are
+measured against its run's initial model on one fixed problem set per initial model:
 
 - the problem set (`problem_set`): the problems the initial model answers correctly,
   filtered by its answer lengths and sampled with the study's `filter` settings (the
   pairing of the initial model with itself), with one reference length `T` and so one
-  `cut_len` for every checkpoint of every run (the runs share their initial model);
+  `cut_len` for every checkpoint of every run from that model;
 - every checkpoint is scored on the initial model's answers (`initial` text: the same
   tokens, so only the weights differ) and, where it answered a problem correctly too
   within the set's length bounds, on its own answer (`own` text);
@@ -24,9 +25,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from fractions import Fraction
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -34,10 +33,11 @@ import pandas as pd
 from circuitry.config import TRAINED_MODEL_DIR
 from circuitry.metrics import EdgeScores, histogram_upper, per_sample_metrics
 from circuitry.pairing import FilterSettings, index_by_idx, pair_samples, role_fields
+from circuitry.runs import Checkpoint, model_entry
+from circuitry.runs import checkpoints as run_checkpoints
 from circuitry.scorefile import PAPER_CONDITION
 from circuitry.stats import LOG_SCALE_METRICS, WINDOW_LOSS, paired_sample_test, row_rng
 
-CHECKPOINT = "dyn-t{temperature}-step{step}"
 TRACKED_METRICS = ("intensity", "kurtosis", "entropy")  # the paper's Figure 5 panels
 CHANGES = (*TRACKED_METRICS, WINDOW_LOSS)
 TEXTS = {
@@ -46,16 +46,17 @@ TEXTS = {
 }
 CHANGE_FIELDS = ("change", "ci_low", "ci_high", "change_pct", "ci_pct_low", "ci_pct_high", "p")
 REWARD_WINDOW = 8
-
-
-@dataclass(frozen=True)
-class Checkpoint:
-    temperature: float
-    step: int
-
-    @property
-    def name(self) -> str:
-        return CHECKPOINT.format(temperature=self.temperature, step=self.step)
+GRPO_SETTINGS = (
+    "seed",
+    "steps",
+    "checkpoint_every",
+    "prompts_per_step",
+    "num_generations",
+    "max_completion_length",
+    "learning_rate",
+    "beta",
+    "temperature",
+)
 
 
 def enabled(config: Mapping) -> bool:
@@ -65,82 +66,62 @@ def enabled(config: Mapping) -> bool:
     return bool(block) and block.get("enabled", True) and not config.get("only_pairs")
 
 
-def temperatures(config: Mapping) -> list[float]:
-    """The runs' sampling temperatures, in config order."""
-    return list(dict.fromkeys(float(t) for t in config["dynamics"]["temperatures"]))
+def runs(config: Mapping) -> list[dict]:
+    """The runs followed, in config order (none when the dynamics are off)."""
+    return list(config["dynamics"]["runs"]) if enabled(config) else []
 
 
-def checkpoint_steps(dynamics: Mapping) -> list[int]:
-    every = dynamics["checkpoint_every"]
-    return list(range(every, dynamics["steps"] + 1, every))
+def run_named(config: Mapping, name: str) -> dict:
+    return next(run for run in config["dynamics"]["runs"] if run["name"] == name)
+
+
+def inits(config: Mapping) -> list[str]:
+    """The runs' initial models, each once, in config order."""
+    return list(dict.fromkeys(run["init"] for run in runs(config)))
 
 
 def checkpoints(config: Mapping) -> list[Checkpoint]:
-    """Every checkpoint of every temperature's run, in temperature then step order."""
-    if not enabled(config):
-        return []
-    steps = checkpoint_steps(config["dynamics"])
-    return [Checkpoint(t, step) for t in temperatures(config) for step in steps]
+    """Every followed checkpoint of every run, in run then step order."""
+    return [checkpoint for run in runs(config) for checkpoint in run_checkpoints(run)]
 
 
-def checkpoint_dirs(config: Mapping, temperature) -> dict[int, str]:
-    """`{step: model directory}` of one temperature's run."""
+def run_checkpoint_models(config: Mapping) -> dict[str, dict]:
+    """`{checkpoint model name: its models entry}` of every followed checkpoint: it
+    inherits its initial model's template, generation length and resources, so the
+    generation rule answers the eval dataset with it."""
     return {
-        c.step: TRAINED_MODEL_DIR.format(model=c.name)
-        for c in checkpoints(config)
-        if c.temperature == float(temperature)
+        checkpoint.name: model_entry(
+            run,
+            checkpoint,
+            config["models"][run["init"]],
+            TRAINED_MODEL_DIR.format(model=checkpoint.name),
+        )
+        for run in runs(config)
+        for checkpoint in run_checkpoints(run)
     }
 
 
 def add_checkpoints(config: dict) -> list[Checkpoint]:
-    """Add a model per checkpoint to `config` and return the checkpoints.
+    """Add a model per checkpoint to `config` and return the checkpoints."""
+    config["models"].update(run_checkpoint_models(config))
+    return checkpoints(config)
 
-    The models inherit the initial model's template, generation length and resources, so
-    the generation rule answers the eval dataset with each of them.
-    """
-    found = checkpoints(config)
-    dynamics = config.get("dynamics") or {}
-    init = config["models"][dynamics["init"]] if found else {}
-    inherited = {
-        k: init[k]
-        for k in (
-            "template",
-            "max_new_tokens",
-            "dtype",
-            "gpu",
-            "size_b",
-            "trust_remote_code",
-            "batch_size",
-        )
-        if k in init
-    }
-    for checkpoint in found:
-        config["models"][checkpoint.name] = {
-            **inherited,
-            "path": TRAINED_MODEL_DIR.format(model=checkpoint.name),
-            "checkpoint": {"temperature": checkpoint.temperature, "step": checkpoint.step},
-        }
-    return found
+
+def init_of(config: Mapping, model: str) -> str:
+    """The initial model of a checkpoint model's run (an initial model's own name)."""
+    checkpoint = config["models"][model].get("checkpoint")
+    return run_named(config, checkpoint["run"])["init"] if checkpoint else model
 
 
 def scored_texts(config: Mapping, model: str) -> list[str]:
-    """The texts a model of the dynamics is scored on: the initial model reads its own
+    """The texts a model of the dynamics is scored on: an initial model reads its own
     answers (`initial`), a checkpoint those and its own."""
-    return ["initial"] if model == config["dynamics"]["init"] else list(TEXTS)
+    return ["initial"] if model in inits(config) else list(TEXTS)
 
 
-def grpo_settings(dynamics: Mapping, temperature: float) -> dict:
-    """The `train_grpo` settings of one temperature's run."""
-    keys = (
-        "seed",
-        "steps",
-        "prompts_per_step",
-        "num_generations",
-        "max_completion_length",
-        "learning_rate",
-        "beta",
-    )
-    return {**{k: dynamics[k] for k in keys}, "temperature": float(temperature)}
+def grpo_settings(train: Mapping) -> dict:
+    """The `train_grpo` settings of a `train` run (the schema fills their defaults)."""
+    return {key: train[key] for key in GRPO_SETTINGS if key in train}
 
 
 def moving_average(values: Sequence[float], window: int = REWARD_WINDOW) -> np.ndarray:
@@ -231,29 +212,28 @@ def change_against(
 def summary_table(
     config: Mapping, accuracy: Mapping[str, float], values: Mapping[tuple, pd.DataFrame]
 ) -> pd.DataFrame:
-    """One row per temperature, step, text and loss (step 0: the initial model against
-    itself, no change).
+    """One row per run, step, text and loss (step 0: the initial model against itself, no
+    change).
 
-    `accuracy` maps model names (the initial model and checkpoints) to eval accuracy,
-    `values` `(model, text, loss)` to `tracked_values`; the initial model's are under
-    its `initial` text.
+    `accuracy` maps model names (initial models and checkpoints) to eval accuracy,
+    `values` `(model, text, loss)` to `tracked_values`; an initial model's are under its
+    `initial` text. Resampling is seeded by the initial model, step, text and loss, so a
+    run read twice (e.g. as `train` and as `trl`) gives the same rows.
     """
-    init = config["dynamics"]["init"]
     rows = []
-    for temperature in temperatures(config):
-        steps = [(0, init)] + [
-            (c.step, c.name) for c in checkpoints(config) if c.temperature == temperature
-        ]
+    for run in runs(config):
+        init = run["init"]
+        steps = [(0, init)] + [(c.step, c.name) for c in run_checkpoints(run)]
         for step, model in steps:
             for text in TEXTS:
                 for loss in config["eap"]["losses"]:
                     initial = values[init, "initial", loss]
                     scored = initial if model == init else values[model, text, loss]
-                    key = (temperature, step, text, loss)
+                    key = (init, step, text, loss)
                     change = change_against(initial, scored, stats=config["stats"], key=key)
                     rows.append(
                         {
-                            "temperature": temperature,
+                            "run": run["name"],
                             "step": step,
                             "text": text,
                             "loss": loss,
@@ -277,18 +257,16 @@ def extremum_within(frame: pd.DataFrame, metric: str, interval: tuple[int, int])
 
 
 def highlights(summary: pd.DataFrame) -> pd.DataFrame:
-    """Per temperature and text, under the paper's loss: the fastest-gain interval and each
+    """Per run and text, under the paper's loss: the fastest-gain interval and each
     tracked metric's extremum in it."""
     rows = []
-    for (temperature, text), frame in paper_loss(summary).groupby(
-        ["temperature", "text"], sort=False
-    ):
+    for (run, text), frame in paper_loss(summary).groupby(["run", "text"], sort=False):
         interval = fastest_gain_interval(frame["step"], frame["accuracy"])
         for metric in TRACKED_METRICS:
             point = extremum_within(frame, metric, interval)
             rows.append(
                 {
-                    "temperature": temperature,
+                    "run": run,
                     "text": text,
                     "interval_start": interval[0],
                     "interval_end": interval[1],
@@ -298,12 +276,3 @@ def highlights(summary: pd.DataFrame) -> pd.DataFrame:
                 }
             )
     return pd.DataFrame(rows)
-
-
-def reward_log(path: str | os.PathLike) -> pd.DataFrame:
-    """Step, reward and reward std of a GRPO run's training log."""
-    log = pd.read_csv(Path(path))
-    missing = {"reward", "reward_std"} - set(log.columns)
-    if missing:
-        raise ValueError(f"{path}: no {sorted(missing)} columns (not a GRPO training log?)")
-    return log.dropna(subset=["reward"])[["step", "reward", "reward_std"]]

@@ -23,8 +23,8 @@ Which data each figure shows, and why:
   change of the window's cross-entropy at the headline alpha, one panel per dataset, so
   one sees how much of an intensity change goes with the model growing surer;
 - `plot_training_curves`: per-step training logs of a model the workflow trained;
-- `plot_reward_dynamics`: moving averages of GRPO reward and reward std per sampling
-  temperature (the paper's Figure 4);
+- `plot_training_log`: moving averages of what each RL run's trainer logged (reward,
+  reward std, KL, entropy, completion length) (the paper's Figure 4);
 - `plot_metric_dynamics`: accuracy, each tracked metric's change against the initial
   model (with its 95% CI) and the change in window loss over training steps, on the
   initial model's answers (weights alone) and on each checkpoint's own, with the number
@@ -565,31 +565,53 @@ def make_training_figure(
 # ---------------------------------------------------------------- Figures 4 and 5: dynamics
 
 
-def temperature_colors(temperatures: Sequence[float]) -> dict[float, str]:
-    palette = sns.color_palette("rocket", n_colors=max(2, len(temperatures)))
-    return {t: palette[i] for i, t in enumerate(sorted(temperatures))}
+def run_colors(runs: Sequence[str]) -> dict[str, str]:
+    """One colour per run, in the order given."""
+    palette = sns.color_palette("rocket", n_colors=max(2, len(runs)))
+    return {run: palette[i] for i, run in enumerate(runs)}
 
 
-def plot_reward_dynamics(
-    logs: Mapping[float, pd.DataFrame], path: str | os.PathLike, *, window: int
+def shade_fastest_gain(ax, highlights: pd.DataFrame, colors: Mapping[str, str]) -> None:
+    """Each run's interval of fastest accuracy gain, shaded in its colour."""
+    for run, span in highlights.groupby("run", sort=False):
+        start, end = span.iloc[0][["interval_start", "interval_end"]]
+        ax.axvspan(start, end, color=colors[run], alpha=0.08)
+
+
+def plot_training_log(
+    logs: Mapping[str, pd.DataFrame], highlights: pd.DataFrame, path: str | os.PathLike
 ) -> None:
-    """Moving averages (`window` steps) of reward and reward std, one line per temperature."""
-    from circuitry.dynamics import moving_average
+    """The series each run's trainer logged (reward, reward std, KL, entropy, completion
+    length: those present), as trailing moving averages, one colour per run; shaded: the
+    run's interval of fastest accuracy gain."""
+    from circuitry.dynamics import REWARD_WINDOW, moving_average
+    from circuitry.runs import SERIES
 
-    colors = temperature_colors(list(logs))
+    series = [s for s in SERIES.values() if any(s in log.columns for log in logs.values())]
+    colors = run_colors(list(dict.fromkeys([*highlights["run"], *logs])))
     with report_style():
-        fig, axes = grid(1, 2, 3.0)
-        for ax, column in zip(axes[0], ("reward", "reward_std"), strict=True):
-            for temperature, log in sorted(logs.items()):
-                ax.plot(
-                    log["step"],
-                    moving_average(log[column], window),
-                    color=colors[temperature],
-                    label=f"T = {temperature:g}",
-                )
-            ax.set(xlabel="training step", ylabel=f"{column} (moving average, {window} steps)")
-        axes[0][0].legend(frameon=False)
-        fig.suptitle("GRPO reward along training")
+        fig, axes = grid(1, max(1, len(series)), 3.0)
+        for ax, column in zip(axes[0], series, strict=False):
+            for run, log in logs.items():
+                if column in log.columns:
+                    present = log.dropna(subset=[column])
+                    ax.plot(
+                        present["step"],
+                        moving_average(present[column], REWARD_WINDOW),
+                        color=colors[run],
+                        label=run,
+                    )
+            shade_fastest_gain(ax, highlights, colors)
+            ax.set(
+                xlabel="training step",
+                ylabel=f"{column.replace('_', ' ')} (moving average, {REWARD_WINDOW} steps)",
+            )
+        if series:
+            axes[0][0].legend(frameon=False)
+        else:
+            axes[0][0].text(0.5, 0.5, "no run logged its training", ha="center", va="center")
+            axes[0][0].set_axis_off()
+        fig.suptitle("What the trainers logged (shaded: fastest accuracy gain)")
         save_png(fig, path)
 
 
@@ -597,16 +619,16 @@ def plot_metric_dynamics(
     summary: pd.DataFrame, highlights: pd.DataFrame, path: str | os.PathLike
 ) -> None:
     """Accuracy, each tracked metric's change and the window-loss change against steps,
-    under the paper's loss: one colour per temperature, solid on the initial model's
-    answers, dashed on the checkpoint's own; bands: 95% CIs.
+    under the paper's loss: one colour per run, solid on the initial model's answers,
+    dashed on the checkpoint's own; bands: 95% CIs.
 
-    Shaded: each temperature's interval of fastest accuracy gain; marked: where inside it
-    each metric is furthest from the initial model.
+    Shaded: each run's interval of fastest accuracy gain; marked: where inside it each
+    metric is furthest from the initial model.
     """
     from circuitry.dynamics import TEXTS, TRACKED_METRICS, paper_loss
 
     summary = paper_loss(summary)
-    colors = temperature_colors(summary["temperature"].unique())
+    colors = run_colors(list(summary["run"].unique()))
     styles = dict(zip(TEXTS, ("-", "--"), strict=True))
     panels = [
         ("accuracy", None, "accuracy on the eval set"),
@@ -620,17 +642,17 @@ def plot_metric_dynamics(
     with report_style():
         fig, axes = grid(2, 3, 2.8)
         for ax, (column, band, label) in zip(axes.flat, panels, strict=True):
-            for (temperature, text), frame in summary.groupby(["temperature", "text"]):
+            for (run, text), frame in summary.groupby(["run", "text"], sort=False):
                 if column == "accuracy" and text != "initial":
                     continue  # one accuracy per checkpoint
-                color = colors[temperature]
+                color = colors[run]
                 ax.plot(
                     frame["step"],
                     frame[column],
                     marker="o",
                     linestyle=styles[text],
                     color=color,
-                    label=f"T = {temperature:g}, {TEXTS[text]}",
+                    label=f"{run}, {TEXTS[text]}",
                 )
                 if band:
                     ax.fill_between(
@@ -642,7 +664,7 @@ def plot_metric_dynamics(
                         linewidth=0,
                     )
                 mark = highlights[
-                    (highlights["temperature"] == temperature)
+                    (highlights["run"] == run)
                     & (highlights["text"] == text)
                     & (highlights["metric"] == column.removesuffix("_change_pct"))
                 ]
@@ -654,13 +676,11 @@ def plot_metric_dynamics(
                     color=color,
                     linestyle="none",
                 )
-            for temperature, span in highlights.groupby("temperature"):
-                start, end = span.iloc[0][["interval_start", "interval_end"]]
-                ax.axvspan(start, end, color=colors[temperature], alpha=0.08)
+            shade_fastest_gain(ax, highlights, colors)
             ax.set(xlabel="training step", ylabel=label)
         axes[0][1].legend(frameon=False, fontsize=7)
         fig.suptitle(
-            "Accuracy and circuit change along GRPO training, paper's loss "
+            "Accuracy and circuit change along RL training, paper's loss "
             "(shaded: fastest accuracy gain; star: largest change inside it)"
         )
         save_png(fig, path)

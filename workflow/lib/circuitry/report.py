@@ -1494,7 +1494,7 @@ def provenance_section(study: Study, provenance: Provenance) -> Section:
 
 def dynamics_table(summary: pd.DataFrame) -> Table:
     """Under the paper's loss: accuracy, each tracked metric's change and the window-loss
-    change at every checkpoint, on both texts, one group per temperature."""
+    change at every checkpoint, on both texts, one group per run."""
     from circuitry.dynamics import TEXTS, TRACKED_METRICS, paper_loss
 
     columns = [
@@ -1515,7 +1515,7 @@ def dynamics_table(summary: pd.DataFrame) -> Table:
                 Cell(format_signed(row[f"{WINDOW_LOSS}_change"])),
                 Cell(format_number(row["n_samples"])),
             ],
-            group=f"temperature {row['temperature']:g}",
+            group=f"run {row['run']}",
         )
         for _, row in paper_loss(summary).iterrows()
     ]
@@ -1543,11 +1543,11 @@ def format_signed(value) -> str:
 
 
 def dynamics_highlights_text(highlights: pd.DataFrame) -> list[str]:
-    """One sentence per temperature and text: the fastest-gain interval and the extrema."""
+    """One sentence per run and text: the fastest-gain interval and the extrema."""
     from circuitry.dynamics import TEXTS
 
     sentences = []
-    for (temperature, text), frame in highlights.groupby(["temperature", "text"], sort=False):
+    for (run, text), frame in highlights.groupby(["run", "text"], sort=False):
         start, end = frame.iloc[0][["interval_start", "interval_end"]]
         extrema = "; ".join(
             f"{METRICS[row['metric']].quantity} {format_percent(row['extremum_change_pct'])} "
@@ -1555,33 +1555,54 @@ def dynamics_highlights_text(highlights: pd.DataFrame) -> list[str]:
             for _, row in frame.iterrows()
         )
         sentences.append(
-            f"Temperature {temperature:g}, on {TEXTS[text]}: accuracy rose fastest between "
+            f"Run {run}, on {TEXTS[text]}: accuracy rose fastest between "
             f"steps {int(start)} and {int(end)}; inside that interval each metric is "
             f"furthest from the initial model at: {extrema}."
         )
     return sentences
 
 
+def describe_run(run: Mapping) -> str:
+    """Where a run's checkpoints came from, in words."""
+    from circuitry.runs import source_of
+
+    source = source_of(run)
+    if source == "train":
+        train = run["train"]
+        where = (
+            f"GRPO run by the workflow from {run['init']} on {', '.join(train['data'])} at "
+            f"temperature {train['temperature']:g} ({train['num_generations']} generations "
+            f"per prompt, {train['steps']} steps, a checkpoint every "
+            f"{train['checkpoint_every']}), its checkpoints read back from trl's output "
+            "directory"
+        )
+    elif source == "trl":
+        where = f"the trl checkpoints in {run['trl']}, from {run['init']}"
+    elif source == "dirs":
+        where = f"the model directories {run['dirs']['glob']}, from {run['init']}"
+    else:
+        where = f"revisions of {run['revisions']['hub_id']}, from {run['init']}"
+    every = run.get("every", 1)
+    return f"{run['name']}: {where}" + (f", every {every}th checkpoint" if every > 1 else "")
+
+
 def dynamics_section(
     config: Mapping,
     summary: pd.DataFrame,
     highlights: pd.DataFrame,
-    reward_figure: str | os.PathLike,
+    training_figure: str | os.PathLike,
     metrics_figure: str | os.PathLike,
 ) -> Section:
     """The training-dynamics section (the paper's Figures 4 and 5)."""
     dynamics = config["dynamics"]
     intro = (
-        f"GRPO from {dynamics['init']} on {', '.join(dynamics['data'])} at sampling "
-        f"temperatures {', '.join(f'{t:g}' for t in dynamics['temperatures'])} "
-        f"({dynamics['num_generations']} generations per prompt, {dynamics['steps']} steps, a "
-        f"checkpoint every {dynamics['checkpoint_every']}). Each checkpoint answered "
-        f"{dynamics['eval_dataset']}; its circuits were scored (EAP, α = {dynamics['alpha']}) "
-        "on one fixed problem set, the initial model's correct answers within its length "
-        "bounds, both on the initial model's answers (the same tokens, so the curve shows "
-        "the weights alone) and on its own correct answers, and compared with the initial "
-        "model on the same problems. The window loss beside each change says how much "
-        "surer of the text the checkpoint became."
+        f"Runs: {'; '.join(describe_run(run) for run in dynamics['runs'])}. Each checkpoint "
+        f"answered {dynamics['eval_dataset']}; its circuits were scored (EAP, "
+        f"α = {dynamics['alpha']}) on one fixed problem set, its initial model's correct "
+        "answers within that model's length bounds, both on the initial model's answers (the "
+        "same tokens, so the curve shows the weights alone) and on its own correct answers, "
+        "and compared with the initial model on the same problems. The window loss beside "
+        "each change says how much surer of the text the checkpoint became."
     )
     return Section(
         "dynamics",
@@ -1589,9 +1610,10 @@ def dynamics_section(
         [
             Text([intro, *dynamics_highlights_text(highlights)]),
             figure(
-                reward_figure,
-                "Reward and reward standard deviation along training, "
-                "moving averages over 8 steps (paper, Figure 4).",
+                training_figure,
+                "What each run's trainer logged (reward, reward standard deviation, and KL, "
+                "entropy and completion length where logged), moving averages over 8 steps "
+                "(paper, Figure 4); shaded: the interval of fastest accuracy gain.",
             ),
             figure(
                 metrics_figure,

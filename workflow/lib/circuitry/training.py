@@ -19,7 +19,7 @@ import logging
 import math
 import random
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -184,21 +184,6 @@ def save_model(model, tokenizer, out_dir: str | Path, training_log: pd.DataFrame
         training_log.to_csv(Path(tmp) / LOG_FILE, index=False)
 
 
-class SaveCheckpoints(TrainerCallback):
-    """Saves the model at chosen steps (`{step: directory}`) while a trainer runs."""
-
-    def __init__(self, checkpoints: Mapping[int, str | Path], tokenizer, training_log: CsvLog):
-        self.checkpoints = dict(checkpoints)
-        self.tokenizer = tokenizer
-        self.training_log = training_log
-
-    def on_step_end(self, args, state, control, model=None, **kwargs):
-        directory = self.checkpoints.get(state.global_step)
-        if directory is not None:
-            save_model(model, self.tokenizer, directory, self.training_log.frame())
-            log.info("step %d: checkpoint saved to %s", state.global_step, directory)
-
-
 def load_pretrained(source: str | Path, revision: str | None = None):
     """Model (float32: the trainers keep master weights in full precision) and tokenizer
     from a local directory or a hub id."""
@@ -323,14 +308,16 @@ def train_grpo(
     template: PromptTemplate,
     settings: dict,
     out_dir: str | Path | None,
-    checkpoints: Mapping[int, str | Path] | None = None,
+    run_dir: str | Path | None = None,
     revision: str | None = None,
 ) -> pd.DataFrame:
     """GRPO from `init` (a directory, or a hub id at `revision`) with the answer-correctness
     reward (group-normalised advantages).
 
-    The final model goes to `out_dir` (if given); `checkpoints` maps steps to directories
-    the model is saved to during training (the training-dynamics runs).
+    The final model goes to `out_dir` (if given). With `run_dir` (the training dynamics),
+    trl saves a `checkpoint-<step>` folder there every `settings["checkpoint_every"]`
+    steps, in its own layout: model, tokenizer and `trainer_state.json`, whose
+    `log_history` holds every logged step up to it.
     """
     from trl import GRPOConfig, GRPOTrainer
 
@@ -339,10 +326,16 @@ def train_grpo(
     records = prompt_records(problems, template, tokenizer)
     dataset = Dataset.from_list(records)
     callback = CsvLog()
-    callbacks = [callback, SaveCheckpoints(checkpoints or {}, tokenizer, callback)]
+    saving = {}
+    if run_dir is not None:
+        saving = {
+            "save_strategy": "steps",
+            "save_steps": settings["checkpoint_every"],
+            "save_only_model": True,
+        }
     with scratch_dir() as tmp:
         args = GRPOConfig(
-            output_dir=tmp,
+            output_dir=str(run_dir or tmp),
             max_steps=settings["steps"],
             per_device_train_batch_size=settings["prompts_per_step"] * settings["num_generations"],
             num_generations=settings["num_generations"],
@@ -352,7 +345,7 @@ def train_grpo(
             beta=settings.get("beta", 0.0),
             lr_scheduler_type="constant",
             seed=settings["seed"],
-            **device_settings(),
+            **(device_settings() | saving),
         )
         trainer = GRPOTrainer(
             model=model,
@@ -360,13 +353,32 @@ def train_grpo(
             args=args,
             train_dataset=dataset,
             processing_class=tokenizer,
-            callbacks=callbacks,
+            callbacks=[callback],
         )
         with logprob_tiles_within(model.config.vocab_size):
             trainer.train()
     if out_dir is not None:
         save_model(trainer.model, tokenizer, out_dir, callback.frame())
     return callback.frame()
+
+
+def merge_adapter(
+    base: str | Path, adapter: str | Path, out_dir: str | Path, revision: str | None = None
+) -> None:
+    """A PEFT adapter checkpoint merged onto its base model (a directory, or a hub id at
+    `revision`), saved as a plain model with the adapter's tokenizer (the base's where the
+    adapter folder has none), written atomically."""
+    from peft import PeftModel
+
+    model = AutoModelForCausalLM.from_pretrained(base, revision=revision, dtype="auto")
+    merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    has_tokenizer = any(Path(adapter).glob("tokenizer*"))
+    tokenizer = AutoTokenizer.from_pretrained(
+        adapter if has_tokenizer else base, revision=None if has_tokenizer else revision
+    )
+    with atomic_dir(out_dir) as tmp:
+        merged.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
 
 
 def sample_completions(

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from circuitry import dynamics
+from circuitry import dynamics, runs
 from circuitry.config import ConfigError, check_config
 from circuitry.figures import plot_metric_dynamics, plot_training_log
 from circuitry.pairing import FilterSettings
@@ -37,7 +37,7 @@ def two_temperatures(config: dict) -> dict:
 
 def test_checkpoints_become_models_of_the_initial_models_lineage():
     config = two_temperatures(toy_config())
-    found = dynamics.add_checkpoints(config)
+    found = runs.add_checkpoints(config)
     steps = list(range(10, 61, 10))
     assert [c.name for c in found] == [f"dyn-grpo-t0.6-step{s}" for s in steps] + [
         f"dyn-grpo-t1-step{s}" for s in steps
@@ -51,12 +51,12 @@ def test_checkpoints_become_models_of_the_initial_models_lineage():
     }
     assert model["template"] == "toy" and model["gpu"] is False
     assert config["pairs"] == TOY["pairs"]  # checkpoints are no pairs of the study
-    toy = dynamics.add_checkpoints(toy_config())  # the toy: one run, every 20 steps
+    toy = runs.add_checkpoints(toy_config())  # the toy: one run, every 20 steps
     assert [c.name for c in toy] == [f"dyn-grpo-t1-step{s}" for s in (20, 40, 60)]
-    assert dynamics.scored_texts(config, "toy-sft") == ["initial"]
-    assert dynamics.scored_texts(config, "dyn-grpo-t1-step30") == ["initial", "own"]
-    assert dynamics.init_of(config, "dyn-grpo-t0.6-step10") == "toy-sft"
-    assert dynamics.grpo_settings(config["dynamics"]["runs"][0]["train"])["temperature"] == 0.6
+    assert runs.scored_texts(config, "toy-sft") == ["initial"]
+    assert runs.scored_texts(config, "dyn-grpo-t1-step30") == ["initial", "own"]
+    assert runs.init_of(config, "dyn-grpo-t0.6-step10") == "toy-sft"
+    assert runs.grpo_settings(config["dynamics"]["runs"][0]["train"])["temperature"] == 0.6
 
 
 def test_dry_run_scores_each_checkpoint_on_its_initial_models_problem_set():
@@ -74,7 +74,7 @@ def test_dry_run_scores_each_checkpoint_on_its_initial_models_problem_set():
         f"results/dynamics/eap/toy-sft/initial/{loss}.npz" for loss in ("ce", "ce_unit")
     ]
     checkpoints = {job["wildcards"]["model"]: job for job in by_rule["eap_score_checkpoint"]}
-    assert sorted(checkpoints) == [c.name for c in dynamics.checkpoints(TOY)]
+    assert sorted(checkpoints) == [c.name for c in runs.all_followed(TOY)]
     for name, job in checkpoints.items():
         assert "results/dynamics/problems/toy-sft.jsonl" in job["input"]
         assert "resources/dynamics/grpo-t1" in job["input"]
@@ -88,7 +88,7 @@ def test_dry_run_scores_each_checkpoint_on_its_initial_models_problem_set():
 def test_dynamics_can_be_switched_off():
     config = toy_config()
     config["dynamics"]["enabled"] = False
-    assert dynamics.add_checkpoints(config) == []
+    assert runs.add_checkpoints(config) == []
     assert not any(name.startswith("dyn-") for name in config["models"])
 
 

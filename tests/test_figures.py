@@ -14,7 +14,8 @@ from test_report import synthetic_config, write_results_tree
 
 from circuitry import figures
 from circuitry.graph import build_graph
-from circuitry.results import Layout, load_pair_results
+from circuitry.paths import Layout
+from circuitry.results import load_pair_results
 
 MIN_WIDTH_PX = 900
 

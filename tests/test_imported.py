@@ -23,9 +23,9 @@ from circuitry.generation import generate_rows, load_model
 from circuitry.grading import grade_rows
 from circuitry.imported import import_generations
 from circuitry.io import read_json, read_jsonl, sha256_file, write_jsonl
+from circuitry.paths import EAP_FILE
 from circuitry.prompts import PromptTemplate, build_prompt
 from circuitry.report import models_table
-from circuitry.results import EAP_FILE
 from circuitry.tokenizer import build_char_tokenizer
 from conftest import ROOT, run_snakemake
 

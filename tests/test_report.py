@@ -20,7 +20,7 @@ import pytest
 import yaml
 from snakemake.utils import validate
 
-from circuitry import report, results
+from circuitry import paths, report, results
 from circuitry.config import config_hash, enabled_pairs, models_in_use
 from circuitry.fidelity import DEVIATIONS, measure_pair
 from circuitry.figures import make_pair_figures, make_training_figure
@@ -35,6 +35,7 @@ from circuitry.metrics import (
     per_sample_table,
 )
 from circuitry.pairing import FilterSettings, pair_samples
+from circuitry.paths import PAPER_CONDITION, Layout
 from circuitry.provenance import (
     PACKAGES,
     GitState,
@@ -55,8 +56,8 @@ from circuitry.report import (
     variant_table,
     write_report,
 )
-from circuitry.results import Layout, load_pair_results, load_study
-from circuitry.scorefile import DIAGNOSTICS, PAPER_CONDITION, write_score_file
+from circuitry.results import load_pair_results, load_study
+from circuitry.scorefile import DIAGNOSTICS, write_score_file
 from circuitry.stats import COLUMNS, assemble_tests_table, pair_dataset_tests
 from circuitry.verdicts import headline_verdicts
 from conftest import ROOT
@@ -179,15 +180,15 @@ def write_condition(layout, rng, pair, dataset, alpha, idx) -> dict:
     }
     by_loss = {}
     for loss, tuned_edges in tuned.items():
-        paths = {}
+        files = {}
         for role, edges, sure in (("base", base, 1.0), ("tuned", tuned_edges, 1 / scale)):
-            paths[role, "own"] = layout.path(
-                results.EAP_FILE, role=role, loss=loss, text="own", **where
+            files[role, "own"] = layout.path(
+                paths.EAP_FILE, role=role, loss=loss, text="own", **where
             )
-            write_eap(paths[role, "own"], edges, alpha, role, loss, sure)
-        by_loss[loss] = load_condition(paths)
-    write_csv(layout.path(results.METRICS_FILE, ext="csv", **where), per_sample_table(by_loss))
-    by_loss["ce"].write_summary(layout.path(results.METRICS_FILE, ext="json", **where))
+            write_eap(files[role, "own"], edges, alpha, role, loss, sure)
+        by_loss[loss] = load_condition(files)
+    write_csv(layout.path(paths.METRICS_FILE, ext="csv", **where), per_sample_table(by_loss))
+    by_loss["ce"].write_summary(layout.path(paths.METRICS_FILE, ext="json", **where))
     return {(alpha, loss): m for loss, m in by_loss.items()}
 
 
@@ -209,10 +210,10 @@ def write_results_tree(root: Path, config: dict) -> None:
     frames = []
     for number, dataset in enumerate(config["datasets"]):
         problems = [problem(i) for i in range(N_PROBLEMS)]
-        rows_path = layout.path(results.DATASET_ROWS, dataset=dataset)
+        rows_path = layout.path(paths.DATASET_ROWS, dataset=dataset)
         write_jsonl(rows_path, problems)
         write_json(
-            layout.path(results.DATASET_SUMMARY, dataset=dataset),
+            layout.path(paths.DATASET_SUMMARY, dataset=dataset),
             {
                 "dataset": dataset,
                 "provenance": {"source": "toy", "format": "normalised", "toy": {"seed": number}},
@@ -226,10 +227,10 @@ def write_results_tree(root: Path, config: dict) -> None:
         for model in models_in_use(config):
             rows[model] = [generation_row(i, model, number) for i in range(N_PROBLEMS)]
             where = {"model": model, "dataset": dataset}
-            write_jsonl(layout.path(results.GENERATIONS, **where), rows[model])
+            write_jsonl(layout.path(paths.GENERATIONS, **where), rows[model])
             accuracy = float(np.mean([row["correct"] for row in rows[model]]))
             write_json(
-                layout.path(results.GENERATION_PROVENANCE, **where),
+                layout.path(paths.GENERATION_PROVENANCE, **where),
                 {
                     "source": f"resources/models/{model}",
                     "revision": None,
@@ -249,7 +250,7 @@ def write_results_tree(root: Path, config: dict) -> None:
                 pair=pair,
                 dataset=dataset,
             )
-            write_json(layout.path(results.PAIR_SUMMARY, pair=pair, dataset=dataset), summary)
+            write_json(layout.path(paths.PAIR_SUMMARY, pair=pair, dataset=dataset), summary)
             idx = np.array([row["idx"] for row in selected])
             metrics = {}
             for alpha in config["eap"]["alphas"]:
@@ -257,7 +258,7 @@ def write_results_tree(root: Path, config: dict) -> None:
             frames.append(pair_dataset_tests(metrics, pair=pair, dataset=dataset, n_resamples=99))
             score_files = {
                 (alpha, role): layout.path(
-                    results.EAP_FILE,
+                    paths.EAP_FILE,
                     role=role,
                     alpha=str(alpha),
                     pair=pair,
@@ -271,11 +272,11 @@ def write_results_tree(root: Path, config: dict) -> None:
             measured = measure_pair(
                 generations, selected, summary, score_files, pair=pair, dataset=dataset
             )
-            write_csv(layout.path(results.FIDELITY_FILE, pair=pair, dataset=dataset), measured)
-    write_csv(layout.path(results.TESTS), assemble_tests_table(frames))
+            write_csv(layout.path(paths.FIDELITY_FILE, pair=pair, dataset=dataset), measured)
+    write_csv(layout.path(paths.TESTS), assemble_tests_table(frames))
     for model in layout.training_figures(config):
         method = config["models"][model]["train"]["method"]
-        path = layout.path(results.TRAINING_LOG, model=model)
+        path = layout.path(paths.TRAINING_LOG, model=model)
         path.parent.mkdir(parents=True, exist_ok=True)
         write_training_log(path, method)
 
@@ -289,7 +290,7 @@ def write_figures(root: Path, config: dict) -> None:
         )
     for model, path in layout.training_figures(config).items():
         make_training_figure(
-            layout.path(results.TRAINING_LOG, model=model),
+            layout.path(paths.TRAINING_LOG, model=model),
             path,
             model=model,
             train=config["models"][model]["train"],
@@ -310,7 +311,7 @@ def build_report(root: Path, config: dict) -> Path:
     """A synthetic study, its figures and its report under `root`; the report's path."""
     write_results_tree(root, config)
     write_figures(root, config)
-    path = root / results.REPORT
+    path = root / paths.REPORT
     write_report(path, load_study(Layout(root), config), fixed_provenance())
     return path
 
@@ -326,7 +327,7 @@ def study_root(tmp_path_factory) -> tuple[Path, dict]:
 @pytest.fixture(scope="module")
 def html(study_root) -> str:
     root, _ = study_root
-    return (root / results.REPORT).read_text(encoding="utf-8")
+    return (root / paths.REPORT).read_text(encoding="utf-8")
 
 
 # ---------------------------------------------------------------- formatting
@@ -572,7 +573,7 @@ def test_examples_are_the_first_analysed_problems(study_root):
     root, config = study_root
     examples = load_study(Layout(root), config).examples["toy-grpo", "toy-gsm8k"]
     where = {"pair": "toy-grpo", "dataset": "toy-gsm8k", "alpha": "0.1", "ext": "json"}
-    analysed = results.load_json(Layout(root).path(results.METRICS_FILE, **where))["idx"]
+    analysed = results.load_json(Layout(root).path(paths.METRICS_FILE, **where))["idx"]
     assert [e.idx for e in examples] == sorted(analysed)[: results.N_EXAMPLES]
     assert [(c.role, c.model) for c in examples[0].completions] == [
         ("base", "toy-sft"),

@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import pytest
 
-from circuitry import runs
+from circuitry import dynamics, runs
 from circuitry.runs import RunError
 from circuitry.tokenizer import build_char_tokenizer
 
@@ -48,7 +48,7 @@ def test_a_trl_adapter_checkpoint_is_merged_into_a_model_the_workflow_builds(tmp
     run = {"name": "lora", "init": "base", "trl": str(tmp_path / "out")}
     (checkpoint,) = runs.checkpoints(run)
     assert checkpoint.kind == "adapter"
-    entry = runs.model_entry(run, checkpoint, INIT, "resources/models/dyn-lora-step5")
+    entry = runs.model_entry(run, checkpoint, INIT)
     assert entry["path"] == "resources/models/dyn-lora-step5"
     assert entry["adapter"] == str(tmp_path / "out" / "checkpoint-5")
     assert entry["checkpoint"]["built"] == "resources/models/dyn-lora-step5"
@@ -58,7 +58,7 @@ def test_a_trl_adapter_checkpoint_is_merged_into_a_model_the_workflow_builds(tmp
 def test_a_full_trl_checkpoint_is_read_where_it_is(tmp_path):
     run = trl_run(tmp_path, steps=(10,))
     (checkpoint,) = runs.checkpoints(run)
-    entry = runs.model_entry(run, checkpoint, INIT, "unused")
+    entry = runs.model_entry(run, checkpoint, INIT)
     assert entry["path"] == str(tmp_path / "out" / "checkpoint-10")
     assert entry["checkpoint"] == {"run": "mine", "step": 10, "built": None}
 
@@ -87,7 +87,7 @@ def test_revisions_from_a_list_or_a_mapping(tmp_path):
     ]
     mapped = {**listed, "revisions": {"hub_id": "org/run", "revisions": {5: "abc", "10": "def"}}}
     checkpoint = runs.checkpoints(mapped)[1]
-    entry = runs.model_entry(mapped, checkpoint, INIT, "unused")
+    entry = runs.model_entry(mapped, checkpoint, INIT)
     assert (entry["hub_id"], entry["revision"], checkpoint.step) == ("org/run", "def", 10)
     assert "path" not in entry and entry["checkpoint"]["built"] is None
 
@@ -98,7 +98,7 @@ def test_a_train_run_plans_the_folders_trl_will_save():
     assert [c.location for c in found] == [
         f"resources/dynamics/grpo/checkpoint-{step}" for step in (10, 20, 30)
     ]
-    entry = runs.model_entry(run, found[0], INIT, "unused")
+    entry = runs.model_entry(run, found[0], INIT)
     assert entry["checkpoint"]["built"] == "resources/dynamics/grpo"  # rule train_dynamics
 
 
@@ -164,7 +164,7 @@ def test_the_log_of_a_trl_run_is_its_last_checkpoints_trainer_state(tmp_path):
     model_folder(tmp_path / "out" / "checkpoint-2", state=STATE)
     run = {"name": "mine", "init": "base", "trl": str(tmp_path / "out"), "every": 2}
     assert runs.log_source(run) == str(tmp_path / "out" / "checkpoint-2")
-    log = runs.training_log(runs.log_source(run))
+    log = dynamics.training_log(runs.log_source(run))
     assert list(log.columns) == [
         "step",
         "reward",
@@ -175,7 +175,7 @@ def test_the_log_of_a_trl_run_is_its_last_checkpoints_trainer_state(tmp_path):
     ]
     assert log["step"].tolist() == [1, 2]
     assert log["reward"].tolist() == [0.2, 0.5]
-    assert runs.training_log(tmp_path / "out").equals(log)  # the output directory itself
+    assert dynamics.training_log(tmp_path / "out").equals(log)  # the output directory itself
 
 
 def test_logs_of_dirs_and_revisions_come_from_log_or_are_absent(tmp_path):
@@ -185,7 +185,7 @@ def test_logs_of_dirs_and_revisions_come_from_log_or_are_absent(tmp_path):
     csv = tmp_path / "log.csv"
     pd.DataFrame({"step": [1, 2], "reward": [0.1, 0.3], "other": [1, 1]}).to_csv(csv, index=False)
     assert runs.log_source({**run, "log": str(csv)}) == str(csv)
-    assert list(runs.training_log(csv).columns) == ["step", "reward"]
+    assert list(dynamics.training_log(csv).columns) == ["step", "reward"]
     revisions = {"name": "x", "init": "b", "revisions": {"hub_id": "o/r", "revisions": ["s1"]}}
     assert runs.log_source(revisions) is None
 
@@ -194,11 +194,11 @@ def test_a_log_without_history_or_steps_is_named(tmp_path):
     state = tmp_path / "trainer_state.json"
     state.write_text(json.dumps({"global_step": 3}))
     with pytest.raises(ValueError, match="no log_history"):
-        runs.training_log(state)
+        dynamics.training_log(state)
     csv = tmp_path / "log.csv"
     pd.DataFrame({"reward": [0.1]}).to_csv(csv, index=False)
     with pytest.raises(ValueError, match="no step column"):
-        runs.training_log(csv)
+        dynamics.training_log(csv)
 
 
 def test_a_checkpoint_must_share_its_initial_models_tokenizer():

@@ -16,6 +16,8 @@ import shutil
 import signal
 import subprocess
 import time
+import zipfile
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -23,11 +25,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from circuitry import dynamics
+from circuitry import runs
 from circuitry.eap import text_role
 from circuitry.io import read_json, read_jsonl
 from circuitry.metrics import ROLES, EdgeScores
-from circuitry.results import DYNAMICS_EAP_FILE, EAP_FILE
+from circuitry.paths import DYNAMICS_EAP_FILE, EAP_FILE, Layout
 from circuitry.scorefile import DIAGNOSTICS
 from conftest import ROOT, SNAKEMAKE, run_snakemake
 
@@ -135,10 +137,10 @@ def test_dynamics_score_every_checkpoint_on_one_problem_set(toy_study):
     problems = read_jsonl(toy_study / f"results/dynamics/problems/{run['init']}.jsonl")
     idx = [row["idx"] for row in problems]
     assert len(idx) == TOY["filter"]["num_samples"]
-    models = [run["init"], *(c.name for c in dynamics.checkpoints(TOY))]
+    models = [run["init"], *(c.name for c in runs.all_followed(TOY))]
     cut_lens = set()
     for model, loss in itertools.product(models, LOSSES):
-        for text in dynamics.scored_texts(TOY, model):
+        for text in runs.scored_texts(TOY, model):
             path = DYNAMICS_EAP_FILE.format(model=model, text=text, loss=loss)
             with np.load(toy_study / path, allow_pickle=False) as npz:
                 cut_lens.add(int(npz["cut_len"]))
@@ -150,6 +152,20 @@ def test_dynamics_score_every_checkpoint_on_one_problem_set(toy_study):
     assert (start["intensity_change"] == 0).all() and (start["window_ce_p"] == 1).all()
     initial = summary[summary["text"] == "initial"]
     assert (initial["n_samples"] == len(idx)).all()
+
+
+def test_snakemakes_own_report_carries_every_figure(toy_study, tmp_path):
+    """`snakemake --report` archives every figure the rules declare with report()."""
+    archive = tmp_path / "report.zip"
+    result = run_snakemake("--report", str(archive), timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    layout = Layout()
+    figures = [f for pair in PAIRS for f in layout.pair_figures(pair, DATASETS).values()]
+    figures += layout.training_figures(TOY).values()
+    figures += ["results/figures/dynamics/training.png", "results/figures/dynamics/metrics.png"]
+    with zipfile.ZipFile(archive) as report:
+        archived = Counter(Path(name).name for name in report.namelist() if name.endswith(".png"))
+    assert archived == Counter(Path(figure).name for figure in figures)
 
 
 def sources_config(tmp_path, toy_root, runs: list[dict]) -> str:

@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from circuitry import runs, toy, training
+from circuitry import dynamics, toy, training
 from circuitry.io import sha256_file
 from circuitry.prompts import PromptTemplate
 
@@ -163,7 +163,7 @@ def test_grpo_saves_trl_checkpoints_along_the_run(sft_dir, problems, tmp_path, p
     assert weights_hash(first) != weights_hash(sft_dir)
     assert AutoModelForCausalLM.from_pretrained(second).config.num_hidden_layers == 2
     assert list(frame.dropna(subset=["reward"])["step"]) == [1, 2]
-    logged = runs.training_log(run_dir)  # the last checkpoint's trainer_state.json
+    logged = dynamics.training_log(run_dir)  # the last checkpoint's trainer_state.json
     assert list(logged["step"]) == [1, 2]
     assert logged["reward"].tolist() == frame.dropna(subset=["reward"])["reward"].tolist()
 

@@ -9,7 +9,7 @@ import pandas as pd
 import torch
 import yaml
 
-from circuitry.results import EAP_FILE
+from circuitry.paths import EAP_FILE
 from circuitry.tokenizer import build_char_tokenizer
 from circuitry.training import save_model, toy_model
 from conftest import ROOT, dry_run_jobs, run_snakemake

@@ -27,8 +27,8 @@ rule metrics:
 rule fidelity:
     input:
         unpack(pair_generations),
-        rows="results/pairs/{pair}/{dataset}.jsonl",
-        summary="results/pairs/{pair}/{dataset}.summary.json",
+        rows=PAIRS_FILE,
+        summary=PAIR_SUMMARY,
         scores=paper_score_files(ALPHAS),
     output:
         FIDELITY_FILE,
@@ -54,7 +54,7 @@ rule stats:
     input:
         pair_test_files(),
     output:
-        "results/stats/tests.csv",
+        TESTS,
     log:
         "logs/stats.log",
     conda:

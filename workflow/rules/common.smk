@@ -2,37 +2,55 @@
 
 import os
 import re
-import sys
 from pathlib import Path
 
-# The rules' scripts import `circuitry` from this checkout, also inside conda
-# environments (--sdm conda) where the package is not pip-installed.
-CIRCUITRY_LIB = str(Path(workflow.basedir) / "workflow" / "lib")
-sys.path.insert(0, CIRCUITRY_LIB)
+# This checkout: workflow/ (rules, scripts, report template) and the project above it.
+WORKFLOW_DIR = Path(str(workflow.current_basedir)).parent
+PROJECT_DIR = WORKFLOW_DIR.parent
+
+try:
+    import circuitry
+except ImportError:
+    raise WorkflowError(
+        "the circuitry package is not installed in this Python environment: run "
+        "`pip install -e .` in the circuitry checkout (README, Quickstart)"
+    ) from None
+
+# Jobs run in conda environments (--sdm conda) import it from this checkout.
 os.environ.update(
     PYTHONPATH=os.pathsep.join(
-        p for p in (CIRCUITRY_LIB, os.environ.get("PYTHONPATH")) if p
+        p for p in (str(WORKFLOW_DIR / "lib"), os.environ.get("PYTHONPATH")) if p
     )
 )
 
 from snakemake.utils import validate
 
-from circuitry import dynamics, runs
+from circuitry import runs
 from circuitry.provenance import model_fingerprint, reproduce_command
-from circuitry.results import (
+from circuitry.paths import (
+    DATASET_ROWS,
+    DATASET_SUMMARY,
+    DOWNLOADS,
     DYNAMICS_EAP_FILE,
+    DYNAMICS_OUTPUTS,
     DYNAMICS_PROBLEMS,
     DYNAMICS_PROBLEMS_SUMMARY,
     EAP_FILE,
     FIDELITY_FILE,
+    GENERATION_PROVENANCE,
+    GENERATIONS,
     METRICS_FILE,
+    PAIR_SUMMARY,
     PAIR_TESTS,
+    PAIRS_FILE,
+    PAPER_CONDITION,
+    REPORT,
+    RUN_DIR,
+    TESTS,
+    TRAINED_MODEL_DIR,
     Layout,
 )
-from circuitry.scorefile import PAPER_CONDITION
-from circuitry.runs import RUN_DIR
 from circuitry.config import (
-    TRAINED_MODEL_DIR,
     ConfigError,
     all_datasets,
     check_config,
@@ -53,18 +71,18 @@ except (WorkflowError, ConfigError) as e:
 
 
 # Training-dynamics checkpoints become models.
-CHECKPOINTS = dynamics.add_checkpoints(config)
+CHECKPOINTS = runs.add_checkpoints(config)
 LAYOUT = Layout()
-REPORT_TEMPLATE = os.path.join(workflow.basedir, "workflow", "report", "report.html.j2")
+REPORT_TEMPLATE = str(WORKFLOW_DIR / "report" / "report.html.j2")
 DATASETS = list(config["datasets"])
 ALL_DATASETS = all_datasets(config)
 MODELS = models_in_use(config)
 PAIRS = enabled_pairs(config)
 TRAINED = trained_models(config)
 TRAINING_FIGURES = LAYOUT.training_figures(config)
-RUNS = {run["name"]: run for run in dynamics.runs(config)}
+RUNS = {run["name"]: run for run in runs.followed_runs(config)}
 TRAIN_RUNS = [name for name, run in RUNS.items() if "train" in run]
-DYNAMICS_INITS = dynamics.inits(config)
+DYNAMICS_INITS = runs.inits(config)
 DYNAMICS_ALPHA = str(config["dynamics"]["alpha"]) if CHECKPOINTS else None
 DYNAMICS_EVAL = config["dynamics"]["eval_dataset"] if CHECKPOINTS else None
 
@@ -101,7 +119,7 @@ def local_dataset_file(wildcards):
 
 
 def dataset_files():
-    return expand("resources/datasets/{dataset}.jsonl", dataset=DATASETS)
+    return expand(DATASET_ROWS, dataset=DATASETS)
 
 
 # ---- models ----
@@ -169,7 +187,7 @@ def trained_model_dirs():
 
 def train_inputs(wildcards):
     train = config["models"][wildcards.model]["train"]
-    inputs = {"data": expand("resources/datasets/{d}.jsonl", d=train["data"])}
+    inputs = {"data": expand(DATASET_ROWS, dataset=train["data"])}
     if train.get("init"):
         inputs["init"] = TRAINED_MODEL_DIR.format(model=train["init"])
     return inputs
@@ -201,21 +219,19 @@ def generation_batch_size(wildcards):
 
 
 def generation_files():
-    return expand(
-        "results/generations/{model}/{dataset}.jsonl", model=MODELS, dataset=DATASETS
-    )
+    return expand(GENERATIONS, model=MODELS, dataset=DATASETS)
 
 
 def pair_generations(wildcards):
     pair = config["pairs"][wildcards.pair]
     return {
-        role: f"results/generations/{pair[role]}/{wildcards.dataset}.jsonl"
+        role: GENERATIONS.format(model=pair[role], dataset=wildcards.dataset)
         for role in ("base", "tuned")
     }
 
 
 def pair_files():
-    return expand("results/pairs/{pair}/{dataset}.jsonl", pair=PAIRS, dataset=DATASETS)
+    return expand(PAIRS_FILE, pair=PAIRS, dataset=DATASETS)
 
 
 # ---- EAP, metrics, statistics ----
@@ -325,13 +341,7 @@ def eap_files():
 
 
 def metric_files(kind="csv"):
-    return expand(
-        "results/metrics/{pair}/{dataset}/alpha{alpha}.{kind}",
-        pair=PAIRS,
-        dataset=DATASETS,
-        alpha=ALPHAS,
-        kind=kind,
-    )
+    return expand(METRICS_FILE, pair=PAIRS, dataset=DATASETS, alpha=ALPHAS, ext=kind)
 
 
 def pair_test_files():
@@ -344,7 +354,7 @@ def pair_test_files():
 def dynamics_train_inputs(wildcards):
     train = RUNS[wildcards.run]["train"]
     return {
-        "data": expand("resources/datasets/{d}.jsonl", d=train["data"]),
+        "data": expand(DATASET_ROWS, dataset=train["data"]),
         "init": model_dir(RUNS[wildcards.run]["init"]),
     }
 
@@ -364,7 +374,7 @@ def merge_inputs(wildcards):
 
 def initial_model(model):
     """A checkpoint's run's initial model."""
-    return dynamics.init_of(config, model)
+    return runs.init_of(config, model)
 
 
 def dynamics_initial_spec(model):
@@ -390,7 +400,7 @@ def dynamics_scored():
     return [
         {"model": model, "text": text, "loss": loss}
         for model in dynamics_models()
-        for text in dynamics.scored_texts(config, model)
+        for text in runs.scored_texts(config, model)
         for loss in EAP_LOSSES
     ]
 
@@ -421,8 +431,8 @@ def dynamics_score_inputs(wildcards):
         **dynamics_problem_files(wildcards.model),
     }
     if wildcards.model not in DYNAMICS_INITS:
-        inputs["generations"] = (
-            f"results/generations/{wildcards.model}/{DYNAMICS_EVAL}.jsonl"
+        inputs["generations"] = GENERATIONS.format(
+            model=wildcards.model, dataset=DYNAMICS_EVAL
         )
     return inputs
 
@@ -443,7 +453,7 @@ def dynamics_inputs():
     return {
         "logs": list(dynamics_logs().values()),
         "accuracy": [
-            f"results/generations/{m}/{DYNAMICS_EVAL}.provenance.json"
+            GENERATION_PROVENANCE.format(model=m, dataset=DYNAMICS_EVAL)
             for m in dynamics_models()
         ],
         "scores": [DYNAMICS_EAP_FILE.format(**s) for s in dynamics_scored()],
@@ -453,14 +463,6 @@ def dynamics_inputs():
 def dynamics_report_inputs():
     """The dynamics outputs the report shows (none when dynamics is off)."""
     return DYNAMICS_OUTPUTS if CHECKPOINTS else {}
-
-
-DYNAMICS_OUTPUTS = {
-    "summary": "results/dynamics/summary.csv",
-    "highlights": "results/dynamics/highlights.csv",
-    "training_figure": "results/figures/dynamics/training.png",
-    "metrics_figure": "results/figures/dynamics/metrics.png",
-}
 
 
 def figure_files():

@@ -10,8 +10,8 @@ rule download_dataset:
     input:
         local_dataset_file,
     output:
-        rows="resources/datasets/{dataset}.jsonl",
-        summary="resources/datasets/{dataset}.summary.json",
+        rows=DATASET_ROWS,
+        summary=DATASET_SUMMARY,
     log:
         "logs/download_dataset/{dataset}.log",
     wildcard_constraints:
@@ -23,6 +23,6 @@ rule download_dataset:
         runtime=30,
     params:
         spec=lambda wildcards: ALL_DATASETS[wildcards.dataset],
-        download_dir="resources/downloads",
+        download_dir=DOWNLOADS,
     script:
         "../scripts/download_dataset.py"

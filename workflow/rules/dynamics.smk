@@ -28,9 +28,7 @@ if CHECKPOINTS:
             ),
             gpu=lambda wildcards: model_gpus(RUNS[wildcards.run]["init"]),
         params:
-            settings=lambda wildcards: dynamics.grpo_settings(
-                RUNS[wildcards.run]["train"]
-            ),
+            settings=lambda wildcards: runs.grpo_settings(RUNS[wildcards.run]["train"]),
             init=lambda wildcards: model_spec(config, RUNS[wildcards.run]["init"]),
             template=lambda wildcards: template_of(RUNS[wildcards.run]["init"]),
         script:
@@ -65,7 +63,7 @@ if CHECKPOINTS:
     # checkpoint of its runs, and one reference length T.
     rule dynamics_problems:
         input:
-            f"results/generations/{{init}}/{DYNAMICS_EVAL}.jsonl",
+            GENERATIONS.format(model="{init}", dataset=DYNAMICS_EVAL),
         output:
             rows=DYNAMICS_PROBLEMS,
             summary=DYNAMICS_PROBLEMS_SUMMARY,
@@ -89,7 +87,7 @@ if CHECKPOINTS:
         input:
             unpack(dynamics_score_inputs),
         output:
-            dynamics_score_files(dynamics.TEXTS),
+            dynamics_score_files(runs.TEXTS),
         log:
             "logs/eap_score_dynamics/{model}.log",
         benchmark:
@@ -106,7 +104,7 @@ if CHECKPOINTS:
         params:
             model=lambda wildcards: model_spec(config, wildcards.model),
             role="tuned",
-            texts=list(dynamics.TEXTS),
+            texts=list(runs.TEXTS),
             losses=EAP_LOSSES,
             alpha=DYNAMICS_ALPHA,
             batch_size=config["eap"]["batch_size"],
@@ -127,7 +125,20 @@ if CHECKPOINTS:
         input:
             **dynamics_inputs(),
         output:
-            **DYNAMICS_OUTPUTS,
+            summary=DYNAMICS_OUTPUTS["summary"],
+            highlights=DYNAMICS_OUTPUTS["highlights"],
+            training_figure=report(
+                DYNAMICS_OUTPUTS["training_figure"],
+                caption="../report/dynamics_training.rst",
+                category="Training dynamics",
+                labels={"figure": "logged series"},
+            ),
+            metrics_figure=report(
+                DYNAMICS_OUTPUTS["metrics_figure"],
+                caption="../report/dynamics_metrics.rst",
+                category="Training dynamics",
+                labels={"figure": "accuracy and circuit change"},
+            ),
         log:
             "logs/dynamics.log",
         conda:

@@ -7,10 +7,8 @@
 rule eap_score:
     input:
         unpack(pair_model_dirs),
-        pairs=expand("results/pairs/{{pair}}/{dataset}.jsonl", dataset=DATASETS),
-        summaries=expand(
-            "results/pairs/{{pair}}/{dataset}.summary.json", dataset=DATASETS
-        ),
+        pairs=expand(PAIRS_FILE, pair="{pair}", dataset=DATASETS),
+        summaries=expand(PAIR_SUMMARY, pair="{pair}", dataset=DATASETS),
     output:
         pair_score_files(),
     log:

@@ -4,13 +4,11 @@
 
 rule generate:
     input:
-        datasets=expand("resources/datasets/{dataset}.jsonl", dataset=DATASETS),
+        datasets=expand(DATASET_ROWS, dataset=DATASETS),
         model=lambda wildcards: model_dir(wildcards.model),
     output:
-        rows=expand("results/generations/{{model}}/{dataset}.jsonl", dataset=DATASETS),
-        provenance=expand(
-            "results/generations/{{model}}/{dataset}.provenance.json", dataset=DATASETS
-        ),
+        rows=expand(GENERATIONS, model="{model}", dataset=DATASETS),
+        provenance=expand(GENERATION_PROVENANCE, model="{model}", dataset=DATASETS),
     log:
         "logs/generate/{model}.log",
     benchmark:
@@ -42,13 +40,11 @@ rule generate:
 # generated ones, into the same outputs.
 rule import_generations:
     input:
-        datasets=expand("resources/datasets/{dataset}.jsonl", dataset=DATASETS),
+        datasets=expand(DATASET_ROWS, dataset=DATASETS),
         generations=imported_files,
     output:
-        rows=expand("results/generations/{{model}}/{dataset}.jsonl", dataset=DATASETS),
-        provenance=expand(
-            "results/generations/{{model}}/{dataset}.provenance.json", dataset=DATASETS
-        ),
+        rows=expand(GENERATIONS, model="{model}", dataset=DATASETS),
+        provenance=expand(GENERATION_PROVENANCE, model="{model}", dataset=DATASETS),
     log:
         "logs/import_generations/{model}.log",
     benchmark:
@@ -79,12 +75,12 @@ if CHECKPOINTS:
     # pair has it) answer its eval dataset only.
     use rule generate as generate_dynamics with:
         input:
-            datasets=[f"resources/datasets/{DYNAMICS_EVAL}.jsonl"],
+            datasets=[DATASET_ROWS.format(dataset=DYNAMICS_EVAL)],
             model=lambda wildcards: dynamics_model_dirs(wildcards.model),
         output:
-            rows=[f"results/generations/{{model}}/{DYNAMICS_EVAL}.jsonl"],
+            rows=[GENERATIONS.format(model="{model}", dataset=DYNAMICS_EVAL)],
             provenance=[
-                f"results/generations/{{model}}/{DYNAMICS_EVAL}.provenance.json"
+                GENERATION_PROVENANCE.format(model="{model}", dataset=DYNAMICS_EVAL)
             ],
         wildcard_constraints:
             model=one_of(m for m in dynamics_models() if m not in MODELS),

@@ -9,8 +9,8 @@ rule pair_samples:
     input:
         unpack(pair_generations),
     output:
-        rows="results/pairs/{pair}/{dataset}.jsonl",
-        summary="results/pairs/{pair}/{dataset}.summary.json",
+        rows=PAIRS_FILE,
+        summary=PAIR_SUMMARY,
     log:
         "logs/pair_samples/{pair}/{dataset}.log",
     conda:

@@ -9,7 +9,16 @@ rule figures:
     input:
         lambda wildcards: LAYOUT.figure_inputs(config, wildcards.pair),
     output:
-        LAYOUT.pair_figures("{pair}", DATASETS).values(),
+        [
+            report(
+                path,
+                caption=f"../report/{name.split('/')[0]}.rst",
+                category="Pairs",
+                subcategory="{pair}",
+                labels={"pair": "{pair}", "figure": name},
+            )
+            for name, path in LAYOUT.pair_figures("{pair}", DATASETS).items()
+        ],
     log:
         "logs/figures/{pair}.log",
     conda:
@@ -28,7 +37,15 @@ if TRAINING_FIGURES:
         input:
             [TRAINED_MODEL_DIR.format(model=m) for m in TRAINING_FIGURES],
         output:
-            list(TRAINING_FIGURES.values()),
+            [
+                report(
+                    path,
+                    caption="../report/training.rst",
+                    category="Training",
+                    labels={"model": model},
+                )
+                for model, path in TRAINING_FIGURES.items()
+            ],
         log:
             "logs/training_figures.log",
         conda:
@@ -38,6 +55,7 @@ if TRAINING_FIGURES:
             runtime=10,
         params:
             models=list(TRAINING_FIGURES),
+            train=[config["models"][m]["train"] for m in TRAINING_FIGURES],
         script:
             "../scripts/training_figures.py"
 
@@ -48,7 +66,7 @@ rule report:
         files=LAYOUT.report_inputs(config),
         template=REPORT_TEMPLATE,
     output:
-        "results/report/report.html",
+        REPORT,
     log:
         "logs/report.log",
     conda:
@@ -61,7 +79,7 @@ rule report:
             cores=None,
             configfiles=workflow.overwrite_configfiles,
             config_args=workflow.config_settings.config_args or (),
-            project_dir=workflow.basedir,
+            project_dir=PROJECT_DIR,
         ),
         # the checkout the template lives in (workflow/report/report.html.j2)
         project_dir=lambda wildcards, input: str(Path(input.template).parents[2]),

@@ -5,7 +5,6 @@ from circuitry import dynamics
 from circuitry.figures import plot_metric_dynamics, plot_training_log
 from circuitry.io import read_json, write_csv
 from circuitry.logs import setup_logging
-from circuitry.runs import training_log
 
 log = setup_logging(snakemake.log[0])
 params = snakemake.params
@@ -22,7 +21,7 @@ highlights = dynamics.highlights(summary)
 write_csv(snakemake.output.summary, summary)
 write_csv(snakemake.output.highlights, highlights)
 logs = {
-    run: training_log(path)
+    run: dynamics.training_log(path)
     for run, path in zip(params.log_runs, snakemake.input.get("logs", []), strict=True)
 }
 plot_training_log(logs, highlights, snakemake.output.training_figure)

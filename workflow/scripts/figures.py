@@ -2,7 +2,8 @@
 
 from circuitry.figures import make_pair_figures
 from circuitry.logs import setup_logging
-from circuitry.results import Layout, load_pair_results
+from circuitry.paths import Layout
+from circuitry.results import load_pair_results
 
 log = setup_logging(snakemake.log[0])
 layout, pair = Layout(), snakemake.wildcards.pair

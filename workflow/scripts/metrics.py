@@ -4,7 +4,7 @@ paired tests of every comparison."""
 from circuitry.io import write_csv
 from circuitry.logs import setup_logging
 from circuitry.metrics import load_condition, per_sample_table
-from circuitry.scorefile import PAPER_CONDITION
+from circuitry.paths import PAPER_CONDITION
 from circuitry.stats import pair_dataset_tests
 
 log = setup_logging(snakemake.log[0])

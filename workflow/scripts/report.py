@@ -3,9 +3,10 @@
 import pandas as pd
 
 from circuitry.logs import setup_logging
+from circuitry.paths import Layout
 from circuitry.provenance import collect_provenance
 from circuitry.report import dynamics_section, write_report
-from circuitry.results import Layout, load_study
+from circuitry.results import load_study
 
 log = setup_logging(snakemake.log[0])
 study = load_study(Layout(), snakemake.config)

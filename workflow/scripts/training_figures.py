@@ -7,12 +7,8 @@ from circuitry.logs import setup_logging
 from circuitry.training import LOG_FILE
 
 setup_logging(snakemake.log[0])
-for model, model_dir, path in zip(
-    snakemake.params.models, snakemake.input, snakemake.output, strict=True
+params = snakemake.params
+for model, train, model_dir, path in zip(
+    params.models, params.train, snakemake.input, snakemake.output, strict=True
 ):
-    make_training_figure(
-        Path(model_dir) / LOG_FILE,
-        path,
-        model=model,
-        train=snakemake.config["models"][model]["train"],
-    )
+    make_training_figure(Path(model_dir) / LOG_FILE, path, model=model, train=train)

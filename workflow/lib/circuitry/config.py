@@ -11,13 +11,14 @@ import hashlib
 import json
 from pathlib import Path
 
+from circuitry.paths import TRAINED_MODEL_DIR
+
 
 class ConfigError(ValueError):
     """The configuration is inconsistent; the message names the offending key."""
 
 
 MODEL_SOURCES = ("hub_id", "path", "train")
-TRAINED_MODEL_DIR = "resources/models/{model}"
 
 
 def describe_schema_error(error: Exception) -> str:

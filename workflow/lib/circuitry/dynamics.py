@@ -23,105 +23,33 @@ fixed set keeps the samples and lets the `initial` curve show weights alone.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping, Sequence
 from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from circuitry.config import TRAINED_MODEL_DIR
 from circuitry.metrics import EdgeScores, histogram_upper, per_sample_metrics
 from circuitry.pairing import FilterSettings, index_by_idx, pair_samples, role_fields
-from circuitry.runs import Checkpoint, model_entry
-from circuitry.runs import checkpoints as run_checkpoints
-from circuitry.scorefile import PAPER_CONDITION
+from circuitry.paths import PAPER_CONDITION
+from circuitry.runs import TEXTS, TRAINER_STATE, TRL_CHECKPOINT, checkpoints, followed_runs
 from circuitry.stats import LOG_SCALE_METRICS, WINDOW_LOSS, paired_sample_test, row_rng
 
 TRACKED_METRICS = ("intensity", "kurtosis", "entropy")  # the paper's Figure 5 panels
 CHANGES = (*TRACKED_METRICS, WINDOW_LOSS)
-TEXTS = {
-    "initial": "the initial model's answers",
-    "own": "the checkpoint's own correct answers",
+# The logged series the figures show: trl's name in `log_history` -> column name.
+SERIES = {
+    "reward": "reward",
+    "reward_std": "reward_std",
+    "kl": "kl",
+    "entropy": "entropy",
+    "completions/mean_length": "completion_length",
 }
 CHANGE_FIELDS = ("change", "ci_low", "ci_high", "change_pct", "ci_pct_low", "ci_pct_high", "p")
 REWARD_WINDOW = 8
-GRPO_SETTINGS = (
-    "seed",
-    "steps",
-    "checkpoint_every",
-    "prompts_per_step",
-    "num_generations",
-    "max_completion_length",
-    "learning_rate",
-    "beta",
-    "temperature",
-)
-
-
-def enabled(config: Mapping) -> bool:
-    """Whether the run includes the dynamics: configured, enabled, and no `only_pairs`
-    narrowing the run to some of the study's pairs."""
-    block = config.get("dynamics")
-    return bool(block) and block.get("enabled", True) and not config.get("only_pairs")
-
-
-def runs(config: Mapping) -> list[dict]:
-    """The runs followed, in config order (none when the dynamics are off)."""
-    return list(config["dynamics"]["runs"]) if enabled(config) else []
-
-
-def run_named(config: Mapping, name: str) -> dict:
-    return next(run for run in config["dynamics"]["runs"] if run["name"] == name)
-
-
-def inits(config: Mapping) -> list[str]:
-    """The runs' initial models, each once, in config order."""
-    return list(dict.fromkeys(run["init"] for run in runs(config)))
-
-
-def checkpoints(config: Mapping) -> list[Checkpoint]:
-    """Every followed checkpoint of every run, in run then step order."""
-    return [checkpoint for run in runs(config) for checkpoint in run_checkpoints(run)]
-
-
-def run_checkpoint_models(config: Mapping) -> dict[str, dict]:
-    """`{checkpoint model name: its models entry}` of every followed checkpoint: it
-    inherits its initial model's template, generation length and resources, so the
-    generation rule answers the eval dataset with it."""
-    return {
-        checkpoint.name: model_entry(
-            run,
-            checkpoint,
-            config["models"][run["init"]],
-            TRAINED_MODEL_DIR.format(model=checkpoint.name),
-        )
-        for run in runs(config)
-        for checkpoint in run_checkpoints(run)
-    }
-
-
-def add_checkpoints(config: dict) -> list[Checkpoint]:
-    """Add a model per checkpoint to `config` and return the checkpoints."""
-    config["models"].update(run_checkpoint_models(config))
-    return checkpoints(config)
-
-
-def init_of(config: Mapping, model: str) -> str:
-    """The initial model of a checkpoint model's run (an initial model's own name)."""
-    checkpoint = config["models"][model].get("checkpoint")
-    return run_named(config, checkpoint["run"])["init"] if checkpoint else model
-
-
-def scored_texts(config: Mapping, model: str) -> list[str]:
-    """The texts a model of the dynamics is scored on: an initial model reads its own
-    answers (`initial`), a checkpoint those and its own."""
-    return ["initial"] if model in inits(config) else list(TEXTS)
-
-
-def grpo_settings(train: Mapping) -> dict:
-    """The `train_grpo` settings of a `train` run (the schema fills their defaults)."""
-    return {key: train[key] for key in GRPO_SETTINGS if key in train}
 
 
 def moving_average(values: Sequence[float], window: int = REWARD_WINDOW) -> np.ndarray:
@@ -221,9 +149,9 @@ def summary_table(
     run read twice (e.g. as `train` and as `trl`) gives the same rows.
     """
     rows = []
-    for run in runs(config):
+    for run in followed_runs(config):
         init = run["init"]
-        steps = [(0, init)] + [(c.step, c.name) for c in run_checkpoints(run)]
+        steps = [(0, init)] + [(c.step, c.name) for c in checkpoints(run)]
         for step, model in steps:
             for text in TEXTS:
                 for loss in config["eap"]["losses"]:
@@ -276,3 +204,36 @@ def highlights(summary: pd.DataFrame) -> pd.DataFrame:
                 }
             )
     return pd.DataFrame(rows)
+
+
+def trainer_state_of(path: str | os.PathLike) -> Path:
+    """The trainer_state.json a log source names: the file, a checkpoint folder's, or the
+    last checkpoint's of a trl output directory."""
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    if (path / TRAINER_STATE).is_file():
+        return path / TRAINER_STATE
+    folders = [p for p in path.glob("checkpoint-*") if TRL_CHECKPOINT.fullmatch(p.name)]
+    if not folders:
+        raise ValueError(f"{path}: no {TRAINER_STATE} and no checkpoint-<step> folders")
+    last = max(folders, key=lambda p: int(TRL_CHECKPOINT.fullmatch(p.name).group(1)))
+    return last / TRAINER_STATE
+
+
+def training_log(path: str | os.PathLike) -> pd.DataFrame:
+    """The run's logged series (`SERIES` present) by step, one row per logging step, from
+    a trainer_state.json (or the folder holding it) or a CSV with a step column."""
+    path = trainer_state_of(path)
+    if path.suffix == ".csv":
+        frame = pd.read_csv(path)
+    else:
+        history = json.loads(path.read_text(encoding="utf-8")).get("log_history")
+        if not isinstance(history, list):
+            raise ValueError(f"{path}: no log_history (not a trainer_state.json?)")
+        frame = pd.DataFrame(history)
+    if "step" not in frame.columns:
+        raise ValueError(f"{path}: no step column")
+    present = [name for name in SERIES if name in frame.columns]
+    frame = frame.dropna(how="all", subset=present) if present else frame.iloc[:0]
+    return frame[["step", *present]].rename(columns=SERIES).reset_index(drop=True)

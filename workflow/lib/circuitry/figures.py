@@ -49,8 +49,9 @@ from scipy import stats
 
 from circuitry.io import atomic_path
 from circuitry.metrics import METRICS, ROLES, load_edge_scores
+from circuitry.paths import PAIR_FIGURE_NAMES, edge_change_figure_name
 from circuitry.report import HEADLINE_METRICS, format_alpha, format_percent
-from circuitry.results import PAIR_FIGURE_NAMES, PairResults, edge_change_figure_name
+from circuitry.results import PairResults
 from circuitry.stats import WINDOW_LOSS
 
 ROLE_COLORS = {"base": "#4C72B0", "tuned": "#DD8452"}
@@ -584,8 +585,7 @@ def plot_training_log(
     """The series each run's trainer logged (reward, reward std, KL, entropy, completion
     length: those present), as trailing moving averages, one colour per run; shaded: the
     run's interval of fastest accuracy gain."""
-    from circuitry.dynamics import REWARD_WINDOW, moving_average
-    from circuitry.runs import SERIES
+    from circuitry.dynamics import REWARD_WINDOW, SERIES, moving_average
 
     series = [s for s in SERIES.values() if any(s in log.columns for log in logs.values())]
     colors = run_colors(list(dict.fromkeys([*highlights["run"], *logs])))
@@ -625,7 +625,8 @@ def plot_metric_dynamics(
     Shaded: each run's interval of fastest accuracy gain; marked: where inside it each
     metric is furthest from the initial model.
     """
-    from circuitry.dynamics import TEXTS, TRACKED_METRICS, paper_loss
+    from circuitry.dynamics import TRACKED_METRICS, paper_loss
+    from circuitry.runs import TEXTS
 
     summary = paper_loss(summary)
     colors = run_colors(list(summary["run"].unique()))

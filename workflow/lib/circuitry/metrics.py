@@ -82,7 +82,8 @@ import pandas as pd
 from scipy import special, stats
 
 from circuitry.io import write_text
-from circuitry.scorefile import DIAGNOSTICS, PAPER_CONDITION, TEXTS
+from circuitry.paths import PAPER_CONDITION
+from circuitry.scorefile import DIAGNOSTICS, TEXTS
 
 ROLES = ("base", "tuned")
 HIST_BINS = 50

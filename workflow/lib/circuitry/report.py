@@ -36,17 +36,16 @@ from circuitry.fidelity import DEVIATIONS, configured, effects
 from circuitry.io import write_text
 from circuitry.metrics import METRICS, ROLES, metric_definitions
 from circuitry.pairing import cut_length
+from circuitry.paths import PAPER_CONDITION, edge_change_figure_name
 from circuitry.provenance import Provenance
 from circuitry.results import (
     EXAMPLE_CHARS,
     N_EXAMPLES,
     Example,
     Study,
-    edge_change_figure_name,
     pair_label,
     require,
 )
-from circuitry.scorefile import PAPER_CONDITION
 from circuitry.stats import N_RESAMPLES, SEED, WINDOW_LOSS
 from circuitry.verdicts import (
     AGAINST,
@@ -1495,7 +1494,8 @@ def provenance_section(study: Study, provenance: Provenance) -> Section:
 def dynamics_table(summary: pd.DataFrame) -> Table:
     """Under the paper's loss: accuracy, each tracked metric's change and the window-loss
     change at every checkpoint, on both texts, one group per run."""
-    from circuitry.dynamics import TEXTS, TRACKED_METRICS, paper_loss
+    from circuitry.dynamics import TRACKED_METRICS, paper_loss
+    from circuitry.runs import TEXTS
 
     columns = [
         "step",
@@ -1544,7 +1544,7 @@ def format_signed(value) -> str:
 
 def dynamics_highlights_text(highlights: pd.DataFrame) -> list[str]:
     """One sentence per run and text: the fastest-gain interval and the extrema."""
-    from circuitry.dynamics import TEXTS
+    from circuitry.runs import TEXTS
 
     sentences = []
     for (run, text), frame in highlights.groupby(["run", "text"], sort=False):

@@ -21,37 +21,47 @@ is a config error naming the run.
 
 Logged series: the last checkpoint's `trainer_state.json` (its `log_history` holds every
 logging step up to it) for `train` and `trl`, and for `dirs` where the last directory has
-one; `log:` (a trainer_state.json or a CSV with a step column) for any run.
+one; `log:` (a trainer_state.json or a CSV with a step column) for any run
+(`circuitry.dynamics.training_log` reads them).
+
+The module also holds the dynamics' plan the rules are built from (the runs followed,
+their initial models, every checkpoint as a `models` entry), with the standard library
+only, so planning the workflow stays cheap.
 """
 
 from __future__ import annotations
 
 import glob
-import json
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
+from circuitry.paths import RUN_DIR, TRAINED_MODEL_DIR
 
 SOURCES = ("train", "trl", "dirs", "revisions")
+TEXTS = {
+    "initial": "the initial model's answers",
+    "own": "the checkpoint's own correct answers",
+}
+GRPO_SETTINGS = (
+    "seed",
+    "steps",
+    "checkpoint_every",
+    "prompts_per_step",
+    "num_generations",
+    "max_completion_length",
+    "learning_rate",
+    "beta",
+    "temperature",
+)
 CHECKPOINT = "dyn-{run}-step{step}"
-RUN_DIR = "resources/dynamics/{run}"
 TRL_CHECKPOINT = re.compile(r"checkpoint-(\d+)")
 FIRST_NUMBER = re.compile(r"(\d+)")
 TRAINER_STATE = "trainer_state.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 MODEL_FILES = ("config.json", "adapter_config.json")
-# The logged series the figures show: trl's name in `log_history` -> column name.
-SERIES = {
-    "reward": "reward",
-    "reward_std": "reward_std",
-    "kl": "kl",
-    "entropy": "entropy",
-    "completions/mean_length": "completion_length",
-}
 # Model settings a checkpoint takes from its run's initial model.
 INHERITED = (
     "template",
@@ -200,7 +210,7 @@ def checkpoints(run: Mapping) -> list[Checkpoint]:
     return all_checkpoints(run)[every - 1 :: every]
 
 
-def model_entry(run: Mapping, checkpoint: Checkpoint, init: Mapping, built_dir: str) -> dict:
+def model_entry(run: Mapping, checkpoint: Checkpoint, init: Mapping) -> dict:
     """The `models` entry of a checkpoint: its weights, the initial model's template,
     generation length and resources, and `checkpoint` (its run and step, and `built`: the
     directory a workflow rule makes it in, None for a user's files)."""
@@ -210,8 +220,8 @@ def model_entry(run: Mapping, checkpoint: Checkpoint, init: Mapping, built_dir: 
     if checkpoint.kind == "revision":
         entry |= {"hub_id": run["revisions"]["hub_id"], "revision": checkpoint.location}
     elif checkpoint.kind == "adapter":
-        entry |= {"path": built_dir, "adapter": checkpoint.location}
-        built = built_dir
+        built = TRAINED_MODEL_DIR.format(model=checkpoint.name)
+        entry |= {"path": built, "adapter": checkpoint.location}
     else:
         entry["path"] = checkpoint.location
         built = run_dir(run) if source == "train" else None
@@ -234,39 +244,6 @@ def log_source(run: Mapping) -> str | None:
     return None
 
 
-def trainer_state_of(path: str | os.PathLike) -> Path:
-    """The trainer_state.json a log source names: the file, a checkpoint folder's, or the
-    last checkpoint's of a trl output directory."""
-    path = Path(path)
-    if not path.is_dir():
-        return path
-    if (path / TRAINER_STATE).is_file():
-        return path / TRAINER_STATE
-    folders = [p for p in path.glob("checkpoint-*") if TRL_CHECKPOINT.fullmatch(p.name)]
-    if not folders:
-        raise ValueError(f"{path}: no {TRAINER_STATE} and no checkpoint-<step> folders")
-    last = max(folders, key=lambda p: int(TRL_CHECKPOINT.fullmatch(p.name).group(1)))
-    return last / TRAINER_STATE
-
-
-def training_log(path: str | os.PathLike) -> pd.DataFrame:
-    """The run's logged series (`SERIES` present) by step, one row per logging step, from
-    a trainer_state.json (or the folder holding it) or a CSV with a step column."""
-    path = trainer_state_of(path)
-    if path.suffix == ".csv":
-        frame = pd.read_csv(path)
-    else:
-        history = json.loads(path.read_text(encoding="utf-8")).get("log_history")
-        if not isinstance(history, list):
-            raise ValueError(f"{path}: no log_history (not a trainer_state.json?)")
-        frame = pd.DataFrame(history)
-    if "step" not in frame.columns:
-        raise ValueError(f"{path}: no step column")
-    present = [name for name in SERIES if name in frame.columns]
-    frame = frame.dropna(how="all", subset=present) if present else frame.iloc[:0]
-    return frame[["step", *present]].rename(columns=SERIES).reset_index(drop=True)
-
-
 def check_same_tokenizer(checkpoint: str, initial, tokenizer) -> None:
     """A checkpoint reads text as its initial model does: the same vocabulary and chat
     template, or its answers and circuits cannot be compared with the initial model's."""
@@ -280,3 +257,63 @@ def check_same_tokenizer(checkpoint: str, initial, tokenizer) -> None:
         f"checkpoint {checkpoint}: {reason}; a run's checkpoints must share their initial "
         "model's tokenizer"
     )
+
+
+def enabled(config: Mapping) -> bool:
+    """Whether the run includes the dynamics: configured, enabled, and no `only_pairs`
+    narrowing the run to some of the study's pairs."""
+    block = config.get("dynamics")
+    return bool(block) and block.get("enabled", True) and not config.get("only_pairs")
+
+
+def followed_runs(config: Mapping) -> list[dict]:
+    """The runs followed, in config order (none when the dynamics are off)."""
+    return list(config["dynamics"]["runs"]) if enabled(config) else []
+
+
+def run_named(config: Mapping, name: str) -> dict:
+    return next(run for run in config["dynamics"]["runs"] if run["name"] == name)
+
+
+def inits(config: Mapping) -> list[str]:
+    """The runs' initial models, each once, in config order."""
+    return list(dict.fromkeys(run["init"] for run in followed_runs(config)))
+
+
+def all_followed(config: Mapping) -> list[Checkpoint]:
+    """Every followed checkpoint of every run, in run then step order."""
+    return [checkpoint for run in followed_runs(config) for checkpoint in checkpoints(run)]
+
+
+def run_checkpoint_models(config: Mapping) -> dict[str, dict]:
+    """`{checkpoint model name: its models entry}` of every followed checkpoint: it
+    inherits its initial model's template, generation length and resources, so the
+    generation rule answers the eval dataset with it."""
+    return {
+        checkpoint.name: model_entry(run, checkpoint, config["models"][run["init"]])
+        for run in followed_runs(config)
+        for checkpoint in checkpoints(run)
+    }
+
+
+def add_checkpoints(config: dict) -> list[Checkpoint]:
+    """Add a model per checkpoint to `config` and return the checkpoints."""
+    config["models"].update(run_checkpoint_models(config))
+    return all_followed(config)
+
+
+def init_of(config: Mapping, model: str) -> str:
+    """The initial model of a checkpoint model's run (an initial model's own name)."""
+    checkpoint = config["models"][model].get("checkpoint")
+    return run_named(config, checkpoint["run"])["init"] if checkpoint else model
+
+
+def scored_texts(config: Mapping, model: str) -> list[str]:
+    """The texts a model of the dynamics is scored on: an initial model reads its own
+    answers (`initial`), a checkpoint those and its own."""
+    return ["initial"] if model in inits(config) else list(TEXTS)
+
+
+def grpo_settings(train: Mapping) -> dict:
+    """The `train_grpo` settings of a `train` run (the schema fills their defaults)."""
+    return {key: train[key] for key in GRPO_SETTINGS if key in train}

@@ -1,7 +1,7 @@
 """The EAP score file: what `eap_score` writes and the later stages read.
 
 One uncompressed `.npz` of plain arrays (no pickles) per pair x dataset x alpha x loss x
-model x text (`circuitry.results.EAP_FILE`):
+model x text (`circuitry.paths.EAP_FILE`):
 
 - `scores`: float32 `[n_samples, n_forward, n_backward]`, 0 on non-edges;
 - `idx`: the problems, in the order of the pair file;
@@ -33,7 +33,6 @@ from circuitry.io import write_npz
 # each model on its own answer.
 LOSSES = ("ce", "ce_unit")
 TEXTS = ("own", "crossed")
-PAPER_CONDITION = {"loss": "ce", "text": "own"}
 DIAGNOSTICS = (
     "window_ce",
     "window_entropy",

@@ -77,7 +77,7 @@ from circuitry.metrics import (
     CircuitMetrics,
     PairedEdgeStack,
 )
-from circuitry.scorefile import PAPER_CONDITION
+from circuitry.paths import PAPER_CONDITION
 
 MIN_PAIRS = 6
 CONFIDENCE_LEVEL = 0.95

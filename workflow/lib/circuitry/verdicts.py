@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from circuitry.metrics import METRICS
-from circuitry.scorefile import PAPER_CONDITION
+from circuitry.paths import PAPER_CONDITION
 from circuitry.stats import WINDOW_LOSS
 
 SIGNIFICANCE_LEVEL = 0.05

@@ -39,10 +39,14 @@ def fixture_path(name: str) -> Path:
 
 
 def run_snakemake(
-    *args: str, workdir: Path | None = None, timeout: float = 600, env: dict | None = None
+    *args: str,
+    workdir: Path | None = None,
+    timeout: float = 600,
+    env: dict | None = None,
+    snakefile: Path = ROOT / "Snakefile",
 ) -> subprocess.CompletedProcess:
     """Run Snakemake on this project's Snakefile (in `workdir` if given)."""
-    cmd = [*SNAKEMAKE, "--snakefile", str(ROOT / "Snakefile")]
+    cmd = [*SNAKEMAKE, "--snakefile", str(snakefile)]
     if workdir is not None:
         cmd += ["--directory", str(workdir)]
     return subprocess.run(
@@ -81,10 +85,20 @@ def dry_run_jobs(*args: str, workdir: Path | None = None, env: dict | None = Non
     return jobs
 
 
-def planned_jobs(*args: str, workdir: Path | None = None) -> Counter:
+def planned_jobs(
+    *args: str, workdir: Path | None = None, snakefile: Path = ROOT / "Snakefile"
+) -> Counter:
     """Jobs per rule of a forced dry run (every job of the DAG, done or not)."""
     result = run_snakemake(
-        "--dry-run", "--forceall", "--quiet", "rules", "--cores", "1", *args, workdir=workdir
+        "--dry-run",
+        "--forceall",
+        "--quiet",
+        "rules",
+        "--cores",
+        "1",
+        *args,
+        workdir=workdir,
+        snakefile=snakefile,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     table = result.stdout + result.stderr

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from circuitry.paths import TRAINED_MODEL_DIR
+from circuitry.runs import RunError, checkpoints, key_of
 
 
 class ConfigError(ValueError):
@@ -111,8 +112,6 @@ def _check_train(name: str, train: dict, config: dict) -> None:
 
 
 def _check_dynamics(dynamics: dict, config: dict) -> None:
-    from circuitry.runs import RunError, checkpoints, key_of, source_of
-
     if dynamics["eval_dataset"] not in config["datasets"]:
         raise ConfigError(f"dynamics.eval_dataset: {dynamics['eval_dataset']!r} is not in datasets")
     if dynamics["alpha"] not in config["eap"]["alphas"]:
@@ -124,7 +123,6 @@ def _check_dynamics(dynamics: dict, config: dict) -> None:
     for run in dynamics["runs"]:
         _check_run(run, config)
         try:
-            source_of(run)
             checkpoints(run)
         except RunError as e:
             raise ConfigError(str(e)) from None

@@ -8,7 +8,10 @@ The measurements:
 - `eap`: `circuitry.eap.score_samples` on one sample under the paper's loss (`ce`);
 - `eap+unit`: `score_windows` with both losses (`ce`, `ce_unit`) from one forward pass;
 - `eap+unit+crossed`: the same on the sample's own answer and on another answer of the
-  same length (crossed text), as one EAP job does per alpha.
+  same length (crossed text), as one EAP job does per alpha;
+- `faithfulness`: one sample's faithfulness check (`circuitry.faithfulness.analyse_sample`
+  at the config schema's defaults: 50 top + 50 random single-edge ablations and the
+  cumulative curves, batched by `faithfulness.batch_size`), its EAP scores precomputed.
 
 All use the same tokens and loss window (logits only at the window). Time is the best of
 `--repeats` rounds that run the modes in turn (so a busy machine slows them alike); peak
@@ -30,7 +33,8 @@ import sys
 import time
 from pathlib import Path
 
-MODES = ("train", "input-grad", "eap", "eap+unit", "eap+unit+crossed")
+MODES = ("train", "input-grad", "eap", "eap+unit", "eap+unit+crossed", "faithfulness")
+SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
 SHAPES = {
     "toy": {
         "hidden_size": 128,
@@ -127,6 +131,8 @@ def make_step(model, mode: str, n_tokens: int, window: float):
         return lambda: score_windows(model, [own], LOSSES)
     if mode == "eap+unit+crossed":
         return lambda: [score_windows(model, [sample], LOSSES) for sample in (own, crossed)]
+    if mode == "faithfulness":
+        return faithfulness_step(model, own)
 
     device = model.get_input_embeddings().weight.device
     input_ids = tokens[None].to(device)
@@ -147,6 +153,32 @@ def make_step(model, mode: str, n_tokens: int, window: float):
         torch.autograd.grad(window_loss(model, None, keep, targets, embeds), embeds)
 
     return input_grad_step
+
+
+def faithfulness_defaults() -> dict:
+    """The `faithfulness:` settings' defaults, from the config schema."""
+    import yaml
+
+    properties = yaml.safe_load(SCHEMA.read_text())["properties"]["faithfulness"]["properties"]
+    return {key: spec.get("default") for key, spec in properties.items()}
+
+
+def faithfulness_step(model, sample):
+    """One sample's per-edge check and curves at the schema's defaults; its scores are
+    computed here, outside the measured step (the workflow reads them from a file)."""
+    from circuitry.ablation import ablated_losses
+    from circuitry.eap import model_graph, score_samples
+    from circuitry.faithfulness import Settings, analyse_sample
+
+    defaults = faithfulness_defaults()
+    settings = Settings(**{key: defaults[key] for key in Settings.__dataclass_fields__})
+    scores = score_samples(model, [sample])[0]
+    mask = model_graph(model).edge_mask
+
+    def ablate(position, rows):
+        return ablated_losses(model, sample, rows, batch_size=defaults["batch_size"])
+
+    return lambda: analyse_sample(0, scores, mask, settings, [], ablate)
 
 
 class PeakMemory:
@@ -265,7 +297,8 @@ def report(args: argparse.Namespace, times: dict, peaks: dict) -> None:
             f"  time   eap/train {t['eap'] / t['train']:.2f}x, "
             f"eap/input-grad {t['eap'] / t['input-grad']:.2f}x, "
             f"eap+unit/eap {t['eap+unit'] / t['eap']:.2f}x, "
-            f"eap+unit+crossed/eap {t['eap+unit+crossed'] / t['eap']:.2f}x"
+            f"eap+unit+crossed/eap {t['eap+unit+crossed'] / t['eap']:.2f}x, "
+            f"faithfulness/eap {t['faithfulness'] / t['eap']:.1f}x"
         )
         print(
             f"  memory eap/train {m['eap'] / m['train']:.2f}x, "

@@ -54,7 +54,7 @@ SHAPES = {
     },
     "7b": EAP_SHAPES["7b"],
 }
-TEMPLATE = PromptTemplate("raw")
+TEMPLATE = PromptTemplate("raw", user="{question}", system=None, stop=())
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -10,10 +10,59 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT.parent / "shared" / "fixtures"
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def validated(config: dict) -> dict:
+    """`config` as the workflow sees it: checked against the schema, its defaults filled."""
+    from snakemake.utils import validate
+
+    validate(config, str(SCHEMA))
+    return config
+
+
+def load_config(name: str) -> dict:
+    """One of the project's configs (`toy`, `config`), validated."""
+    return validated(yaml.safe_load((ROOT / "config" / f"{name}.yaml").read_text()))
+
+
+def schema_defaults(*keys: str) -> dict:
+    """The defaults of the schema object at `keys` (e.g. "properties", "filter"): what a
+    validated config holds where the user gave nothing."""
+    node = yaml.safe_load(SCHEMA.read_text())
+    for key in keys:
+        node = node[key]
+    return {
+        name: field["default"] for name, field in node["properties"].items() if "default" in field
+    }
+
+
+def filter_settings(**changes):
+    """The config's `filter` settings: the schema's defaults, with `changes`."""
+    from circuitry.pairing import FilterSettings
+
+    return FilterSettings(**(schema_defaults("properties", "filter") | changes))
+
+
+def model_entry(**fields) -> dict:
+    """A `models` entry as the validated config holds it: the schema's defaults, with
+    `fields`."""
+    return schema_defaults("$defs", "model") | fields
+
+
+def prompt_template(format: str, **fields):
+    """A `templates` entry as the validated config holds it: the schema's defaults, with
+    `fields`."""
+    from circuitry.prompts import PromptTemplate
+
+    return PromptTemplate.from_config(
+        schema_defaults("$defs", "template") | {"format": format} | fields
+    )
 
 
 @pytest.fixture(scope="module")

@@ -15,11 +15,11 @@ from circuitry.config import (
     models_in_use,
     replicate_groups,
 )
-from conftest import ROOT, dry_run_jobs, planned_jobs, run_snakemake
+from conftest import ROOT, dry_run_jobs, load_config, planned_jobs, run_snakemake
 
 
 def load(name: str) -> dict:
-    return yaml.safe_load((ROOT / "config" / name).read_text())
+    return load_config(name.removesuffix(".yaml"))
 
 
 def dry_run_with(config: dict, tmp_path):
@@ -188,6 +188,8 @@ def test_paper_settings():
         "format": "raw",
         "user": "User: {question}\nPlease reason step by step, and put your final answer "
         "within \\boxed{}.\n\nAssistant:",
+        "system": None,
+        "stop": [],
     }
 
 
@@ -257,7 +259,7 @@ def test_toy_study_carries_its_control_pairs():
 
 
 def test_toy_controls_train_like_the_models_they_control():
-    from circuitry.training import warmup_cosine
+    from circuitry.sft import warmup_cosine
 
     models = load("toy.yaml")["models"]
     grpo = models["toy-grpo"]["train"]

@@ -8,17 +8,15 @@ import copy
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
 from circuitry import dynamics, runs
 from circuitry.config import ConfigError, check_config
-from circuitry.figures import plot_metric_dynamics, plot_training_log
-from circuitry.pairing import FilterSettings
-from circuitry.report import dynamics_section
+from circuitry.figures.dynamics import plot_metric_dynamics, plot_training_log
+from circuitry.report.dynamics import dynamics_section
 from circuitry.scorefile import DIAGNOSTICS, write_score_file
-from conftest import ROOT, dry_run_jobs
+from conftest import ROOT, dry_run_jobs, filter_settings, load_config
 
-TOY = yaml.safe_load((ROOT / "config" / "toy.yaml").read_text())
+TOY = load_config("toy")
 
 
 def toy_config() -> dict:
@@ -37,12 +35,16 @@ def two_temperatures(config: dict) -> dict:
 
 def test_checkpoints_become_models_of_the_initial_models_lineage():
     config = two_temperatures(toy_config())
-    found = runs.add_checkpoints(config)
+    written = copy.deepcopy(config)
+    found = runs.all_followed(config)
+    models = runs.all_models(config, found)
     steps = list(range(10, 61, 10))
     assert [c.name for c in found] == [f"dyn-grpo-t0.6-step{s}" for s in steps] + [
         f"dyn-grpo-t1-step{s}" for s in steps
     ]
-    model = config["models"]["dyn-grpo-t1-step30"]
+    assert config == written  # the checkpoints' models are derived, not added
+    assert models.items() >= config["models"].items()
+    model = models["dyn-grpo-t1-step30"]
     assert model["path"] == "resources/dynamics/grpo-t1/checkpoint-30"
     assert model["checkpoint"] == {
         "run": "grpo-t1",
@@ -50,12 +52,11 @@ def test_checkpoints_become_models_of_the_initial_models_lineage():
         "built": "resources/dynamics/grpo-t1",
     }
     assert model["template"] == "toy" and model["gpu"] is False
-    assert config["pairs"] == TOY["pairs"]  # checkpoints are no pairs of the study
-    toy = runs.add_checkpoints(toy_config())  # the toy: one run, every 20 steps
+    toy = runs.all_followed(toy_config())  # the toy: one run, every 20 steps
     assert [c.name for c in toy] == [f"dyn-grpo-t1-step{s}" for s in (20, 40, 60)]
     assert runs.scored_texts(config, "toy-sft") == ["initial"]
     assert runs.scored_texts(config, "dyn-grpo-t1-step30") == ["initial", "own"]
-    assert runs.init_of(config, "dyn-grpo-t0.6-step10") == "toy-sft"
+    assert runs.init_of(config, models, "dyn-grpo-t0.6-step10") == "toy-sft"
     assert runs.grpo_settings(config["dynamics"]["runs"][0]["train"])["temperature"] == 0.6
 
 
@@ -88,8 +89,8 @@ def test_dry_run_scores_each_checkpoint_on_its_initial_models_problem_set():
 def test_dynamics_can_be_switched_off():
     config = toy_config()
     config["dynamics"]["enabled"] = False
-    assert runs.add_checkpoints(config) == []
-    assert not any(name.startswith("dyn-") for name in config["models"])
+    assert runs.all_followed(config) == []
+    assert runs.all_models(config, []) == config["models"]
 
 
 def change_run(config: dict, change: dict) -> dict:
@@ -171,7 +172,7 @@ def test_problem_set_is_the_initial_models_correct_answers_within_its_lengths():
     rows = [generation_row(i, n, ok) for i, (n, ok) in lengths.items()]
     rows.append(generation_row(5, 12, False))
     problems, summary = dynamics.problem_set(
-        rows, FilterSettings(num_samples=100), init="toy-sft", dataset="toy-math"
+        rows, filter_settings(num_samples=100), init="toy-sft", dataset="toy-math"
     )
     assert [row["idx"] for row in problems] == [1, 2, 3]
     assert summary["reference_length_fraction"] == "16"
@@ -182,7 +183,7 @@ def test_problem_set_is_the_initial_models_correct_answers_within_its_lengths():
 def test_own_answers_are_the_correct_ones_within_the_sets_bounds():
     rows = [generation_row(i, 10, True) for i in range(4)]
     problems, summary = dynamics.problem_set(
-        rows, FilterSettings(), init="toy-sft", dataset="toy-math"
+        rows, filter_settings(), init="toy-sft", dataset="toy-math"
     )  # T = 10, bounds [5, 15]
     checkpoint = [
         generation_row(0, 12, True),
@@ -218,6 +219,12 @@ def small_dynamics_config() -> dict:
     return config
 
 
+def summary_table(config: dict, accuracy: dict, values: dict):
+    """The dynamics summary of `config`'s runs, as the rule hands it its settings."""
+    steps = runs.run_steps(config, runs.all_followed(config))
+    return dynamics.summary_table(steps, config["eap"]["losses"], config["stats"], accuracy, values)
+
+
 def dynamics_values(step10_own_idx=range(8)) -> dict:
     """Initial model: intensity 2, kurtosis 10, entropy 4, window loss 1 on 8 problems.
     Step 10: intensity x1.25 on its initial text (x2 on its own, a subset), kurtosis 8,
@@ -242,7 +249,7 @@ def dynamics_values(step10_own_idx=range(8)) -> dict:
 def test_summary_and_highlights_by_hand():
     config = small_dynamics_config()
     accuracy = {"toy-sft": 0.5, "dyn-grpo-t1-step10": 0.55, "dyn-grpo-t1-step20": 0.7}
-    summary = dynamics.summary_table(config, accuracy, dynamics_values([1, 3, 5]))
+    summary = summary_table(config, accuracy, dynamics_values([1, 3, 5]))
     initial = summary[summary["text"] == "initial"]
     own = summary[summary["text"] == "own"]
     assert initial["step"].tolist() == own["step"].tolist() == [0, 10, 20]
@@ -270,7 +277,13 @@ def test_a_checkpoint_without_correct_answers_in_the_set_has_no_change(tmp_path)
         "backward_nodes": np.array(["a0.q", "logits"]),
         "edge_mask": np.array([[True, True], [False, True]]),
     }
-    condition = {"alpha": 0.3, "cut_len": 3, "reference_length": 10.0, "role": "tuned"}
+    condition = {
+        "alpha": 0.3,
+        "cut_len": 3,
+        "reference_length": 10.0,
+        "role": "tuned",
+        "model_type": "llama",
+    }
     empty = {name: np.zeros(0) for name in DIAGNOSTICS}
     path = tmp_path / "own.npz"
     write_score_file(
@@ -308,7 +321,7 @@ def test_a_checkpoint_without_correct_answers_in_the_set_has_no_change(tmp_path)
 def test_dynamics_figures_and_section(tmp_path):
     config = small_dynamics_config()
     accuracy = {"toy-sft": 0.5, "dyn-grpo-t1-step10": 0.6, "dyn-grpo-t1-step20": 0.62}
-    summary = dynamics.summary_table(config, accuracy, dynamics_values())
+    summary = summary_table(config, accuracy, dynamics_values())
     highlights = dynamics.highlights(summary)
     steps = np.arange(1, 21)
     logs = {

@@ -28,18 +28,18 @@ from transformers import (
 )
 
 from circuitry import eap
+from circuitry.ablation import ablation_check, perturbed_loss
 from circuitry.eap import (
     Sample,
-    ablation_check,
     model_graph,
     paper_context_excess,
-    perturbed_loss,
     score_distinct_windows,
     score_samples,
     score_windows,
     windowed_samples,
 )
 from circuitry.scorefile import DIAGNOSTICS, LOSSES
+from circuitry.window_loss import PositionStatistics
 
 FAMILIES = ("llama", "mistral", "qwen2", "phi3", "gpt2")
 VOCAB = 50
@@ -410,14 +410,14 @@ def test_unknown_loss_is_refused():
 
 
 def test_non_finite_diagnostics_name_the_sample(monkeypatch):
-    real = eap._position_statistics
+    real = eap.position_statistics
 
     def nan_entropy_for_second_sample(logits, targets):
         window = real(logits, targets)
         entropy = window.entropy.index_fill(0, torch.tensor([1]), float("nan"))
-        return eap._PositionStatistics(window.ce, entropy, window.grad_norm)
+        return PositionStatistics(window.ce, entropy, window.grad_norm)
 
-    monkeypatch.setattr(eap, "_position_statistics", nan_entropy_for_second_sample)
+    monkeypatch.setattr(eap, "position_statistics", nan_entropy_for_second_sample)
     samples = make_samples(2)
     samples.sort(key=lambda s: len(s.tokens))
     with pytest.raises(ValueError, match=r"diagnostics are not finite .*'s\d' \(#1\)"):

@@ -22,8 +22,9 @@ from circuitry.fidelity import (
     to_bfloat16,
     window_measures,
 )
-from circuitry.metrics import EdgeScores
-from circuitry.pairing import FilterSettings, pair_samples
+from circuitry.pairing import pair_samples
+from circuitry.scorefile import EdgeScores
+from conftest import filter_settings
 
 
 def test_bfloat16_rounding_is_torchs():
@@ -99,7 +100,7 @@ def test_selection_under_the_other_mode_and_the_other_eos_setting():
         role: [generation(i, pair[r]) for i, pair in lengths.items()]
         for r, role in enumerate(("base", "tuned"))
     }
-    _, summary = pair_samples(*generations.values(), FilterSettings(), pair="p", dataset="d")
+    _, summary = pair_samples(*generations.values(), filter_settings(), pair="p", dataset="d")
     assert sorted(summary["draw_order"]) == [0, 1, 2]
     found = {
         (m["deviation"], m["measure"]): m["value"]

@@ -10,12 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
-from test_report import synthetic_config, write_results_tree
+from test_report import pair_results_of, synthetic_config, write_results_tree
 
-from circuitry import figures
+from circuitry.figures import edges, metrics, pair, style, training
 from circuitry.graph import build_graph
 from circuitry.paths import Layout
-from circuitry.results import load_pair_results
 
 MIN_WIDTH_PX = 900
 
@@ -32,14 +31,14 @@ def pair_results(tmp_path_factory):
     root = tmp_path_factory.mktemp("figures")
     config = synthetic_config(datasets=1, alphas=(0.1, 0.5), pairs=("toy-grpo",))
     write_results_tree(root, config)
-    return load_pair_results(Layout(root), config, "toy-grpo"), Layout(root), config
+    return pair_results_of(root, config, "toy-grpo"), Layout(root), config
 
 
 def test_every_figure_of_a_pair_is_written(pair_results):
     results, layout, config = pair_results
     paths = layout.pair_figures("toy-grpo", config["datasets"])
     rc_before, backend_before = dict(matplotlib.rcParams), matplotlib.get_backend()
-    figures.make_pair_figures(results, paths)
+    pair.make_pair_figures(results, paths)
     assert set(paths) == {
         "metrics_vs_alpha",
         "diversity",
@@ -66,7 +65,7 @@ def test_confidence_frame_pairs_log_intensity_and_window_loss_changes():
     ]
     rows.append(("d", 0.1, 7, "base", "intensity", 5.0))  # another alpha: left out
     per_sample = pd.DataFrame(rows, columns=["dataset", "alpha", "idx", "role", "metric", "value"])
-    frame = figures.confidence_frame(per_sample, 0.5)
+    frame = metrics.confidence_frame(per_sample, 0.5)
     assert frame.to_dict("records") == [
         {
             "dataset": "d",
@@ -80,7 +79,7 @@ def test_confidence_frame_pairs_log_intensity_and_window_loss_changes():
 def test_wrong_figure_names_fail_before_drawing(pair_results, tmp_path):
     results, _, _ = pair_results
     with pytest.raises(ValueError, match="expected"):
-        figures.make_pair_figures(results, {"diversity": tmp_path / "d.png"})
+        pair.make_pair_figures(results, {"diversity": tmp_path / "d.png"})
     assert not list(tmp_path.iterdir())
 
 
@@ -89,7 +88,7 @@ def test_edge_change_heatmap_of_a_large_graph_is_legible(tmp_path):
     rng = np.random.default_rng(0)
     change = np.where(graph.edge_mask, rng.standard_t(2, graph.edge_mask.shape), np.nan)
     path = tmp_path / "edge.png"
-    figures.plot_edge_change(
+    edges.plot_edge_change(
         {"α = 0.1": change, "α = 0.5": change / 2, "α = 0.3": change * 3},
         graph.forward_nodes,
         graph.backward_nodes,
@@ -100,26 +99,26 @@ def test_edge_change_heatmap_of_a_large_graph_is_legible(tmp_path):
 
 
 def test_edge_change_matrix_reads_nulls_as_non_edges():
-    matrix = figures.edge_change_matrix({"edge_relative_change": [[0.5, None], [-1.0, 2.0]]})
+    matrix = edges.edge_change_matrix({"edge_relative_change": [[0.5, None], [-1.0, 2.0]]})
     np.testing.assert_array_equal(np.isnan(matrix), [[False, True], [False, False]])
     assert matrix[1, 1] == 2.0
 
 
 def test_colour_limits_are_symmetric_robust_and_never_zero():
     values = np.concatenate([np.linspace(-1, 1, 99), [1000.0]])
-    assert figures.symmetric_limit([values], percentile=98) < 2
-    assert figures.symmetric_limit([np.full(3, np.nan)]) == 1.0
-    assert figures.symmetric_limit([np.zeros(4)]) == 1.0
+    assert edges.symmetric_limit([values], percentile=98) < 2
+    assert edges.symmetric_limit([np.full(3, np.nan)]) == 1.0
+    assert edges.symmetric_limit([np.zeros(4)]) == 1.0
 
 
 def test_tick_labels_are_thinned_to_at_most_thirty():
-    assert figures.tick_step(17) == 1
-    assert figures.tick_step(121) == 5
-    assert math.ceil(121 / figures.tick_step(121)) <= figures.MAX_TICK_LABELS
+    assert style.tick_step(17) == 1
+    assert style.tick_step(121) == 5
+    assert math.ceil(121 / style.tick_step(121)) <= style.MAX_TICK_LABELS
 
 
 def test_log_abs_leaves_out_and_counts_zeros():
-    logs, zeros = figures.log_abs(np.array([[0.0, 10.0], [-0.01, 0.0]]))
+    logs, zeros = edges.log_abs(np.array([[0.0, 10.0], [-0.01, 0.0]]))
     np.testing.assert_allclose(np.sort(logs), [-2.0, 1.0])
     assert zeros == 2
 
@@ -134,7 +133,7 @@ def test_mean_with_ci_is_a_t_interval():
             "value": [1.0, 2.0, 3.0, np.nan, 5.0],
         }
     )
-    summary = figures.mean_with_ci(values).set_index("role")
+    summary = metrics.mean_with_ci(values).set_index("role")
     assert summary.loc["base", "mean"] == pytest.approx(2.0)
     assert summary.loc["base", "half_width"] == pytest.approx(
         stats.t.ppf(0.975, 2) * 1 / math.sqrt(3)
@@ -152,8 +151,8 @@ def test_training_curves_draw_the_columns_the_trainer_logged(tmp_path):
             "train_runtime": [np.nan, np.nan, np.nan, 12.0],
         }
     )
-    assert figures.training_columns(log) == ["loss", "reward"]
-    figures.plot_training_curves(log, tmp_path / "t.png", title="grpo")
+    assert training.training_columns(log) == ["loss", "reward"]
+    training.plot_training_curves(log, tmp_path / "t.png", title="grpo")
     assert_png(tmp_path / "t.png")
     with pytest.raises(ValueError, match="none of the columns"):
-        figures.plot_training_curves(log[["step", "train_runtime"]], tmp_path / "u.png", title="x")
+        training.plot_training_curves(log[["step", "train_runtime"]], tmp_path / "u.png", title="x")

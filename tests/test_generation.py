@@ -33,9 +33,9 @@ from circuitry.generation import (
     teacher_forcing,
     write_generations,
 )
-from circuitry.prompts import PromptTemplate
 from circuitry.provenance import model_fingerprint
 from circuitry.tokenizer import build_char_tokenizer
+from conftest import model_entry, prompt_template
 
 EOS = 2
 QUESTIONS = [
@@ -46,7 +46,7 @@ QUESTIONS = [
     "17*3=",
     "Bob reads 4 pages a day for 6 days.",
 ]
-RAW = PromptTemplate("raw", user="{question}\n")
+RAW = prompt_template("raw", user="{question}\n")
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -83,7 +83,7 @@ def model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def lm(model_dir):
-    return load_model({"path": str(model_dir), "gpu": False})
+    return load_model(model_entry(path=str(model_dir), gpu=False))
 
 
 def prompt_ids(lm, question):
@@ -126,7 +126,7 @@ def test_a_corrupt_weight_file_is_named(model_dir, tmp_path, keep):
     weights = broken / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:keep])
     with pytest.raises(ModelUnavailableError, match="corrupt or incomplete weight file") as error:
-        load_model({"path": str(broken), "gpu": False})
+        load_model(model_entry(path=str(broken), gpu=False))
     assert str(error.value).startswith(f"{weights}: ")
 
 
@@ -207,7 +207,7 @@ def test_stop_criterion_looks_only_at_generated_tokens(lm):
 
 def test_rows_store_the_exact_token_ids(lm, tmp_path):
     problems = [{"idx": 10 + i, "question": q} for i, q in enumerate(QUESTIONS)]
-    template = PromptTemplate("raw", user="Q: {question}\nA:", stop=("Q",))
+    template = prompt_template("raw", user="Q: {question}\nA:", stop=("Q",))
     rows = generate_rows(
         lm,
         template,
@@ -233,7 +233,7 @@ def test_checkpoint_generation_defaults_do_not_leak(lm, tmp_path):
         repetition_penalty=2.0,
         eos_token_id=[EOS, 50],
     )
-    loaded = load_model({"path": str(sampling), "gpu": False})
+    loaded = load_model(model_entry(path=str(sampling), gpu=False))
     assert loaded.eos_token_ids == (EOS, 50)
     assert loaded.model.generation_config.do_sample is None
     prompts = [prompt_ids(lm, q) for q in QUESTIONS[:3]]
@@ -262,7 +262,7 @@ def test_hub_models_load_model_and_tokenizer_at_one_resolved_commit(model_dir, m
         "from_pretrained",
         recording(lambda: LlamaForCausalLM.from_pretrained(model_dir)),
     )
-    loaded = load_model({"hub_id": "org/model", "revision": "main", "gpu": False})
+    loaded = load_model(model_entry(hub_id="org/model", gpu=False))
     assert calls == [("org/model", resolved, False)] * 2
     assert loaded.revision == commit
     assert loaded.identity == f"hub:org/model@{commit}"
@@ -361,7 +361,7 @@ def test_partial_file_of_other_settings_is_not_reused(lm, tmp_path, monkeypatch)
     assert all(len(row["completion_token_ids"]) <= 5 for row in rows)
 
 
-STOPPING = PromptTemplate("raw", user="Q: {question}\nA:", stop=("Q",))
+STOPPING = prompt_template("raw", user="Q: {question}\nA:", stop=("Q",))
 # Prompts of many lengths, so continuous batching admits and retires rows at many steps.
 MANY = [{"idx": i, "question": q + " " * (i // 6)} for i, q in enumerate(QUESTIONS * 3)]
 
@@ -464,7 +464,7 @@ def test_the_generating_model_reproduces_its_own_answers_under_teacher_forcing(l
 
 
 def test_teacher_forcing_catches_answers_another_model_wrote(lm, tmp_path):
-    other = load_model({"path": str(save_tiny_model(tmp_path / "other")), "gpu": False})
+    other = load_model(model_entry(path=str(save_tiny_model(tmp_path / "other")), gpu=False))
     torch.manual_seed(1)
     with torch.no_grad():  # another model of the same shape and vocabulary
         for parameter in other.model.parameters():

@@ -25,9 +25,9 @@ from circuitry.imported import import_generations
 from circuitry.io import read_json, read_jsonl, sha256_file, write_jsonl
 from circuitry.paths import EAP_FILE
 from circuitry.prompts import PromptTemplate, build_prompt
-from circuitry.report import models_table
+from circuitry.report.methods import models_table
 from circuitry.tokenizer import build_char_tokenizer
-from conftest import ROOT, run_snakemake
+from conftest import ROOT, model_entry, prompt_template, run_snakemake, validated
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -47,7 +47,7 @@ PROBLEMS = [
 # The tiny model's greedy answers to PROBLEMS, with "L" as a second EOS and "q" as a stop
 # string, end for every reason within 5 tokens (checked below).
 EXTRA_EOS = 48  # "L"
-TEMPLATE = PromptTemplate("raw", user="Q: {question}\nA:", stop=("q",))
+TEMPLATE = prompt_template("raw", user="Q: {question}\nA:", stop=("q",))
 MAX_NEW_TOKENS = 5
 # The stop words of math_eval.py for this tokenizer (its EOS text is "</s>") and template.
 HARNESS_STOP_WORDS = ("</s>", "<|im_end|>", "<|endoftext|>", "L", "q")
@@ -56,7 +56,7 @@ HARNESS_STOP_WORDS = ("</s>", "<|im_end|>", "<|endoftext|>", "L", "q")
 @pytest.fixture(scope="module")
 def lm(tmp_path_factory):
     loaded = load_model(
-        {"path": str(save_tiny_model(tmp_path_factory.mktemp("tiny"))), "gpu": False}
+        model_entry(path=str(save_tiny_model(tmp_path_factory.mktemp("tiny"))), gpu=False)
     )
     return dataclasses.replace(loaded, eos_token_ids=(*loaded.eos_token_ids, EXTRA_EOS))
 
@@ -258,12 +258,13 @@ def test_a_torn_line_fails_naming_the_file_and_line(lm, generated, tmp_path):
 
 def study_config(tmp_path) -> dict:
     """config/toy.yaml narrowed to one dataset of 4 problems and one pair of local models
-    (no dynamics; one alpha, loss and text): the base model's answers imported in the
-    project's format, the tuned model's in the Qwen2.5-Math harness's."""
+    (no dynamics or faithfulness check; one alpha, loss and text): the base model's answers
+    imported in the project's format, the tuned model's in the Qwen2.5-Math harness's."""
     config = yaml.safe_load((ROOT / "config" / "toy.yaml").read_text())
     config["datasets"] = {"toy-gsm8k": config["datasets"]["toy-gsm8k"]}
     config["datasets"]["toy-gsm8k"]["toy"]["n"] = 4
     del config["dynamics"]
+    config["faithfulness"]["enabled"] = False
     config["eap"].update(alphas=[0.5], losses=["ce"], texts=["own"])
     for name, file_format in (("base-model", "circuitry"), ("tuned-model", "qwen-math")):
         (tmp_path / name).mkdir(exist_ok=True)
@@ -279,7 +280,7 @@ def study_config(tmp_path) -> dict:
             },
         }
     config["pairs"] = {"local": {"base": "base-model", "tuned": "tuned-model", "method": "GRPO"}}
-    return config
+    return validated(config)
 
 
 def test_generations_path_must_name_the_dataset(tmp_path):
@@ -309,7 +310,7 @@ def test_a_trained_model_has_no_answers_to_import(tmp_path):
     with pytest.raises(
         ConfigError, match="models.toy-sft.generations: the workflow trains this model"
     ):
-        check_config(config)
+        check_config(validated(config))
 
 
 def test_the_dynamics_cannot_start_from_a_model_outside_the_pairs_that_imports_answers(tmp_path):
@@ -321,7 +322,7 @@ def test_the_dynamics_cannot_start_from_a_model_outside_the_pairs_that_imports_a
     with pytest.raises(
         ConfigError, match="dynamics.runs.grpo-t1.init: 'spare' imports its answers"
     ):
-        check_config(config)
+        check_config(validated(config))
 
 
 def test_the_models_table_says_whose_answers_were_imported(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -9,25 +10,23 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from circuitry.circuit_metrics import check_paired, compute_circuit_metrics, edge_relative_change
 from circuitry.metrics import (
+    HEADLINE_METRICS,
     METRICS,
     PER_SAMPLE_METRICS,
     POOLED_METRICS,
-    EdgeScores,
-    PairedEdgeStack,
-    check_paired,
-    compute_circuit_metrics,
-    cross_sample_diversity,
-    edge_relative_change,
+    metric_definitions,
+)
+from circuitry.pooled_metrics import PairedEdgeStack, cross_sample_diversity
+from circuitry.sample_metrics import (
     excess_kurtosis,
     histogram_entropy,
     histogram_upper,
-    load_edge_scores,
     mass_entropy,
-    metric_definitions,
     own_grid_histogram_entropy,
 )
-from circuitry.scorefile import DIAGNOSTICS, write_score_file
+from circuitry.scorefile import EdgeScores
 
 FORWARD = ("input", "a0")
 BACKWARD = ("a0.q", "m0", "logits")
@@ -290,78 +289,7 @@ def test_metric_table_names_headlines_and_directions():
     assert table.loc["kurtosis", "expected"] == -1
     assert table.loc["diversity", "expected"] == 1
     assert set(table["kind"]) == {"per-sample", "pooled"}
-
-
-def test_npz_round_trip(tmp_path):
-    path = tmp_path / "base.npz"
-    np.savez(
-        path,
-        scores=BASE,
-        idx=IDX,
-        cut_len=np.array([3, 4]),
-        edge_mask=MASK,
-        forward_nodes=np.array(FORWARD),
-        backward_nodes=np.array(BACKWARD),
-    )
-    loaded = load_edge_scores(path)
-    assert loaded.forward_nodes == FORWARD and loaded.backward_nodes == BACKWARD
-    np.testing.assert_array_equal(loaded.edge_values[0], [2, -2, 0, 1, -1])
-
-
-def test_score_file_round_trip_with_diagnostics(tmp_path):
-    path = tmp_path / "ce" / "base_on_own.npz"
-    diagnostics = {name: np.array([0.5, 2.0]) for name in DIAGNOSTICS}
-    write_score_file(
-        path,
-        scores=BASE,
-        diagnostics=diagnostics,
-        idx=IDX,
-        graph={
-            "edge_mask": MASK,
-            "forward_nodes": np.array(FORWARD),
-            "backward_nodes": np.array(BACKWARD),
-        },
-        condition={"alpha": 0.5, "cut_len": 3, "loss": "ce", "role": "base", "text": "own"},
-    )
-    loaded = load_edge_scores(path)
-    assert set(loaded.diagnostics) == set(DIAGNOSTICS)
-    np.testing.assert_array_equal(loaded.diagnostics["window_ce"], [0.5, 2.0])
-    with np.load(path, allow_pickle=False) as npz:
-        assert str(npz["loss"]) == "ce" and float(npz["alpha"]) == 0.5
-    with pytest.raises(ValueError, match=r"diagnostics \['window_len'\] missing"):
-        write_score_file(
-            path,
-            scores=BASE,
-            diagnostics={k: v for k, v in diagnostics.items() if k != "window_len"},
-            idx=IDX,
-            graph={},
-            condition={},
-        )
-
-
-def test_non_finite_diagnostic_names_the_problem():
-    arrays = {
-        "scores": BASE,
-        "idx": IDX,
-        "edge_mask": MASK,
-        "forward_nodes": np.array(FORWARD),
-        "backward_nodes": np.array(BACKWARD),
-        "window_entropy": np.array([0.1, np.nan]),
-    }
-    with pytest.raises(ValueError, match=r"window_entropy is NaN or infinite for idx \[3\]"):
-        EdgeScores.from_npz(arrays)
-
-
-def test_missing_npz_array_is_named():
-    with pytest.raises(ValueError, match=r"missing arrays \['edge_mask'\]"):
-        EdgeScores.from_npz(
-            {
-                "scores": BASE,
-                "idx": IDX,
-                "forward_nodes": np.array(FORWARD),
-                "backward_nodes": np.array(BACKWARD),
-            }
-        )
+    assert HEADLINE_METRICS == ("intensity", "entropy", "kurtosis", "diversity")
 
 
 @pytest.mark.parametrize(
@@ -390,6 +318,15 @@ def test_mask_mismatch_between_roles():
     other[1, 0] = True
     with pytest.raises(ValueError, match="edge_mask differ"):
         check_paired(edge_scores(scores), edge_scores(scores, mask=other))
+
+
+def test_score_files_of_different_conditions_are_not_paired():
+    condition = {"alpha": 0.5, "cut_len": 3, "reference_length": 6.0, "loss": "ce"}
+    base = dataclasses.replace(edge_scores(BASE), condition=condition)
+    tuned = dataclasses.replace(edge_scores(TUNED), condition=condition | {"cut_len": 4})
+    with pytest.raises(ValueError, match=r"different conditions.*'cut_len': \(3, 4\)"):
+        check_paired(base, tuned)
+    check_paired(base, dataclasses.replace(tuned, condition=condition))
 
 
 def test_readings_the_paper_leaves_open_by_hand(result):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 
@@ -18,8 +19,9 @@ from circuitry.pairing import (
     pair_samples,
 )
 from circuitry.tokenizer import UNK, build_char_tokenizer
+from conftest import filter_settings, schema_defaults
 
-DEFAULTS = FilterSettings()
+DEFAULTS = filter_settings()
 
 
 def row(idx: int, answer_len: int, prompt_len: int = 5, correct: bool = True) -> dict:
@@ -109,7 +111,7 @@ def test_paired_rows_carry_both_roles_token_ids_and_lengths(funnel_rows):
 
 
 def test_a_sample_of_the_survivors_is_drawn_with_the_seed(funnel_rows):
-    settings = FilterSettings(num_samples=4)
+    settings = filter_settings(num_samples=4)
     pairs, summary = pair_samples(*funnel_rows, settings, pair="p", dataset="d")
     chosen = [p["idx"] for p in pairs]
     assert chosen == sorted(chosen) and set(chosen) < set(SURVIVORS) and len(chosen) == 4
@@ -125,14 +127,16 @@ def test_other_seeds_draw_other_samples():
     base, tuned = rows_from({idx: (10, 10) for idx in range(40)})
     samples = {
         tuple(p["idx"] for p in pair_samples(base, tuned, s, pair="p", dataset="d")[0])
-        for s in (FilterSettings(num_samples=10, seed=seed) for seed in (1, 2, 3))
+        for s in (filter_settings(num_samples=10, seed=seed) for seed in (1, 2, 3))
     }
     assert len(samples) == 3
 
 
 def test_exactly_num_samples_survivors_are_all_kept_and_not_too_few():
     base, tuned = rows_from({idx: (10, 10) for idx in range(5)})
-    pairs, summary = pair_samples(base, tuned, FilterSettings(num_samples=5), pair="p", dataset="d")
+    pairs, summary = pair_samples(
+        base, tuned, filter_settings(num_samples=5), pair="p", dataset="d"
+    )
     assert [p["idx"] for p in pairs] == [0, 1, 2, 3, 4]
     assert summary["too_few"] is False
 
@@ -140,7 +144,7 @@ def test_exactly_num_samples_survivors_are_all_kept_and_not_too_few():
 def test_lower_bound_is_exact_where_float_rounding_would_drop_the_row():
     # T = 10 and small_coeff 0.3: 0.3 * 10 is 3.0000000000000004 in floats.
     base, tuned = rows_from({0: (3, 3), 1: (10, 10), 2: (17, 17)})
-    settings = FilterSettings(small_coeff=0.3)
+    settings = filter_settings(small_coeff=0.3)
     pairs, summary = pair_samples(base, tuned, settings, pair="p", dataset="d")
     assert [p["idx"] for p in pairs] == [0, 1]
     assert removed(summary)[2] == ("out of length range", 1, 2)
@@ -149,7 +153,7 @@ def test_lower_bound_is_exact_where_float_rounding_would_drop_the_row():
 def test_balance_bound_is_exact_where_float_rounding_would_drop_the_row():
     # m = 100 and balance_coeff 0.58: 0.58 * 100 is 57.99999999999999 in floats.
     base, tuned = rows_from({0: (129, 71), 1: (100, 100), 2: (130, 70)})
-    settings = FilterSettings(balance_coeff=0.58)
+    settings = filter_settings(balance_coeff=0.58)
     pairs, summary = pair_samples(base, tuned, settings, pair="p", dataset="d")
     assert [p["idx"] for p in pairs] == [0, 1]
     assert removed(summary)[3] == ("imbalanced", 1, 2)
@@ -195,9 +199,12 @@ def test_repeated_idx_is_refused():
         pair_samples([row(3, 5), row(3, 6)], [row(3, 5)], DEFAULTS, pair="p", dataset="d")
 
 
-def test_settings_from_config_fill_the_paper_defaults():
-    assert FilterSettings.from_config({}) == FilterSettings(0.5, 1.5, 0.5, 100, 42)
-    assert FilterSettings.from_config({"seed": 7, "num_samples": 3}).seed == 7
+def test_the_schema_holds_the_paper_defaults():
+    paper = FilterSettings(0.5, 1.5, 0.5, 100, 42, "exact", False)
+    assert FilterSettings.from_config(schema_defaults("properties", "filter")) == paper
+    assert filter_settings(seed=7, num_samples=3) == dataclasses.replace(
+        paper, seed=7, num_samples=3
+    )
 
 
 def test_crossed_scoring_needs_one_vocabulary():
@@ -310,11 +317,11 @@ def test_paper_mode_selects_what_the_papers_code_selects():
         base, tuned = synthetic_generations(rng)
         coeffs = random_coefficients(rng)
         expected, windows = paper_run_tests_selection(base, tuned, coeffs, ALPHAS)
-        paper = FilterSettings(**coeffs, mode="paper")
+        paper = filter_settings(**coeffs, mode="paper")
         rows, summary = pair_samples(base, tuned, paper, pair="p", dataset="d")
         assert {r["idx"] for r in rows} == expected, coeffs
         assert {a: cut_length(a, summary) for a in ALPHAS} == windows, coeffs
-        exact_rows, _ = pair_samples(base, tuned, FilterSettings(**coeffs), pair="p", dataset="d")
+        exact_rows, _ = pair_samples(base, tuned, filter_settings(**coeffs), pair="p", dataset="d")
         differs += {r["idx"] for r in exact_rows} != expected
     assert differs > 0
 
@@ -324,9 +331,9 @@ def test_paper_bounds_are_truncated_integers_and_exact_bounds_are_not():
     base = [row(0, 10), row(1, 11), row(2, 5), row(3, 16)]
     tuned = [row(0, 10), row(1, 11), row(2, 5), row(3, 16)]
     both = {"small_coeff": 0.5, "big_coeff": 1.5, "balance_coeff": 0.5}
-    exact, summary = pair_samples(base, tuned, FilterSettings(**both), pair="p", dataset="d")
+    exact, summary = pair_samples(base, tuned, filter_settings(**both), pair="p", dataset="d")
     paper, paper_summary = pair_samples(
-        base, tuned, FilterSettings(**both, mode="paper"), pair="p", dataset="d"
+        base, tuned, filter_settings(**both, mode="paper"), pair="p", dataset="d"
     )
     assert summary["reference_length_fraction"] == "21/2"
     assert [r["idx"] for r in exact] == [0, 1]  # 5 < 5.25 and 16 > 15.75 go
@@ -336,7 +343,7 @@ def test_paper_bounds_are_truncated_integers_and_exact_bounds_are_not():
 
 def test_unknown_filter_mode_is_refused():
     with pytest.raises(ValueError, match="filter.mode: 'fast' is not one of exact, paper"):
-        FilterSettings(mode="fast")
+        filter_settings(mode="fast")
 
 
 def test_count_eos_adds_the_eos_an_answer_ended_on():
@@ -345,10 +352,10 @@ def test_count_eos_adds_the_eos_an_answer_ended_on():
     base = [{**row(0, 10), "finish_reason": "eos"}, {**row(1, 12), "finish_reason": "length"}]
     tuned = [{**row(0, 10), "finish_reason": "eos"}, {**row(1, 12), "finish_reason": "eos"}]
     counted, summary = pair_samples(
-        base, tuned, FilterSettings(count_eos=True), pair="p", dataset="d"
+        base, tuned, filter_settings(count_eos=True), pair="p", dataset="d"
     )
     assert summary["mean_answer_length"] == {"base": 11.5, "tuned": 12.0}
     assert [r["base"]["answer_len"] for r in counted] == [11, 12]
     assert [r["tuned"]["answer_len"] for r in counted] == [11, 13]
-    _, plain = pair_samples(base, tuned, FilterSettings(), pair="p", dataset="d")
+    _, plain = pair_samples(base, tuned, filter_settings(), pair="p", dataset="d")
     assert plain["mean_answer_length"] == {"base": 11.0, "tuned": 11.0}

@@ -20,20 +20,15 @@ import pytest
 import yaml
 from snakemake.utils import validate
 
-from circuitry import paths, report, results
+from circuitry import paths, results
+from circuitry.circuit_metrics import load_condition, per_sample_table
 from circuitry.config import config_hash, enabled_pairs, models_in_use
 from circuitry.fidelity import DEVIATIONS, measure_pair
-from circuitry.figures import make_pair_figures, make_training_figure
+from circuitry.figures.pair import make_pair_figures
+from circuitry.figures.training import make_training_figure
 from circuitry.graph import build_graph
 from circuitry.io import write_csv, write_json, write_jsonl
-from circuitry.metrics import (
-    CONFIDENCE_METRICS,
-    METRICS,
-    ROLES,
-    EdgeScores,
-    load_condition,
-    per_sample_table,
-)
+from circuitry.metrics import CONFIDENCE_METRICS, METRICS, ROLES
 from circuitry.pairing import FilterSettings, pair_samples
 from circuitry.paths import PAPER_CONDITION, Layout
 from circuitry.provenance import (
@@ -45,22 +40,23 @@ from circuitry.provenance import (
     package_versions,
     reproduce_command,
 )
-from circuitry.report import (
-    alpha_sweep_table,
-    format_number,
-    format_percent,
+from circuitry.report.blocks import Cell, Code, Section, Text
+from circuitry.report.findings import alpha_choice, alpha_sweep_table, headline_table
+from circuitry.report.format import format_number, format_percent, significance_mark
+from circuitry.report.methods import (
+    accuracy_table,
     funnel_table,
-    headline_table,
-    significance_mark,
-    variant_agreement,
-    variant_table,
-    write_report,
+    methods_paragraphs,
+    templates_table,
 )
-from circuitry.results import load_pair_results, load_study
-from circuitry.scorefile import DIAGNOSTICS, write_score_file
+from circuitry.report.render import render_report, write_report
+from circuitry.report.sections import headline_alpha_of
+from circuitry.report.variants import variant_agreement, variant_table
+from circuitry.results import keyed_files, load_pair_results, load_study
+from circuitry.scorefile import DIAGNOSTICS, EdgeScores, write_score_file
 from circuitry.stats import COLUMNS, assemble_tests_table, pair_dataset_tests
 from circuitry.verdicts import headline_verdicts
-from conftest import ROOT
+from conftest import ROOT, filter_settings
 
 TITLE_SCRIPT = "<script>document.title = 'pwned'</script>"
 XSS = (
@@ -255,7 +251,9 @@ def write_results_tree(root: Path, config: dict) -> None:
             metrics = {}
             for alpha in config["eap"]["alphas"]:
                 metrics |= write_condition(layout, rng, pair, dataset, alpha, idx)
-            frames.append(pair_dataset_tests(metrics, pair=pair, dataset=dataset, n_resamples=99))
+            frames.append(
+                pair_dataset_tests(metrics, pair=pair, dataset=dataset, **config["stats"])
+            )
             score_files = {
                 (alpha, role): layout.path(
                     paths.EAP_FILE,
@@ -281,12 +279,23 @@ def write_results_tree(root: Path, config: dict) -> None:
         write_training_log(path, method)
 
 
+def study_of(root: Path, config: dict) -> results.Study:
+    """The study under `root`, read as the report rule reads it."""
+    return load_study(Layout(root).report_files(config), config)
+
+
+def pair_results_of(root: Path, config: dict, pair: str) -> results.PairResults:
+    """One pair's results under `root`, read as the figures rule reads them."""
+    files = Layout(root).figure_files(pair, config["datasets"], config["eap"]["alphas"])
+    return load_pair_results(files, pair=pair, method=config["pairs"][pair]["method"])
+
+
 def write_figures(root: Path, config: dict) -> None:
     """What the figures rules write: every pair's figures and the training curves."""
     layout = Layout(root)
     for pair in enabled_pairs(config):
         make_pair_figures(
-            load_pair_results(layout, config, pair), layout.pair_figures(pair, config["datasets"])
+            pair_results_of(root, config, pair), layout.pair_figures(pair, config["datasets"])
         )
     for model, path in layout.training_figures(config).items():
         make_training_figure(
@@ -312,7 +321,7 @@ def build_report(root: Path, config: dict) -> Path:
     write_results_tree(root, config)
     write_figures(root, config)
     path = root / paths.REPORT
-    write_report(path, load_study(Layout(root), config), fixed_provenance())
+    write_report(path, study_of(root, config), fixed_provenance())
     return path
 
 
@@ -406,7 +415,7 @@ def known_row(
     return row
 
 
-def cells_by_metric(table, column: int) -> dict[str, report.Cell]:
+def cells_by_metric(table, column: int) -> dict[str, Cell]:
     return {row.cells[0].text.split(" (")[0]: row.cells[column] for row in table.rows}
 
 
@@ -499,7 +508,7 @@ def test_funnel_table_counts_every_filter_and_the_windows():
         for model in ("toy-sft", "toy-grpo")
     }
     _, summary = pair_samples(
-        rows["toy-sft"], rows["toy-grpo"], FilterSettings(num_samples=5), pair="p", dataset="d"
+        rows["toy-sft"], rows["toy-grpo"], filter_settings(num_samples=5), pair="p", dataset="d"
     )
     table = funnel_table({"d": summary}, [0.1, 0.5])
     cells = dict(zip(table.columns, (cell.text for cell in table.rows[0].cells), strict=True))
@@ -515,7 +524,7 @@ def test_funnel_table_counts_every_filter_and_the_windows():
 
 
 def test_accuracy_table_in_percent():
-    table = report.accuracy_table(
+    table = accuracy_table(
         {("m", "d"): {"accuracy": 0.875, "n": 8, "dtype": "bfloat16", "device": "cuda"}},
         ["m"],
         ["d"],
@@ -526,23 +535,23 @@ def test_accuracy_table_in_percent():
 def test_methods_text_comes_from_the_config_and_is_escaped():
     config = synthetic_config()
     config["filter"]["big_coeff"] = 1.75
-    text = " ".join(report.methods_paragraphs(config, n_tests=17))
+    text = " ".join(methods_paragraphs(config, n_tests=17))
     assert "[0.5·T, 1.75·T]" in text
     assert "{0.1, 0.5}" in text
     assert "(17 over all pairs)" in text
     assert "log(tuned/base)" in text and "geometric mean" in text
     config["templates"]["toy"]["user"] = "<b>{question}</b>"
-    cells = [cell.text for row in report.templates_table(config).rows for cell in row.cells]
+    cells = [cell.text for row in templates_table(config).rows for cell in row.cells]
     assert "<b>{question}</b>" in cells  # plain text: escaped when rendered
 
 
 def test_extra_sections_are_rendered_with_the_toc(tmp_path):
-    extra = report.Section(
+    extra = Section(
         "dynamics",
         "Training dynamics",
-        [report.Text(["Checkpoints <every> 10 steps."]), report.Code("x < y")],
+        [Text(["Checkpoints <every> 10 steps."]), Code("x < y")],
     )
-    html = report.render_report([extra], title="t")
+    html = render_report([extra], title="t")
     assert '<a href="#dynamics">Training dynamics</a>' in html
     assert "Checkpoints &lt;every&gt; 10 steps." in html
     assert "x &lt; y" in html
@@ -557,21 +566,37 @@ def test_layout_lists_exactly_what_the_loaders_read(study_root, monkeypatch):
     read = []
     original = results.require
     monkeypatch.setattr(results, "require", lambda path: read.append(str(path)) or original(path))
-    load_study(layout, config)
-    assert sorted(read) == sorted(layout.report_inputs(config))
+    study_of(root, config)
+    assert sorted(read) == sorted(all_files(layout.report_files(config)))
     read.clear()
-    load_pair_results(layout, config, "toy-grpo")
-    assert sorted(read) == sorted(layout.figure_inputs(config, "toy-grpo"))
+    pair_results_of(root, config, "toy-grpo")
+    files = layout.figure_files("toy-grpo", config["datasets"], config["eap"]["alphas"])
+    assert sorted(read) == sorted(all_files(files))
+
+
+def all_files(files: dict) -> list[str]:
+    return [path for by_key in files.values() for path in by_key.values()]
+
+
+def test_a_rules_named_inputs_are_keyed_by_its_params():
+    keys = {"summary": [("gsm", 0.1), ("gsm", 0.5)], "tests": ["tests"]}
+    inputs = {"summary": ["a.json", "b.json"], "tests": ["tests.csv"]}
+    assert keyed_files(inputs, keys) == {
+        "summary": {("gsm", 0.1): "a.json", ("gsm", 0.5): "b.json"},
+        "tests": {"tests": "tests.csv"},
+    }
+    with pytest.raises(ValueError, match="input summary: 1 files for 2 keys"):
+        keyed_files(inputs | {"summary": ["a.json"]}, keys)
 
 
 def test_a_missing_input_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match=re.escape("results/stats/tests.csv")):
-        load_study(Layout(tmp_path), synthetic_config())
+        study_of(tmp_path, synthetic_config())
 
 
 def test_examples_are_the_first_analysed_problems(study_root):
     root, config = study_root
-    examples = load_study(Layout(root), config).examples["toy-grpo", "toy-gsm8k"]
+    examples = study_of(root, config).examples["toy-grpo", "toy-gsm8k"]
     where = {"pair": "toy-grpo", "dataset": "toy-gsm8k", "alpha": "0.1", "ext": "json"}
     analysed = results.load_json(Layout(root).path(paths.METRICS_FILE, **where))["idx"]
     assert [e.idx for e in examples] == sorted(analysed)[: results.N_EXAMPLES]
@@ -591,12 +616,12 @@ def test_long_completions_are_cut_and_say_how_much_is_left_out():
 
 def test_headline_alpha_must_be_configured(study_root):
     root, config = study_root
-    study = load_study(Layout(root), config)
-    assert report.headline_alpha_of(study, None) == 0.5
+    study = study_of(root, config)
+    assert headline_alpha_of(study, None) == 0.5
     with pytest.raises(ValueError, match="not one of eap.alphas"):
-        report.headline_alpha_of(study, 0.3)
-    assert "longest answer window" in report.alpha_choice(0.5, [0.1, 0.5])
-    assert "as chosen for this run" in report.alpha_choice(0.1, [0.1, 0.5])
+        headline_alpha_of(study, 0.3)
+    assert "longest answer window" in alpha_choice(0.5, [0.1, 0.5])
+    assert "as chosen for this run" in alpha_choice(0.1, [0.1, 0.5])
 
 
 # ---------------------------------------------------------------- the rendered report

@@ -10,7 +10,9 @@ import pytest
 from circuitry import dynamics, runs
 from circuitry.runs import RunError
 from circuitry.tokenizer import build_char_tokenizer
+from conftest import schema_defaults
 
+RUN_DEFAULTS = schema_defaults("$defs", "run")  # as the validated config holds a run
 INIT = {"template": "toy", "max_new_tokens": 48, "gpu": False, "size_b": 0.001}
 
 
@@ -30,7 +32,7 @@ def model_folder(path, adapter: bool = False, state: list | None = None):
 def trl_run(tmp_path, steps=(10, 20, 30), **extra) -> dict:
     for step in steps:
         model_folder(tmp_path / "out" / f"checkpoint-{step}")
-    return {"name": "mine", "init": "base", "trl": str(tmp_path / "out"), **extra}
+    return {**RUN_DEFAULTS, "name": "mine", "init": "base", "trl": str(tmp_path / "out"), **extra}
 
 
 def test_trl_checkpoints_in_step_order_and_every_kth(tmp_path):
@@ -45,7 +47,7 @@ def test_trl_checkpoints_in_step_order_and_every_kth(tmp_path):
 
 def test_a_trl_adapter_checkpoint_is_merged_into_a_model_the_workflow_builds(tmp_path):
     model_folder(tmp_path / "out" / "checkpoint-5", adapter=True)
-    run = {"name": "lora", "init": "base", "trl": str(tmp_path / "out")}
+    run = {**RUN_DEFAULTS, "name": "lora", "init": "base", "trl": str(tmp_path / "out")}
     (checkpoint,) = runs.checkpoints(run)
     assert checkpoint.kind == "adapter"
     entry = runs.model_entry(run, checkpoint, INIT)
@@ -68,6 +70,7 @@ def test_dirs_take_the_step_from_the_name(tmp_path):
         model_folder(tmp_path / f"global_step{step}_hf")
     (tmp_path / "global_step7_hf.txt").write_text("a file, not a directory")
     run = {
+        **RUN_DEFAULTS,
         "name": "openrlhf",
         "init": "base",
         "dirs": {"glob": str(tmp_path / "global_step*_hf*"), "step": r"global_step(\d+)"},
@@ -77,6 +80,7 @@ def test_dirs_take_the_step_from_the_name(tmp_path):
 
 def test_revisions_from_a_list_or_a_mapping(tmp_path):
     listed = {
+        **RUN_DEFAULTS,
         "name": "hub",
         "init": "base",
         "revisions": {"hub_id": "org/run", "revisions": ["step-300", "step-100"]},
@@ -93,7 +97,12 @@ def test_revisions_from_a_list_or_a_mapping(tmp_path):
 
 
 def test_a_train_run_plans_the_folders_trl_will_save():
-    run = {"name": "grpo", "init": "base", "train": {"steps": 30, "checkpoint_every": 10}}
+    run = {
+        **RUN_DEFAULTS,
+        "name": "grpo",
+        "init": "base",
+        "train": {"steps": 30, "checkpoint_every": 10},
+    }
     found = runs.checkpoints(run)
     assert [c.location for c in found] == [
         f"resources/dynamics/grpo/checkpoint-{step}" for step in (10, 20, 30)
@@ -130,18 +139,20 @@ def test_guard_rails_name_the_run(tmp_path, source, message):
     model_folder(tmp_path / "ckpt07")
     source = json.loads(json.dumps(source).replace("{tmp}", str(tmp_path)))
     with pytest.raises(RunError, match=message):
-        runs.checkpoints({"name": "x", "init": "base", **source})
+        runs.checkpoints({**RUN_DEFAULTS, "name": "x", "init": "base", **source})
 
 
 def test_a_folder_without_model_or_adapter_is_named(tmp_path):
     (tmp_path / "out" / "checkpoint-3").mkdir(parents=True)
     with pytest.raises(RunError, match="checkpoint-3 holds neither a model"):
-        runs.checkpoints({"name": "x", "init": "base", "trl": str(tmp_path / "out")})
+        runs.checkpoints(
+            {**RUN_DEFAULTS, "name": "x", "init": "base", "trl": str(tmp_path / "out")}
+        )
 
 
 def test_exactly_one_source():
     with pytest.raises(RunError, match="found trl, dirs"):
-        runs.source_of({"name": "x", "trl": "a", "dirs": {}})
+        runs.source_of({**RUN_DEFAULTS, "name": "x", "trl": "a", "dirs": {}})
 
 
 STATE = [
@@ -162,7 +173,7 @@ STATE = [
 def test_the_log_of_a_trl_run_is_its_last_checkpoints_trainer_state(tmp_path):
     model_folder(tmp_path / "out" / "checkpoint-1", state=STATE[:1])
     model_folder(tmp_path / "out" / "checkpoint-2", state=STATE)
-    run = {"name": "mine", "init": "base", "trl": str(tmp_path / "out"), "every": 2}
+    run = {**RUN_DEFAULTS, "name": "mine", "init": "base", "trl": str(tmp_path / "out"), "every": 2}
     assert runs.log_source(run) == str(tmp_path / "out" / "checkpoint-2")
     log = dynamics.training_log(runs.log_source(run))
     assert list(log.columns) == [
@@ -180,13 +191,23 @@ def test_the_log_of_a_trl_run_is_its_last_checkpoints_trainer_state(tmp_path):
 
 def test_logs_of_dirs_and_revisions_come_from_log_or_are_absent(tmp_path):
     model_folder(tmp_path / "d10")
-    run = {"name": "x", "init": "b", "dirs": {"glob": str(tmp_path / "d*"), "step": r"(\d+)"}}
+    run = {
+        **RUN_DEFAULTS,
+        "name": "x",
+        "init": "b",
+        "dirs": {"glob": str(tmp_path / "d*"), "step": r"(\d+)"},
+    }
     assert runs.log_source(run) is None
     csv = tmp_path / "log.csv"
     pd.DataFrame({"step": [1, 2], "reward": [0.1, 0.3], "other": [1, 1]}).to_csv(csv, index=False)
     assert runs.log_source({**run, "log": str(csv)}) == str(csv)
     assert list(dynamics.training_log(csv).columns) == ["step", "reward"]
-    revisions = {"name": "x", "init": "b", "revisions": {"hub_id": "o/r", "revisions": ["s1"]}}
+    revisions = {
+        **RUN_DEFAULTS,
+        "name": "x",
+        "init": "b",
+        "revisions": {"hub_id": "o/r", "revisions": ["s1"]},
+    }
     assert runs.log_source(revisions) is None
 
 

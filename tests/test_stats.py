@@ -9,38 +9,34 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
+from circuitry.circuit_metrics import compute_circuit_metrics, load_condition, per_sample_table
 from circuitry.io import write_csv
-from circuitry.metrics import (
-    CONFIDENCE_METRICS,
-    PER_SAMPLE_METRICS,
-    POOLED_METRICS,
-    EdgeScores,
-    PairedEdgeStack,
-    compute_circuit_metrics,
-    load_condition,
-    per_sample_table,
-)
-from circuitry.scorefile import DIAGNOSTICS, write_score_file
-from circuitry.stats import (
-    COLUMNS,
+from circuitry.metrics import CONFIDENCE_METRICS, PER_SAMPLE_METRICS, POOLED_METRICS
+from circuitry.paired_tests import (
     GEOMETRIC_MEAN,
     MIN_PAIRS,
-    assemble_tests_table,
-    compare_roles,
-    duplicate_alphas,
-    family,
     loss_correlation,
-    mark_duplicates,
-    pair_dataset_tests,
     paired_sample_test,
     percent_change,
     pooled_permutation_test,
     rank_biserial,
     row_rng,
+)
+from circuitry.pooled_metrics import PairedEdgeStack
+from circuitry.scorefile import DIAGNOSTICS, EdgeScores, write_score_file
+from circuitry.stats import (
+    COLUMNS,
+    assemble_tests_table,
+    compare_roles,
+    duplicate_alphas,
+    family,
+    mark_duplicates,
+    pair_dataset_tests,
     with_fdr,
 )
 
 N_NULL = 400
+OTHER_ROLE = {"base": "tuned", "tuned": "base"}
 
 
 def null_band(n_tests: int, level: float = 0.05) -> tuple[float, float]:
@@ -107,18 +103,26 @@ def test_paired_test_holds_its_level_under_the_null():
 
 
 def test_degenerate_per_sample_inputs_give_nan_and_a_reason():
-    few = paired_sample_test(np.arange(5.0), np.arange(5.0) + 1, rng=np.random.default_rng(0))
+    few = paired_sample_test(
+        np.arange(5.0), np.arange(5.0) + 1, rng=np.random.default_rng(0), n_resamples=99
+    )
     assert few["n"] == 5 < MIN_PAIRS and np.isnan(few["p"]) and "not tested" in few["note"]
     assert few["change"] == pytest.approx(1.0)
-    same = paired_sample_test(np.arange(8.0), np.arange(8.0), rng=np.random.default_rng(0))
+    same = paired_sample_test(
+        np.arange(8.0), np.arange(8.0), rng=np.random.default_rng(0), n_resamples=99
+    )
     assert same["p"] == 1.0 and "all paired differences are zero" in same["note"]
     assert (same["ci_low"], same["ci_high"]) == (0.0, 0.0) and np.isnan(same["effect_size"])
     # every resample has the same change: BCa is undefined, the percentile CI is exact
-    shift = paired_sample_test(np.ones(8), np.full(8, 2.0), rng=np.random.default_rng(0))
+    shift = paired_sample_test(
+        np.ones(8), np.full(8, 2.0), rng=np.random.default_rng(0), n_resamples=99
+    )
     assert (shift["ci_low"], shift["ci_high"]) == (1.0, 1.0)
     assert (shift["ci_pct_low"], shift["ci_pct_high"]) == (100.0, 100.0)
     assert "percentile CI" in shift["note"]
-    empty = paired_sample_test(np.array([]), np.array([]), rng=np.random.default_rng(0))
+    empty = paired_sample_test(
+        np.array([]), np.array([]), rng=np.random.default_rng(0), n_resamples=99
+    )
     assert empty["n"] == 0 and np.isnan(empty["base"]) and np.isnan(empty["p"])
 
 
@@ -175,13 +179,19 @@ def test_permutation_test_holds_its_level_under_the_null():
 def test_degenerate_pooled_inputs_give_nan_and_a_reason():
     rng = np.random.default_rng(8)
     rows = rng.normal(size=(8, 5))
-    same = pooled_permutation_test(PairedEdgeStack(rows, rows), "diversity", rng=rng)
+    same = pooled_permutation_test(
+        PairedEdgeStack(rows, rows), "diversity", rng=rng, n_resamples=99
+    )
     assert same["p"] == 1.0 and "identical" in same["note"]
-    few = pooled_permutation_test(PairedEdgeStack(rows[:3], rows[3:6]), "diversity", rng=rng)
+    few = pooled_permutation_test(
+        PairedEdgeStack(rows[:3], rows[3:6]), "diversity", rng=rng, n_resamples=99
+    )
     assert np.isnan(few["p"]) and "pairs" in few["note"]
     zero = rows.copy()
     zero[0] = 0
-    undefined = pooled_permutation_test(PairedEdgeStack(zero, rows), "diversity", rng=rng)
+    undefined = pooled_permutation_test(
+        PairedEdgeStack(zero, rows), "diversity", rng=rng, n_resamples=99
+    )
     assert np.isnan(undefined["p"]) and "undefined" in undefined["note"]
 
 
@@ -274,7 +284,9 @@ def test_intensity_is_tested_on_log_ratios_with_a_geometric_mean_ci():
 
 def test_log_scale_drops_non_positive_values():
     base, tuned = np.array([1.0, 0.0, 2, 3, 4, 5, 6, 7]), np.arange(1.0, 9.0) * 2
-    result = paired_sample_test(base, tuned, rng=np.random.default_rng(0), log_scale=True)
+    result = paired_sample_test(
+        base, tuned, rng=np.random.default_rng(0), n_resamples=99, log_scale=True
+    )
     assert result["n"] == 7 and "non-positive" in result["note"]
 
 
@@ -346,8 +358,10 @@ def test_tests_table_applies_fdr_across_conditions(condition):
     assert (table["q"] >= table["p"]).all()
 
 
-def save_scores(path, edges: EdgeScores, window_len: int, window_ce: np.ndarray) -> None:
-    """A score file as the EAP rule writes it, with made-up diagnostics."""
+def save_scores(
+    path, edges: EdgeScores, window_len: int, window_ce: np.ndarray, role: str, text: str
+) -> None:
+    """A score file as the EAP rule writes it, of `role` on `text`, with made-up diagnostics."""
     n = len(edges.idx)
     diagnostics = {name: np.ones(n) for name in DIAGNOSTICS}
     diagnostics |= {"window_ce": window_ce, "window_len": np.full(n, window_len)}
@@ -362,7 +376,16 @@ def save_scores(path, edges: EdgeScores, window_len: int, window_ce: np.ndarray)
         diagnostics=diagnostics,
         idx=edges.idx,
         graph=graph,
-        condition={"loss": "ce"},
+        condition={
+            "alpha": 0.1,
+            "cut_len": window_len,
+            "reference_length": 10.0,
+            "loss": "ce",
+            "role": role,
+            "text": text,
+            "text_role": role if text == "own" else OTHER_ROLE[role],
+            "model_type": "llama",
+        },
     )
 
 
@@ -379,13 +402,13 @@ def crossed_study(tmp_path, tuned_gain, text_gain, rng, n=12):
     paths = {}
     for i, role in enumerate(("base", "tuned")):
         for j, text in enumerate(("own", "crossed")):
-            author = role if text == "own" else {"base": "tuned", "tuned": "base"}[role]
+            author = role if text == "own" else OTHER_ROLE[role]
             gain = (tuned_gain if role == "tuned" else 1.0) * (
                 text_gain if author == "tuned" else 1.0
             )
             path = tmp_path / f"{role}_on_{text}.npz"
             window_ce = (0.5 if role == "tuned" else 1.0) * noise[i, j]
-            save_scores(path, scaled(base, gain * noise[i, j]), 3, window_ce)
+            save_scores(path, scaled(base, gain * noise[i, j]), 3, window_ce, role, text)
             paths[role, text] = path
     return paths
 
@@ -407,7 +430,7 @@ def test_metrics_and_stats_rules_from_score_files(tmp_path):
     assert summary["pooled"]["diversity"]["base"] == pytest.approx(
         metrics["0.1", "ce"].pooled["diversity"]["base"]
     )
-    tests = pair_dataset_tests(metrics, pair="p", dataset="d", n_resamples=199)
+    tests = pair_dataset_tests(metrics, pair="p", dataset="d", seed=0, n_resamples=199)
     table = assemble_tests_table([tests])
     write_csv(tmp_path / "tests.csv", table)
     written = pd.read_csv(tmp_path / "tests.csv")
@@ -440,10 +463,19 @@ def test_identity_pair_changes_are_exactly_zero_with_q_one(tmp_path):
     for role in ("base", "tuned"):
         for text in ("own", "crossed"):
             paths[role, text] = tmp_path / f"{role}_{text}.npz"
-            save_scores(paths[role, text], edges, 2, np.linspace(0.1, 1.0, 10))
+            save_scores(paths[role, text], edges, 2, np.linspace(0.1, 1.0, 10), role, text)
     metrics = {("0.5", loss): load_condition(paths) for loss in ("ce", "ce_unit")}
-    table = assemble_tests_table([pair_dataset_tests(metrics, pair="id", dataset="d")])
+    table = assemble_tests_table(
+        [pair_dataset_tests(metrics, pair="id", dataset="d", seed=0, n_resamples=99)]
+    )
     assert set(table["metric"]) == {*PER_SAMPLE_METRICS, *POOLED_METRICS, *CONFIDENCE_METRICS}
     assert (table["change"] == 0).all()
     assert (table["p"] == 1).all() and (table["q"] == 1).all()
     assert set(table["family"]) == {"primary", "secondary", "confidence"}
+
+
+def test_a_score_file_under_the_wrong_key_fails(tmp_path):
+    paths = crossed_study(tmp_path, tuned_gain=1.0, text_gain=1.0, rng=np.random.default_rng(3))
+    swapped = paths | {("base", "own"): paths["tuned", "own"]}
+    with pytest.raises(ValueError, match=r"tuned_on_own.npz: holds \{'role': 'tuned'\}"):
+        load_condition(swapped)

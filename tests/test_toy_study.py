@@ -28,9 +28,16 @@ import yaml
 from circuitry import runs
 from circuitry.eap import text_role
 from circuitry.io import read_json, read_jsonl
-from circuitry.metrics import ROLES, EdgeScores
-from circuitry.paths import DYNAMICS_EAP_FILE, EAP_FILE, Layout
-from circuitry.scorefile import DIAGNOSTICS
+from circuitry.metrics import ROLES
+from circuitry.paths import (
+    DYNAMICS_EAP_FILE,
+    EAP_FILE,
+    FAITHFULNESS_EDGES,
+    FAITHFULNESS_FIGURE,
+    FAITHFULNESS_SUMMARY,
+    Layout,
+)
+from circuitry.scorefile import DIAGNOSTICS, EdgeScores
 from conftest import ROOT, SNAKEMAKE, run_snakemake
 
 TOY = yaml.safe_load((ROOT / "config" / "toy.yaml").read_text())
@@ -78,6 +85,25 @@ def test_toy_study_end_to_end(toy_study):
                         np.testing.assert_allclose(
                             npz["grad_logits_norm"], 1 / npz["window_len"], rtol=1e-5
                         )
+
+
+def test_the_report_says_how_faithful_eap_is_on_each_toy_model(toy_study):
+    """Each checked model's single-edge correlations and top-k curves, in the report's
+    Faithfulness section, every job on the configured number of samples."""
+    section = TOY["faithfulness"]
+    report = (toy_study / "results" / "report" / "report.html").read_text()
+    assert 'id="faithfulness"' in report and "Spearman" in report
+    for pair, dataset, alpha, role in itertools.product(
+        section["pairs"], section["datasets"], section["alphas"], ROLES
+    ):
+        where = {"pair": pair, "dataset": dataset, "alpha": alpha, "role": role}
+        summary = read_json(toy_study / FAITHFULNESS_SUMMARY.format(**where))
+        assert summary["n_samples"] == section["samples"]
+        assert -1 <= summary["spearman"] <= 1 and np.isfinite(summary["area"])
+        edges = pd.read_csv(toy_study / FAITHFULNESS_EDGES.format(**where))
+        checked = section["top_edges"] + section["random_edges"]
+        assert len(edges) == section["samples"] * checked
+    assert (toy_study / FAITHFULNESS_FIGURE).is_file()
 
 
 def test_every_model_reproduces_its_own_answers_under_teacher_forcing(toy_study):
@@ -180,6 +206,7 @@ def sources_config(tmp_path, toy_root, runs: list[dict]) -> str:
     shutil.copytree(toy_root / "resources/models/toy-sft", tmp_path / "toy-sft")
     config["models"] = {"toy-sft": {**init, "path": str(tmp_path / "toy-sft")}}
     config["pairs"] = {"toy-identity": config["pairs"]["toy-identity"]}
+    config["faithfulness"]["enabled"] = False
     config["dynamics"]["runs"] = runs
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -289,6 +316,7 @@ def reduced_toy_config(tmp_path, n_problems: int, batch_size: int) -> str:
     config["models"]["toy-sft"]["train"]["steps"] = 20
     config["generation"]["batch_size"] = batch_size
     del config["dynamics"]
+    config["faithfulness"]["enabled"] = False
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     return str(path)

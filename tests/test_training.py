@@ -9,11 +9,11 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from circuitry import dynamics, toy, training
+from circuitry import dynamics, model_files, sft, toy, training
 from circuitry.io import sha256_file
-from circuitry.prompts import PromptTemplate
+from conftest import prompt_template, schema_defaults
 
-TEMPLATE = PromptTemplate(format="raw", user="{question}\n")
+TEMPLATE = prompt_template("raw", user="{question}\n")
 TINY = {
     "hidden_size": 32,
     "intermediate_size": 64,
@@ -21,7 +21,8 @@ TINY = {
     "num_attention_heads": 4,
     "num_key_value_heads": 2,
 }
-SFT = {
+TRAIN_DEFAULTS = schema_defaults("$defs", "train")  # as the validated config holds one
+SFT = TRAIN_DEFAULTS | {
     "method": "sft",
     "seed": 0,
     "steps": 4,
@@ -29,7 +30,7 @@ SFT = {
     "learning_rate": 3e-3,
     "architecture": TINY,
 }
-GRPO = {
+GRPO = TRAIN_DEFAULTS | {
     "method": "grpo",
     "seed": 0,
     "steps": 2,
@@ -39,7 +40,7 @@ GRPO = {
     "max_completion_length": 12,
     "learning_rate": 1e-3,
 }
-DPO = {
+DPO = TRAIN_DEFAULTS | {
     "method": "dpo",
     "seed": 0,
     "steps": 2,
@@ -80,7 +81,7 @@ def test_sft_writes_a_loadable_model_with_its_log(sft_dir):
     assert type(model).__name__ == "LlamaForCausalLM"
     assert model.config.num_key_value_heads < model.config.num_attention_heads
     assert tokenizer.eos_token_id == model.generation_config.eos_token_id
-    log = pd.read_csv(sft_dir / training.LOG_FILE)
+    log = pd.read_csv(sft_dir / model_files.LOG_FILE)
     steps = log.dropna(subset=["loss"])
     assert list(steps["step"]) == [1, 2, 3, 4]
     assert {"loss", "mean_token_accuracy"} <= set(log.columns)
@@ -116,7 +117,7 @@ def test_sft_continued_from_a_model_trains_it_deterministically(sft_dir, problem
     assert weights_hash(tmp_path / "more") == weights_hash(tmp_path / "again")
     assert weights_hash(tmp_path / "more") != weights_hash(sft_dir)
     assert list(frame["step"]) == [1, 2]
-    schedule = [1e-3 * training.warmup_cosine(step, 2, 0) for step in (1, 2)]
+    schedule = [1e-3 * sft.warmup_cosine(step, 2, 0) for step in (1, 2)]
     assert frame["learning_rate"].tolist() == pytest.approx(schedule)
 
 
@@ -180,7 +181,7 @@ def test_an_adapter_merges_onto_its_base_model(sft_dir, tmp_path):
     ids = torch.tensor([[1, 5, 9, 13]])
     with torch.no_grad():
         expected = lora(ids).logits
-    training.merge_adapter(sft_dir, tmp_path / "adapter", tmp_path / "merged")
+    model_files.merge_adapter(sft_dir, tmp_path / "adapter", tmp_path / "merged")
     merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")
     with torch.no_grad():
         torch.testing.assert_close(merged(ids).logits, expected, rtol=1e-4, atol=1e-4)

@@ -9,9 +9,10 @@ import pandas as pd
 import torch
 import yaml
 
+from circuitry.model_files import save_model
 from circuitry.paths import EAP_FILE
+from circuitry.sft import toy_model
 from circuitry.tokenizer import build_char_tokenizer
-from circuitry.training import save_model, toy_model
 from conftest import ROOT, dry_run_jobs, run_snakemake
 
 PAPER_MODELS_PER_PAIR = {
@@ -40,9 +41,10 @@ def test_lint_is_clean():
 
 
 def test_full_config_plans_every_stage(tmp_path):
-    """EAP: one job per pair writes every dataset, alpha and role. Dynamics: 2 runs (the
-    temperatures) x 40 checkpoints, each answering GSM8K and scored on one problem set of
-    the initial model's answers, which the initial model is scored on once."""
+    """EAP: one job per pair writes every dataset, alpha and role; faithfulness: one job per
+    pair, dataset and role. Dynamics: 2 runs (the temperatures) x 40 checkpoints, each
+    answering GSM8K and scored on one problem set of the initial model's answers, which the
+    initial model is scored on once."""
     jobs = dry_run_jobs("--configfile", full_config_with_qwen(tmp_path))
     models, datasets, pairs = 8, 3, 4
     checkpoints = 2 * 400 // 10
@@ -54,6 +56,8 @@ def test_full_config_plans_every_stage(tmp_path):
         "eap_score": pairs,
         "metrics": pairs * datasets,
         "fidelity": pairs * datasets,
+        "faithfulness": pairs * datasets * 2,  # both roles at one alpha (0.1)
+        "faithfulness_figure": 1,
         "dynamics_problems": 1,
         "eap_score_initial": 1,
         "eap_score_checkpoint": checkpoints,
@@ -70,7 +74,8 @@ def test_gpu_jobs_request_one_gpu_and_memory_scales_with_the_model(tmp_path):
     path = full_config_with_qwen(tmp_path)
     sizes = {name: model["size_b"] for name, model in yaml.safe_load(open(path))["models"].items()}
     jobs = dry_run_jobs("--configfile", path)
-    heavy = [job for job in jobs if job["rule"] in ("generate", "eap_score", "train_dynamics")]
+    heavy_rules = ("generate", "eap_score", "faithfulness", "train_dynamics")
+    heavy = [job for job in jobs if job["rule"] in heavy_rules]
     assert heavy and all(job["resources"]["gpu"] == "1" for job in heavy)
     generate = [job for job in jobs if job["rule"] in ("generate", "generate_dynamics")]
     mem = {job["wildcards"]["model"]: int(job["resources"]["mem_mb"]) for job in generate}
@@ -156,6 +161,7 @@ def test_offline_generation_names_the_missing_model(tmp_path):
     config["datasets"] = {"toy-gsm8k": config["datasets"]["toy-gsm8k"]}
     config["datasets"]["toy-gsm8k"]["toy"]["n"] = 4
     del config["dynamics"]
+    config["faithfulness"]["enabled"] = False
     for name in ("base-model", "tuned-model"):
         config["models"][name] = {
             "hub_id": f"example-org/{name}",
@@ -198,6 +204,7 @@ def test_replacing_a_local_models_weights_reruns_its_generations(tmp_path):
     config["datasets"] = {"toy-gsm8k": config["datasets"]["toy-gsm8k"]}
     config["datasets"]["toy-gsm8k"]["toy"]["n"] = 4
     del config["dynamics"]
+    config["faithfulness"]["enabled"] = False
     for seed, name in enumerate(("base-model", "tuned-model")):
         save_local_model(tmp_path / name, seed)
         config["models"][name] = {

@@ -36,6 +36,9 @@ from circuitry.paths import (
     DYNAMICS_PROBLEMS,
     DYNAMICS_PROBLEMS_SUMMARY,
     EAP_FILE,
+    FAITHFULNESS_EDGES,
+    FAITHFULNESS_FIGURE,
+    FAITHFULNESS_SUMMARY,
     FIDELITY_FILE,
     GENERATION_PROVENANCE,
     GENERATIONS,
@@ -48,6 +51,7 @@ from circuitry.paths import (
     RUN_DIR,
     TESTS,
     TRAINED_MODEL_DIR,
+    TRAINING_LOG,
     Layout,
 )
 from circuitry.config import (
@@ -56,6 +60,7 @@ from circuitry.config import (
     check_config,
     describe_schema_error,
     enabled_pairs,
+    faithfulness_scope,
     imported_file,
     model_spec,
     models_in_use,
@@ -70,8 +75,10 @@ except (WorkflowError, ConfigError) as e:
     raise WorkflowError(f"invalid config: {describe_schema_error(e)}") from None
 
 
-# Training-dynamics checkpoints become models.
-CHECKPOINTS = runs.add_checkpoints(config)
+# Every model a job can run: the config's, and one per followed checkpoint of the
+# training dynamics (derived; the validated config stays as written).
+CHECKPOINTS = runs.all_followed(config)
+MODEL_SPECS = runs.all_models(config, CHECKPOINTS)
 LAYOUT = Layout()
 REPORT_TEMPLATE = str(WORKFLOW_DIR / "report" / "report.html.j2")
 DATASETS = list(config["datasets"])
@@ -99,7 +106,7 @@ EAP_TEXTS = config["eap"]["texts"]
 
 wildcard_constraints:
     dataset=one_of(DATASETS),
-    model=one_of(config["models"]),
+    model=one_of(MODEL_SPECS),
     pair=one_of(PAIRS),
     run=one_of(RUNS),
     init=one_of(DYNAMICS_INITS),
@@ -126,22 +133,22 @@ def dataset_files():
 
 
 def uses_gpu(model):
-    return bool(config["models"][model].get("gpu", True))
+    return MODEL_SPECS[model]["gpu"]
 
 
 def model_mem_mb(model):
     """Host memory of a job holding one model: its weights twice over, plus headroom."""
-    return int(4000 + 4000 * config["models"][model]["size_b"])
+    return int(4000 + 4000 * MODEL_SPECS[model]["size_b"])
 
 
 def model_runtime(model, per_billion):
     """Minutes for one job of this model, scaled from its size."""
-    return int(30 + per_billion * config["models"][model]["size_b"])
+    return int(30 + per_billion * MODEL_SPECS[model]["size_b"])
 
 
 def model_threads(model):
     """Tiny models run fastest on one thread each, so their jobs can run side by side."""
-    return 1 if config["models"][model]["size_b"] < 0.1 else 8
+    return 1 if MODEL_SPECS[model]["size_b"] < 0.1 else 8
 
 
 def train_threads(model):
@@ -161,7 +168,8 @@ def model_dir(model):
     """
     if model in TRAINED:
         return [TRAINED_MODEL_DIR.format(model=model)]
-    built = config["models"][model].get("checkpoint", {}).get("built")
+    followed = MODEL_SPECS[model].get("checkpoint")
+    built = followed and followed["built"]
     return [built] if built else []
 
 
@@ -169,7 +177,7 @@ def local_model_fingerprint(model):
     """The fingerprint of a user's local `path:` model (None for others; the models the
     workflow builds are inputs of the jobs that use them): when its files change, the job's
     parameters change and Snakemake reruns it and everything downstream."""
-    path = config["models"][model].get("path")
+    path = MODEL_SPECS[model].get("path")
     return model_fingerprint(path) if path and not model_dir(model) else None
 
 
@@ -194,7 +202,7 @@ def train_inputs(wildcards):
 
 
 def template_of(model):
-    return config["templates"][config["models"][model]["template"]]
+    return config["templates"][MODEL_SPECS[model]["template"]]
 
 
 # ---- generations and pairs ----
@@ -202,19 +210,19 @@ def template_of(model):
 
 def imported_models():
     """Models whose answers are imported (`generations:`) instead of generated."""
-    return [m for m in MODELS if "generations" in config["models"][m]]
+    return [m for m in MODELS if "generations" in MODEL_SPECS[m]]
 
 
 def imported_files(wildcards):
     """The files a model's answers are imported from, one per dataset: inputs, so a
     replaced file reruns the import and everything downstream."""
-    spec = config["models"][wildcards.model]
+    spec = MODEL_SPECS[wildcards.model]
     return [imported_file(spec, dataset) for dataset in DATASETS]
 
 
 def generation_batch_size(wildcards):
     """Rows a model generates, or reads back, together."""
-    spec = config["models"][wildcards.model]
+    spec = MODEL_SPECS[wildcards.model]
     return spec.get("batch_size", config["generation"]["batch_size"])
 
 
@@ -243,6 +251,16 @@ def pair_models(wildcards):
     return {role: pair[role] for role in ("base", "tuned")}
 
 
+def role_model(wildcards):
+    """The model of a job's pair and role."""
+    return pair_models(wildcards)[wildcards.role]
+
+
+def role_resources(resource, **kwargs):
+    """A per-model resource of the job's pair and role."""
+    return lambda wildcards: resource(role_model(wildcards), **kwargs)
+
+
 def pair_model_dirs(wildcards):
     """The pair's models built by the workflow, as inputs of its EAP job."""
     return {role: model_dir(model) for role, model in pair_models(wildcards).items()}
@@ -250,7 +268,7 @@ def pair_model_dirs(wildcards):
 
 def pair_model_specs(wildcards):
     return {
-        role: model_spec(config, model)
+        role: model_spec(MODEL_SPECS, model)
         for role, model in pair_models(wildcards).items()
     }
 
@@ -340,6 +358,27 @@ def eap_files():
     ]
 
 
+FAITHFULNESS_SCOPE = faithfulness_scope(config)
+
+
+def faithfulness_files(patterns=(FAITHFULNESS_SUMMARY, FAITHFULNESS_EDGES)):
+    """Every faithfulness summary and edge table (none when the check is off)."""
+    return expand(
+        list(patterns),
+        pair=FAITHFULNESS_SCOPE["pairs"],
+        dataset=FAITHFULNESS_SCOPE["datasets"],
+        alpha=FAITHFULNESS_SCOPE["alphas"],
+        role=("base", "tuned"),
+    )
+
+
+def faithfulness_report_inputs():
+    """The faithfulness summaries and their figure, which the report shows (none when
+    the check is off)."""
+    summaries = faithfulness_files([FAITHFULNESS_SUMMARY])
+    return {"summaries": summaries, "figure": FAITHFULNESS_FIGURE} if summaries else {}
+
+
 def metric_files(kind="csv"):
     return expand(METRICS_FILE, pair=PAIRS, dataset=DATASETS, alpha=ALPHAS, ext=kind)
 
@@ -365,7 +404,7 @@ def adapter_models():
 
 
 def merge_inputs(wildcards):
-    spec = config["models"][wildcards.model]
+    spec = MODEL_SPECS[wildcards.model]
     return {
         "adapter": spec["adapter"],
         "init": model_dir(initial_model(wildcards.model)),
@@ -374,14 +413,14 @@ def merge_inputs(wildcards):
 
 def initial_model(model):
     """A checkpoint's run's initial model."""
-    return runs.init_of(config, model)
+    return runs.init_of(config, MODEL_SPECS, model)
 
 
 def dynamics_initial_spec(model):
     """A checkpoint's initial model's entry, whose tokenizer it must share (None for an
     initial model)."""
     init = initial_model(model)
-    return None if init == model else model_spec(config, init)
+    return None if init == model else model_spec(MODEL_SPECS, init)
 
 
 def dynamics_model_dirs(model):
@@ -468,3 +507,15 @@ def dynamics_report_inputs():
 def figure_files():
     files = [f for pair in PAIRS for f in LAYOUT.pair_figures(pair, DATASETS).values()]
     return files + list(TRAINING_FIGURES.values())
+
+
+def named_inputs(files):
+    """A rule's named inputs from `{kind: {key: path}}` (`Layout.report_files`,
+    `figure_files`): kind -> paths."""
+    return {kind: list(paths.values()) for kind, paths in files.items()}
+
+
+def input_keys(files):
+    """The keys of `named_inputs(files)` in the same order, handed to the script as a param
+    (`circuitry.results.keyed_files` pairs them again)."""
+    return {kind: list(paths) for kind, paths in files.items()}

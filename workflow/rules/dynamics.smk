@@ -29,7 +29,7 @@ if CHECKPOINTS:
             gpu=lambda wildcards: model_gpus(RUNS[wildcards.run]["init"]),
         params:
             settings=lambda wildcards: runs.grpo_settings(RUNS[wildcards.run]["train"]),
-            init=lambda wildcards: model_spec(config, RUNS[wildcards.run]["init"]),
+            init=lambda wildcards: model_spec(MODEL_SPECS, RUNS[wildcards.run]["init"]),
             template=lambda wildcards: template_of(RUNS[wildcards.run]["init"]),
         script:
             "../scripts/train_dynamics.py"
@@ -51,7 +51,9 @@ if CHECKPOINTS:
             mem_mb=lambda wildcards: model_mem_mb(wildcards.model),
             runtime=lambda wildcards: model_runtime(wildcards.model, per_billion=5),
         params:
-            init=lambda wildcards: model_spec(config, initial_model(wildcards.model)),
+            init=lambda wildcards: model_spec(
+                MODEL_SPECS, initial_model(wildcards.model)
+            ),
         script:
             "../scripts/merge_adapter.py"
 
@@ -102,7 +104,7 @@ if CHECKPOINTS:
             runtime=lambda wildcards: model_runtime(wildcards.model, per_billion=60),
             gpu=lambda wildcards: model_gpus(wildcards.model),
         params:
-            model=lambda wildcards: model_spec(config, wildcards.model),
+            model=lambda wildcards: model_spec(MODEL_SPECS, wildcards.model),
             role="tuned",
             texts=list(runs.TEXTS),
             losses=EAP_LOSSES,
@@ -149,6 +151,9 @@ if CHECKPOINTS:
         params:
             models=dynamics_models(),
             scored=dynamics_scored(),
+            runs=runs.run_steps(config, CHECKPOINTS),
+            losses=EAP_LOSSES,
+            stats=config["stats"],
             log_runs=list(dynamics_logs()),
         script:
             "../scripts/dynamics.py"

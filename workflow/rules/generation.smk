@@ -24,7 +24,7 @@ rule generate:
         gpu=lambda wildcards: model_gpus(wildcards.model),
     params:
         datasets=DATASETS,
-        model=lambda wildcards: model_spec(config, wildcards.model),
+        model=lambda wildcards: model_spec(MODEL_SPECS, wildcards.model),
         fingerprint=lambda wildcards: local_model_fingerprint(wildcards.model),
         template=lambda wildcards: template_of(wildcards.model),
         batch_size=generation_batch_size,
@@ -60,7 +60,7 @@ rule import_generations:
         gpu=lambda wildcards: model_gpus(wildcards.model),
     params:
         datasets=DATASETS,
-        model=lambda wildcards: model_spec(config, wildcards.model),
+        model=lambda wildcards: model_spec(MODEL_SPECS, wildcards.model),
         fingerprint=lambda wildcards: local_model_fingerprint(wildcards.model),
         template=lambda wildcards: template_of(wildcards.model),
         batch_size=generation_batch_size,

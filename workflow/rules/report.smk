@@ -1,13 +1,19 @@
-# Figures of every pair and the single-file HTML report of the study.
+# Figures of every pair and the single-file HTML report of the study. Each script gets its
+# files as named inputs (kind -> paths) and their keys as params, in the same order.
 
 
 localrules:
     report,
 
 
+FIGURE_FILES = LAYOUT.figure_files("{pair}", DATASETS, config["eap"]["alphas"])
+PAIR_FIGURES = LAYOUT.pair_figures("{pair}", DATASETS)
+REPORT_FILES = LAYOUT.report_files(config)
+
+
 rule figures:
     input:
-        lambda wildcards: LAYOUT.figure_inputs(config, wildcards.pair),
+        **named_inputs(FIGURE_FILES),
     output:
         [
             report(
@@ -17,7 +23,7 @@ rule figures:
                 subcategory="{pair}",
                 labels={"pair": "{pair}", "figure": name},
             )
-            for name, path in LAYOUT.pair_figures("{pair}", DATASETS).items()
+            for name, path in PAIR_FIGURES.items()
         ],
     log:
         "logs/figures/{pair}.log",
@@ -26,6 +32,11 @@ rule figures:
     resources:
         mem_mb=4000,
         runtime=20,
+    params:
+        file_keys=input_keys(FIGURE_FILES),
+        figures=list(PAIR_FIGURES),
+        pair=lambda wildcards: wildcards.pair,
+        method=lambda wildcards: config["pairs"][wildcards.pair]["method"],
     script:
         "../scripts/figures.py"
 
@@ -56,14 +67,20 @@ if TRAINING_FIGURES:
         params:
             models=list(TRAINING_FIGURES),
             train=[config["models"][m]["train"] for m in TRAINING_FIGURES],
+            # each trained model's log, inside the directory its training job writes
+            logs=[TRAINING_LOG.format(model=m) for m in TRAINING_FIGURES],
         script:
             "../scripts/training_figures.py"
 
 
 rule report:
     input:
+        **named_inputs(REPORT_FILES),
         **{f"dynamics_{name}": path for name, path in dynamics_report_inputs().items()},
-        files=LAYOUT.report_inputs(config),
+        **{
+            f"faithfulness_{name}": path
+            for name, path in faithfulness_report_inputs().items()
+        },
         template=REPORT_TEMPLATE,
     output:
         REPORT,
@@ -75,6 +92,9 @@ rule report:
         mem_mb=4000,
         runtime=20,
     params:
+        file_keys=input_keys(REPORT_FILES),
+        # the validated config: the report describes it (methods, provenance)
+        config=config,
         command=reproduce_command(
             cores=None,
             configfiles=workflow.overwrite_configfiles,

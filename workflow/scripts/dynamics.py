@@ -2,7 +2,7 @@
 (the paper's Figures 4 and 5)."""
 
 from circuitry import dynamics
-from circuitry.figures import plot_metric_dynamics, plot_training_log
+from circuitry.figures.dynamics import plot_metric_dynamics, plot_training_log
 from circuitry.io import read_json, write_csv
 from circuitry.logs import setup_logging
 
@@ -16,13 +16,13 @@ values = {
     (s["model"], s["text"], s["loss"]): dynamics.tracked_values(path)
     for s, path in zip(params.scored, snakemake.input.scores, strict=True)
 }
-summary = dynamics.summary_table(snakemake.config, accuracy, values)
+summary = dynamics.summary_table(params.runs, params.losses, params.stats, accuracy, values)
 highlights = dynamics.highlights(summary)
 write_csv(snakemake.output.summary, summary)
 write_csv(snakemake.output.highlights, highlights)
 logs = {
     run: dynamics.training_log(path)
-    for run, path in zip(params.log_runs, snakemake.input.get("logs", []), strict=True)
+    for run, path in zip(params.log_runs, snakemake.input.logs, strict=True)
 }
 plot_training_log(logs, highlights, snakemake.output.training_figure)
 plot_metric_dynamics(summary, highlights, snakemake.output.metrics_figure)

@@ -60,7 +60,7 @@ def score_role(role: str) -> None:
             )
             samples = windowed_samples(rows[dataset], role, cut_len, text)
             excess = paper_context_excess(loaded.model, samples)
-            if excess and summaries[dataset]["settings"].get("mode") == "paper":
+            if excess and summaries[dataset]["settings"]["mode"] == "paper":
                 log.warning("%s on %s, alpha %s, %s text: %s", role, dataset, alpha, text, excess)
             conditions[dataset, alpha, text] = samples
     scored = score_distinct_windows(

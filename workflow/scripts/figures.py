@@ -1,14 +1,13 @@
 """Rule figures: every figure of one pair, from its metrics and EAP scores."""
 
-from circuitry.figures import make_pair_figures
+from circuitry.figures.pair import make_pair_figures
 from circuitry.logs import setup_logging
-from circuitry.paths import Layout
-from circuitry.results import load_pair_results
+from circuitry.results import keyed_files, load_pair_results
 
 log = setup_logging(snakemake.log[0])
-layout, pair = Layout(), snakemake.wildcards.pair
-make_pair_figures(
-    load_pair_results(layout, snakemake.config, pair),
-    layout.pair_figures(pair, snakemake.config["datasets"]),
+params = snakemake.params
+results = load_pair_results(
+    keyed_files(snakemake.input, params.file_keys), pair=params.pair, method=params.method
 )
-log.info("figures of %s written", pair)
+make_pair_figures(results, dict(zip(params.figures, snakemake.output, strict=True)))
+log.info("figures of %s written", params.pair)

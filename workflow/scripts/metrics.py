@@ -1,9 +1,9 @@
 """Rule metrics: circuit metrics of one pair x dataset at every alpha and loss, and the
 paired tests of every comparison."""
 
+from circuitry.circuit_metrics import load_condition, per_sample_table
 from circuitry.io import write_csv
 from circuitry.logs import setup_logging
-from circuitry.metrics import load_condition, per_sample_table
 from circuitry.paths import PAPER_CONDITION
 from circuitry.stats import pair_dataset_tests
 

@@ -2,26 +2,37 @@
 
 import pandas as pd
 
+from circuitry.faithfulness import load_faithfulness
 from circuitry.logs import setup_logging
-from circuitry.paths import Layout
 from circuitry.provenance import collect_provenance
-from circuitry.report import dynamics_section, write_report
-from circuitry.results import load_study
+from circuitry.report.dynamics import dynamics_section
+from circuitry.report.faithfulness import faithfulness_section
+from circuitry.report.render import write_report
+from circuitry.results import keyed_files, load_study
 
 log = setup_logging(snakemake.log[0])
-study = load_study(Layout(), snakemake.config)
+params = snakemake.params
+study = load_study(keyed_files(snakemake.input, params.file_keys), params.config)
 provenance = collect_provenance(
-    snakemake.config, command=snakemake.params.command, project_dir=snakemake.params.project_dir
+    params.config, command=params.command, project_dir=params.project_dir
 )
 extra = []
 if "dynamics_summary" in snakemake.input.keys():
     extra.append(
         dynamics_section(
-            snakemake.config,
+            params.config,
             pd.read_csv(snakemake.input.dynamics_summary),
             pd.read_csv(snakemake.input.dynamics_highlights),
             snakemake.input.dynamics_training_figure,
             snakemake.input.dynamics_metrics_figure,
+        )
+    )
+if "faithfulness_figure" in snakemake.input.keys():
+    extra.append(
+        faithfulness_section(
+            params.config,
+            load_faithfulness(snakemake.input.faithfulness_summaries),
+            snakemake.input.faithfulness_figure,
         )
     )
 write_report(

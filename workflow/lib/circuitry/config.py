@@ -38,11 +38,11 @@ def describe_schema_error(error: Exception) -> str:
 
 def enabled_pairs(config: dict) -> list[str]:
     """The study's pairs: enabled ones, narrowed to `only_pairs` when that is given."""
-    only = config.get("only_pairs")
+    only = config["only_pairs"]
     return [
         name
         for name, pair in config["pairs"].items()
-        if pair.get("enabled", True) and (only is None or name in only)
+        if pair["enabled"] and (only is None or name in only)
     ]
 
 
@@ -78,7 +78,7 @@ def models_in_use(config: dict) -> list[str]:
 
 def all_datasets(config: dict) -> dict:
     """Evaluation benchmarks and training data: every dataset the data stage can build."""
-    return {**config["datasets"], **config.get("training_data", {})}
+    return {**config["datasets"], **config["training_data"]}
 
 
 def trained_models(config: dict) -> list[str]:
@@ -86,12 +86,49 @@ def trained_models(config: dict) -> list[str]:
     return [name for name, model in config["models"].items() if model.get("train")]
 
 
-def model_spec(config: dict, name: str) -> dict:
-    """A model's config entry, with `path` set to the build directory of a trained model."""
-    spec = dict(config["models"][name])
+def model_spec(models: dict, name: str) -> dict:
+    """A model's entry in `models` (the config's, or `runs.all_models`), with `path` set to
+    the build directory of a trained model."""
+    spec = dict(models[name])
     if spec.get("train"):
         spec["path"] = TRAINED_MODEL_DIR.format(model=name)
     return spec
+
+
+def _faithfulness_candidates(config: dict) -> dict[str, list[str]]:
+    """What each list of the `faithfulness` section may name."""
+    return {
+        "pairs": list(config["pairs"]),
+        "datasets": list(config["datasets"]),
+        "alphas": [str(alpha) for alpha in config["eap"]["alphas"]],
+    }
+
+
+def faithfulness_scope(config: dict) -> dict[str, list[str]]:
+    """The pairs, datasets and alphas (as wildcard strings) the faithfulness check runs on,
+    none when it is off. A list left null means all of them; pairs that are disabled or
+    that `only_pairs` leaves out are left out here too."""
+    section = config["faithfulness"]
+    candidates = _faithfulness_candidates(config)
+    if not section["enabled"]:
+        return {key: [] for key in candidates}
+    scope = {
+        key: known if section[key] is None else [str(x) for x in section[key]]
+        for key, known in candidates.items()
+    }
+    in_study = enabled_pairs(config)
+    return scope | {"pairs": [p for p in scope["pairs"] if p in in_study]}
+
+
+def _check_faithfulness(config: dict) -> None:
+    if not config["faithfulness"]["enabled"]:
+        return
+    for key, known in _faithfulness_candidates(config).items():
+        unknown = [str(x) for x in config["faithfulness"][key] or () if str(x) not in known]
+        if unknown:
+            raise ConfigError(
+                f"faithfulness.{key}: {', '.join(unknown)} not among {', '.join(known)}"
+            )
 
 
 def _check_train(name: str, train: dict, config: dict) -> None:
@@ -104,7 +141,7 @@ def _check_train(name: str, train: dict, config: dict) -> None:
     if init == name:
         raise ConfigError(f"{key}.init: a model cannot start from itself")
     for data in train["data"]:
-        if data not in config.get("training_data", {}):
+        if data not in config["training_data"]:
             raise ConfigError(
                 f"{key}.data: {data!r} is not an entry of training_data "
                 f"(known: {', '.join(config.get('training_data', {})) or 'none'})"
@@ -145,7 +182,7 @@ def _check_run(run: dict, config: dict) -> None:
     if train is None:
         return
     for data in train["data"]:
-        if data not in config.get("training_data", {}):
+        if data not in config["training_data"]:
             raise ConfigError(f"{key}.train.data: {data!r} is not an entry of training_data")
     if train["steps"] % train["checkpoint_every"]:
         raise ConfigError(f"{key}.train.steps: not a multiple of checkpoint_every")
@@ -255,7 +292,7 @@ def _check_template(name: str, template: dict) -> None:
 def _check_eap(eap: dict) -> None:
     """The paper's condition (ce loss, own text) is what the metrics are computed on."""
     for key, required in (("losses", "ce"), ("texts", "own")):
-        if required not in eap.get(key, [required]):
+        if required not in eap[key]:
             raise ConfigError(
                 f"eap.{key}: must include {required} (the paper's choice, on which the "
                 f"circuit metrics are computed); got {eap[key]}"
@@ -264,23 +301,23 @@ def _check_eap(eap: dict) -> None:
 
 def check_config(config: dict) -> None:
     """Raise ConfigError naming the key of the first inconsistency found."""
-    templates = config.get("templates", {})
+    templates = config["templates"]
     for name, template in templates.items():
         _check_template(name, template)
     for name, pair in config["pairs"].items():
         _check_pair(name, pair, config["pairs"], config["models"])
-    for name in config.get("only_pairs") or ():
+    for name in config["only_pairs"] or ():
         if name not in config["pairs"]:
             raise ConfigError(
                 f"only_pairs: unknown pair {name!r} (known: {', '.join(config['pairs'])})"
             )
-        if not config["pairs"][name].get("enabled", True):
+        if not config["pairs"][name]["enabled"]:
             raise ConfigError(f"only_pairs: pair {name!r} is disabled; enable it first")
     if not enabled_pairs(config):
         raise ConfigError("pairs: every pair is disabled; enable at least one")
     in_use = set(models_in_use(config))
     dynamics = config.get("dynamics")
-    if dynamics and dynamics.get("enabled", True):
+    if dynamics and dynamics["enabled"]:
         _check_dynamics(dynamics, config)
         in_use.update(run["init"] for run in dynamics["runs"])
     for name, model in config["models"].items():
@@ -290,7 +327,8 @@ def check_config(config: dict) -> None:
         if "generations" in model:
             _check_generations(name, model, list(config["datasets"]), name in in_use)
     _check_eap(config["eap"])
-    shared = config["datasets"].keys() & config.get("training_data", {}).keys()
+    _check_faithfulness(config)
+    shared = config["datasets"].keys() & config["training_data"].keys()
     if shared:
         raise ConfigError(f"training_data: {sorted(shared)} also named in datasets; rename one")
 

@@ -14,7 +14,7 @@ measured against its run's initial model on one fixed problem set per initial mo
   tokens, so only the weights differ) and, where it answered a problem correctly too
   within the set's length bounds, on its own answer (`own` text);
 - each checkpoint's change is tested per text and loss against the initial model's
-  scores on the same problems (`circuitry.stats.paired_sample_test`), beside the change
+  scores on the same problems (`circuitry.paired_tests.paired_sample_test`), beside the change
   in window cross-entropy: how much surer of the text the checkpoint is.
 
 Re-filtering problems per checkpoint would mix sample turnover into the curves; the
@@ -32,11 +32,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from circuitry.metrics import EdgeScores, histogram_upper, per_sample_metrics
+from circuitry.paired_tests import paired_sample_test, row_rng
 from circuitry.pairing import FilterSettings, index_by_idx, pair_samples, role_fields
 from circuitry.paths import PAPER_CONDITION
-from circuitry.runs import TEXTS, TRAINER_STATE, TRL_CHECKPOINT, checkpoints, followed_runs
-from circuitry.stats import LOG_SCALE_METRICS, WINDOW_LOSS, paired_sample_test, row_rng
+from circuitry.runs import TEXTS, TRAINER_STATE, TRL_CHECKPOINT
+from circuitry.sample_metrics import histogram_upper, per_sample_metrics
+from circuitry.scorefile import EdgeScores
+from circuitry.stats import LOG_SCALE_METRICS, WINDOW_LOSS
 
 TRACKED_METRICS = ("intensity", "kurtosis", "entropy")  # the paper's Figure 5 panels
 CHANGES = (*TRACKED_METRICS, WINDOW_LOSS)
@@ -138,27 +140,31 @@ def change_against(
 
 
 def summary_table(
-    config: Mapping, accuracy: Mapping[str, float], values: Mapping[tuple, pd.DataFrame]
+    run_steps: Sequence[Mapping],
+    losses: Sequence[str],
+    stats: Mapping,
+    accuracy: Mapping[str, float],
+    values: Mapping[tuple, pd.DataFrame],
 ) -> pd.DataFrame:
     """One row per run, step, text and loss (step 0: the initial model against itself, no
     change).
 
-    `accuracy` maps model names (initial models and checkpoints) to eval accuracy,
-    `values` `(model, text, loss)` to `tracked_values`; an initial model's are under its
-    `initial` text. Resampling is seeded by the initial model, step, text and loss, so a
-    run read twice (e.g. as `train` and as `trl`) gives the same rows.
+    `run_steps` is `circuitry.runs.run_steps`; `accuracy` maps model names (initial models
+    and checkpoints) to eval accuracy, `values` `(model, text, loss)` to `tracked_values`;
+    an initial model's are under its `initial` text. Resampling is seeded by the initial
+    model, step, text and loss, so a run read twice (e.g. as `train` and as `trl`) gives the
+    same rows.
     """
     rows = []
-    for run in followed_runs(config):
+    for run in run_steps:
         init = run["init"]
-        steps = [(0, init)] + [(c.step, c.name) for c in checkpoints(run)]
-        for step, model in steps:
+        for step, model in run["steps"]:
             for text in TEXTS:
-                for loss in config["eap"]["losses"]:
+                for loss in losses:
                     initial = values[init, "initial", loss]
                     scored = initial if model == init else values[model, text, loss]
                     key = (init, step, text, loss)
-                    change = change_against(initial, scored, stats=config["stats"], key=key)
+                    change = change_against(initial, scored, stats=stats, key=key)
                     rows.append(
                         {
                             "run": run["name"],

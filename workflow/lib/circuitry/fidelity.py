@@ -25,8 +25,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from circuitry.metrics import ROLES, EdgeScores, mass_entropy
+from circuitry.metrics import ROLES
 from circuitry.pairing import MODES, FilterSettings, PairingError, cut_length, pair_samples
+from circuitry.sample_metrics import mass_entropy
+from circuitry.scorefile import EdgeScores, load_edge_scores
 
 # The paper scored EAP through TransformerLens, whose configs cap these families' context
 # (n_ctx) at 2048 tokens: it could not have scored a longer prompt + window.
@@ -282,14 +284,6 @@ def headline_changes(by_role: Mapping[str, np.ndarray], label: str, alpha) -> li
     ]
 
 
-def read_scored(path: str) -> tuple[EdgeScores, str]:
-    """A score file's scores and the scored model's `model_type`."""
-    with np.load(path, allow_pickle=False) as npz:
-        if "model_type" not in npz:
-            raise ValueError(f"{path}: no model_type (an older score file: rerun its EAP job)")
-        return EdgeScores.from_npz(npz), str(npz["model_type"])
-
-
 def score_measures(
     pair_rows: Sequence[dict],
     summary: Mapping,
@@ -301,7 +295,8 @@ def score_measures(
     for alpha in sorted({alpha for alpha, _ in score_files}):
         exact, read_back = {}, {}
         for role in ROLES:
-            scores, model_type = read_scored(score_files[alpha, role])
+            scores = load_edge_scores(score_files[alpha, role], role=role, text="own")
+            model_type = scores.condition["model_type"]
             rows += context_measures(pair_rows, scores, model_type, alpha, role)
             order = drawn_rows(scores.idx, summary["draw_order"])
             exact[role] = scores.edge_values.astype(np.float32)

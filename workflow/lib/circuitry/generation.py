@@ -81,7 +81,7 @@ class LoadedModel:
 
 def choose_device(spec: dict) -> torch.device:
     """CUDA when there is one and the model entry does not opt out with `gpu: false`."""
-    use_cuda = spec.get("gpu", True) and torch.cuda.is_available()
+    use_cuda = spec["gpu"] and torch.cuda.is_available()
     return torch.device("cuda" if use_cuda else "cpu")
 
 
@@ -89,7 +89,7 @@ def choose_dtype(spec: dict, device: torch.device) -> torch.dtype:
     """The entry's `dtype` (bfloat16 by default) on GPU; float32 on CPU."""
     if device.type == "cpu":
         return torch.float32
-    return getattr(torch, spec.get("dtype", "bfloat16"))
+    return getattr(torch, spec["dtype"])
 
 
 def resolve_hub_revision(hub_id: str, revision: str) -> tuple[str, str | None]:
@@ -162,7 +162,7 @@ def model_source(spec: dict) -> tuple[str, str | None, str | None, str]:
         return source, None, None, f"path:{Path(source).resolve()}:{model_fingerprint(source)}"
     if spec.get("hub_id"):
         source = spec["hub_id"]
-        revision, commit = resolve_hub_revision(source, spec.get("revision", "main"))
+        revision, commit = resolve_hub_revision(source, spec["revision"])
         return source, revision, commit, f"hub:{source}@{commit or revision}"
     raise ValueError("model entry has neither `path` nor `hub_id`")
 
@@ -172,7 +172,7 @@ def load_tokenizer(spec: dict) -> transformers.PreTrainedTokenizerBase:
     source, revision, _, _ = model_source(spec)
     try:
         return AutoTokenizer.from_pretrained(
-            source, revision=revision, trust_remote_code=bool(spec.get("trust_remote_code", False))
+            source, revision=revision, trust_remote_code=spec["trust_remote_code"]
         )
     except OSError as e:
         raise ModelUnavailableError(unavailable_message(spec, revision)) from e
@@ -189,7 +189,7 @@ def load_model(spec: dict, device: str | torch.device | None = None) -> LoadedMo
     device = torch.device(device) if device is not None else choose_device(spec)
     dtype = choose_dtype(spec, device)
     source, revision, commit, identity = model_source(spec)
-    remote = bool(spec.get("trust_remote_code", False))
+    remote = spec["trust_remote_code"]
     log.info("loading %s (revision %s) as %s on %s", source, commit or revision, dtype, device)
     try:
         tokenizer = AutoTokenizer.from_pretrained(

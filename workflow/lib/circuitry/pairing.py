@@ -50,15 +50,15 @@ class PairingError(RuntimeError):
 
 @dataclass(frozen=True)
 class FilterSettings:
-    """The config's `filter` section."""
+    """The config's `filter` section, as validated (the schema holds the paper's defaults)."""
 
-    small_coeff: float = 0.5
-    big_coeff: float = 1.5
-    balance_coeff: float = 0.5
-    num_samples: int = 100
-    seed: int = 42
-    mode: str = "exact"
-    count_eos: bool = False
+    small_coeff: float
+    big_coeff: float
+    balance_coeff: float
+    num_samples: int
+    seed: int
+    mode: str
+    count_eos: bool
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -92,7 +92,7 @@ def cut_length(alpha: float, summary: Mapping) -> int:
     fraction rounded once, as numpy's mean of the lengths is).
     """
     reference = Fraction(summary["reference_length_fraction"])
-    if summary["settings"].get("mode", "exact") == "paper":
+    if summary["settings"]["mode"] == "paper":
         return max(int(float(reference) * alpha), 1)
     return max(1, math.floor(as_written(alpha) * reference))
 

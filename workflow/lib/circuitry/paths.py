@@ -9,7 +9,7 @@ read), so planning the workflow stays cheap.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +30,9 @@ EAP_FILE = "results/eap/{pair}/{dataset}/alpha{alpha}/{loss}/{role}_on_{text}.np
 PAIRS_FILE = "results/pairs/{pair}/{dataset}.jsonl"
 PAIR_SUMMARY = "results/pairs/{pair}/{dataset}.summary.json"
 FIDELITY_FILE = "results/fidelity/{pair}/{dataset}.csv"
+FAITHFULNESS_SUMMARY = "results/faithfulness/{pair}/{dataset}/alpha{alpha}/{role}.json"
+FAITHFULNESS_EDGES = "results/faithfulness/{pair}/{dataset}/alpha{alpha}/{role}.csv"
+FAITHFULNESS_FIGURE = "results/figures/faithfulness.png"
 DYNAMICS_PROBLEMS = "results/dynamics/problems/{init}.jsonl"
 DYNAMICS_PROBLEMS_SUMMARY = "results/dynamics/problems/{init}.summary.json"
 DYNAMICS_EAP_FILE = "results/dynamics/eap/{model}/{text}/{loss}.npz"
@@ -79,44 +82,61 @@ class Layout:
             if model in in_use
         }
 
-    def figure_inputs(self, config: Mapping, pair: str) -> list[str]:
-        """What `load_pair_results` reads for one pair (the figures rule's inputs)."""
-        where = {"pair": pair, **PAPER_CONDITION}
-        return [
-            str(self.path(pattern, dataset=dataset, alpha=alpha, ext=ext, role=role, **where))
-            for dataset in config["datasets"]
-            for alpha in alpha_labels(config)
-            for pattern, ext, role in (
-                (METRICS_FILE, "json", None),
-                (METRICS_FILE, "csv", None),
-                (EAP_FILE, None, "base"),
-                (EAP_FILE, None, "tuned"),
-            )
-        ]
+    def figure_files(
+        self, pair: str, datasets: Iterable[str], alphas: Sequence
+    ) -> dict[str, dict[tuple[str, float], str]]:
+        """What `load_pair_results` reads for one pair (the figures rule's inputs), by kind:
+        `summary` (metrics JSON), `per_sample` (metrics CSV) and each role's score file
+        under the paper's condition -> {(dataset, alpha): path}.
 
-    def report_inputs(self, config: Mapping) -> list[str]:
-        """Every file `load_study` reads (the report rule's inputs)."""
+        With `pair="{pair}"` the paths are Snakemake patterns with a `{pair}` wildcard.
+        """
+        conditions = [(dataset, alpha) for dataset in datasets for alpha in alphas]
+
+        def files(pattern: str, **fields) -> dict[tuple[str, float], str]:
+            return {
+                (d, a): str(self.path(pattern, pair=pair, dataset=d, alpha=str(a), **fields))
+                for d, a in conditions
+            }
+
+        return {
+            "summary": files(METRICS_FILE, ext="json"),
+            "per_sample": files(METRICS_FILE, ext="csv"),
+            **{role: files(EAP_FILE, role=role, **PAPER_CONDITION) for role in ("base", "tuned")},
+        }
+
+    def report_files(self, config: Mapping) -> dict[str, dict]:
+        """Every file `load_study` reads (the report rule's inputs), by kind -> {key: path};
+        keys are a dataset, a model, or (model or pair, dataset) or (pair, figure name)."""
         from circuitry.config import enabled_pairs, models_in_use
 
         datasets = list(config["datasets"])
-        pairs = enabled_pairs(config)
+        pairs, models = enabled_pairs(config), models_in_use(config)
         first_alpha = alpha_labels(config)[0]
-        files = [self.path(TESTS)]
-        for dataset in datasets:
-            files += [self.path(DATASET_ROWS, dataset=dataset)]
-            files += [self.path(DATASET_SUMMARY, dataset=dataset)]
-            for model in models_in_use(config):
-                files += [self.path(GENERATIONS, model=model, dataset=dataset)]
-                files += [self.path(GENERATION_PROVENANCE, model=model, dataset=dataset)]
-            for pair in pairs:
-                files += [self.path(PAIR_SUMMARY, pair=pair, dataset=dataset)]
-                files += [self.path(FIDELITY_FILE, pair=pair, dataset=dataset)]
-                where = {"pair": pair, "dataset": dataset, "alpha": first_alpha}
-                files += [self.path(METRICS_FILE, ext="json", **where)]
-        for pair in pairs:
-            files += self.pair_figures(pair, datasets).values()
-        files += self.training_figures(config).values()
-        return [str(f) for f in files]
+
+        def files(pattern: str, field: str, names: Iterable[str], **fields) -> dict:
+            return {
+                (name, d): str(self.path(pattern, dataset=d, **{field: name}, **fields))
+                for name in names
+                for d in datasets
+            }
+
+        return {
+            "tests": {"tests": str(self.path(TESTS))},
+            "dataset_rows": {d: str(self.path(DATASET_ROWS, dataset=d)) for d in datasets},
+            "dataset_summaries": {d: str(self.path(DATASET_SUMMARY, dataset=d)) for d in datasets},
+            "generations": files(GENERATIONS, "model", models),
+            "generation_provenance": files(GENERATION_PROVENANCE, "model", models),
+            "pair_summaries": files(PAIR_SUMMARY, "pair", pairs),
+            "fidelity": files(FIDELITY_FILE, "pair", pairs),
+            "analysed": files(METRICS_FILE, "pair", pairs, alpha=first_alpha, ext="json"),
+            "pair_figures": {
+                (pair, name): path
+                for pair in pairs
+                for name, path in self.pair_figures(pair, datasets).items()
+            },
+            "training_figures": self.training_figures(config),
+        }
 
 
 def alpha_labels(config: Mapping) -> list[str]:

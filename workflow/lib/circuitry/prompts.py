@@ -29,9 +29,9 @@ class PromptTemplate:
     """One entry of the config's `templates` section."""
 
     format: str
-    user: str = QUESTION
-    system: str | None = None
-    stop: tuple[str, ...] = ()
+    user: str
+    system: str | None
+    stop: tuple[str, ...]
 
     def __post_init__(self):
         if self.format not in FORMATS:
@@ -45,9 +45,9 @@ class PromptTemplate:
     def from_config(cls, entry: dict) -> PromptTemplate:
         return cls(
             format=entry["format"],
-            user=entry.get("user", QUESTION),
-            system=entry.get("system"),
-            stop=tuple(entry.get("stop", ())),
+            user=entry["user"],
+            system=entry["system"],
+            stop=tuple(entry["stop"]),
         )
 
 

@@ -1,9 +1,10 @@
 """The study's outputs as the report reads them: loaders.
 
-`load_study` and `load_pair_results` read the files `circuitry.paths.Layout` names into
-plain objects. A missing file fails with a FileNotFoundError that names it. The figures
-and report rules take their inputs from the same `Layout` methods the loaders use, so
-what a rule declares is what its script reads.
+`load_study` and `load_pair_results` read the files a rule hands them, by kind:
+`{kind: {key: path}}` as `circuitry.paths.Layout.report_files` and `figure_files` list
+them (a rule script rebuilds that mapping from its named inputs and the keys in its
+params with `keyed_files`), into plain objects. A missing file fails with a
+FileNotFoundError that names it.
 """
 
 from __future__ import annotations
@@ -15,23 +16,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from circuitry.circuit_metrics import paper_condition
 from circuitry.config import enabled_pairs, models_in_use
 from circuitry.io import read_json, read_jsonl
-from circuitry.metrics import ROLES, paper_condition
-from circuitry.paths import (
-    DATASET_ROWS,
-    DATASET_SUMMARY,
-    EAP_FILE,
-    FIDELITY_FILE,
-    GENERATION_PROVENANCE,
-    GENERATIONS,
-    METRICS_FILE,
-    PAIR_SUMMARY,
-    PAPER_CONDITION,
-    TESTS,
-    Layout,
-    alpha_labels,
-)
+from circuitry.metrics import ROLES
 from circuitry.stats import COLUMNS
 
 EXAMPLE_CHARS = 3000
@@ -48,6 +36,18 @@ def require(path: str | os.PathLike) -> Path:
 
 def load_json(path: str | os.PathLike):
     return read_json(require(path))
+
+
+def keyed_files(inputs: Mapping[str, Sequence[str]], keys: Mapping[str, Sequence]) -> dict:
+    """`{kind: {key: path}}` from a rule's named inputs (`kind` -> paths) and the keys its
+    params list for them in the same order."""
+    files = {}
+    for kind, kind_keys in keys.items():
+        paths = list(inputs[kind])
+        if len(paths) != len(kind_keys):
+            raise ValueError(f"input {kind}: {len(paths)} files for {len(kind_keys)} keys")
+        files[kind] = dict(zip(kind_keys, paths, strict=True))
+    return files
 
 
 def load_tests(path: str | os.PathLike) -> pd.DataFrame:
@@ -82,29 +82,28 @@ def pair_label(pair: str, method: str) -> str:
     return f"{pair} ({method})"
 
 
-def load_pair_results(layout: Layout, config: Mapping, pair: str) -> PairResults:
-    """Metrics JSON and per-sample CSV of every dataset x alpha of `pair`, and its npz paths."""
-    alphas = config["eap"]["alphas"]
-    summaries, frames, eap_paths = {}, [], {}
-    for dataset in config["datasets"]:
-        for alpha in alphas:
-            where = {"pair": pair, "dataset": dataset, "alpha": str(alpha)}
-            summaries[dataset, alpha] = load_json(layout.path(METRICS_FILE, ext="json", **where))
-            table = pd.read_csv(require(layout.path(METRICS_FILE, ext="csv", **where)))
-            frame = paper_condition(table).drop(columns=["loss", "text"])
-            frames.append(frame.assign(dataset=dataset, alpha=alpha))
-            eap_paths[dataset, alpha] = {
-                role: require(layout.path(EAP_FILE, role=role, **PAPER_CONDITION, **where))
-                for role in ROLES
-            }
+def load_pair_results(
+    files: Mapping[str, Mapping[tuple[str, float], str | os.PathLike]], *, pair: str, method: str
+) -> PairResults:
+    """One pair's metrics JSON and per-sample CSV of every (dataset, alpha), and its npz paths.
+
+    `files`: `summary`, `per_sample`, and each role -> {(dataset, alpha): path}
+    (`Layout.figure_files`).
+    """
+    conditions = list(files["summary"])
+    frames = []
+    for dataset, alpha in conditions:
+        table = pd.read_csv(require(files["per_sample"][dataset, alpha]))
+        frame = paper_condition(table).drop(columns=["loss", "text"])
+        frames.append(frame.assign(dataset=dataset, alpha=alpha))
     return PairResults(
         name=pair,
-        method=config["pairs"][pair]["method"],
-        datasets=tuple(config["datasets"]),
-        alphas=tuple(alphas),
-        summaries=summaries,
+        method=method,
+        datasets=tuple(dict.fromkeys(dataset for dataset, _ in conditions)),
+        alphas=tuple(dict.fromkeys(alpha for _, alpha in conditions)),
+        summaries={key: load_json(path) for key, path in files["summary"].items()},
         per_sample=pd.concat(frames, ignore_index=True),
-        eap_paths=eap_paths,
+        eap_paths={key: {role: require(files[role][key]) for role in ROLES} for key in conditions},
     )
 
 
@@ -206,54 +205,44 @@ class Study:
         return models_in_use(self.config)
 
 
-def load_examples(layout: Layout, config: Mapping) -> dict[tuple[str, str], list[Example]]:
+def load_examples(
+    files: Mapping[str, Mapping], config: Mapping
+) -> dict[tuple[str, str], list[Example]]:
     """Example problems of every pair x dataset, among those the metrics were computed on."""
-    pairs, models = enabled_pairs(config), models_in_use(config)
-    first_alpha = alpha_labels(config)[0]
+    problems = {d: rows_by_idx(read_jsonl(require(p))) for d, p in files["dataset_rows"].items()}
+    rows = {key: rows_by_idx(read_jsonl(require(p))) for key, p in files["generations"].items()}
     examples = {}
-    for dataset in config["datasets"]:
-        problems = rows_by_idx(read_jsonl(require(layout.path(DATASET_ROWS, dataset=dataset))))
-        rows = {
-            m: rows_by_idx(read_jsonl(require(layout.path(GENERATIONS, model=m, dataset=dataset))))
-            for m in models
-        }
-        for pair in pairs:
-            where = {"pair": pair, "dataset": dataset, "alpha": first_alpha, "ext": "json"}
-            analysed = load_json(layout.path(METRICS_FILE, **where))["idx"]
-            roles = {role: config["pairs"][pair][role] for role in ROLES}
-            examples[pair, dataset] = build_examples(analysed, problems, rows, roles)
+    for (pair, dataset), path in files["analysed"].items():
+        roles = {role: config["pairs"][pair][role] for role in ROLES}
+        by_model = {model: rows[model, dataset] for model in roles.values()}
+        analysed = load_json(path)["idx"]
+        examples[pair, dataset] = build_examples(analysed, problems[dataset], by_model, roles)
     return examples
 
 
-def load_study(layout: Layout, config: Mapping) -> Study:
-    """Read every input of the report (the files of `Layout.report_inputs`)."""
-    config = dict(config)
-    pairs, datasets, models = enabled_pairs(config), list(config["datasets"]), models_in_use(config)
+def load_study(files: Mapping[str, Mapping], config: Mapping) -> Study:
+    """Read every input of the report: `files` as `Layout.report_files(config)` lists them."""
     return Study(
-        config=config,
-        tests=load_tests(layout.path(TESTS)),
-        pair_summaries={
-            (p, d): load_json(layout.path(PAIR_SUMMARY, pair=p, dataset=d))
-            for p in pairs
-            for d in datasets
-        },
+        config=dict(config),
+        tests=load_tests(files["tests"]["tests"]),
+        pair_summaries={key: load_json(path) for key, path in files["pair_summaries"].items()},
         fidelity=pd.concat(
-            [
-                pd.read_csv(require(layout.path(FIDELITY_FILE, pair=p, dataset=d)))
-                for p in pairs
-                for d in datasets
-            ],
+            [pd.read_csv(require(path)) for path in files["fidelity"].values()],
             ignore_index=True,
         ).fillna({"role": ""}),
         generation_provenance={
-            (m, d): load_json(layout.path(GENERATION_PROVENANCE, model=m, dataset=d))
-            for m in models
-            for d in datasets
+            key: load_json(path) for key, path in files["generation_provenance"].items()
         },
-        dataset_summaries={d: load_json(layout.path(DATASET_SUMMARY, dataset=d)) for d in datasets},
-        examples=load_examples(layout, config),
-        pair_figures={
-            p: {k: require(v) for k, v in layout.pair_figures(p, datasets).items()} for p in pairs
-        },
-        training_figures={m: require(f) for m, f in layout.training_figures(config).items()},
+        dataset_summaries={d: load_json(path) for d, path in files["dataset_summaries"].items()},
+        examples=load_examples(files, config),
+        pair_figures=by_pair(files["pair_figures"]),
+        training_figures={m: require(path) for m, path in files["training_figures"].items()},
     )
+
+
+def by_pair(figures: Mapping[tuple[str, str], str | os.PathLike]) -> dict[str, dict[str, Path]]:
+    """`{(pair, name): path}` as `{pair: {name: path}}`, each file checked."""
+    nested: dict[str, dict[str, Path]] = {}
+    for (pair, name), path in figures.items():
+        nested.setdefault(pair, {})[name] = require(path)
+    return nested

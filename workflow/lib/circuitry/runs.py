@@ -34,7 +34,7 @@ from __future__ import annotations
 import glob
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -206,7 +206,7 @@ def all_checkpoints(run: Mapping) -> list[Checkpoint]:
 
 def checkpoints(run: Mapping) -> list[Checkpoint]:
     """The checkpoints the run is followed at: every `every`-th in step order."""
-    every = run.get("every", 1)
+    every = run["every"]
     return all_checkpoints(run)[every - 1 :: every]
 
 
@@ -263,7 +263,7 @@ def enabled(config: Mapping) -> bool:
     """Whether the run includes the dynamics: configured, enabled, and no `only_pairs`
     narrowing the run to some of the study's pairs."""
     block = config.get("dynamics")
-    return bool(block) and block.get("enabled", True) and not config.get("only_pairs")
+    return bool(block) and block["enabled"] and not config["only_pairs"]
 
 
 def followed_runs(config: Mapping) -> list[dict]:
@@ -285,27 +285,40 @@ def all_followed(config: Mapping) -> list[Checkpoint]:
     return [checkpoint for run in followed_runs(config) for checkpoint in checkpoints(run)]
 
 
-def run_checkpoint_models(config: Mapping) -> dict[str, dict]:
-    """`{checkpoint model name: its models entry}` of every followed checkpoint: it
+def all_models(config: Mapping, followed: Sequence[Checkpoint]) -> dict[str, dict]:
+    """Every model a job can run: the config's, and one entry per followed checkpoint that
     inherits its initial model's template, generation length and resources, so the
-    generation rule answers the eval dataset with it."""
+    generation rule answers the eval dataset with it. Derived, so the validated config stays
+    as the user wrote it."""
+    by_name = {run["name"]: run for run in followed_runs(config)}
     return {
-        checkpoint.name: model_entry(run, checkpoint, config["models"][run["init"]])
-        for run in followed_runs(config)
-        for checkpoint in checkpoints(run)
+        **config["models"],
+        **{
+            c.name: model_entry(by_name[c.run], c, config["models"][by_name[c.run]["init"]])
+            for c in followed
+        },
     }
 
 
-def add_checkpoints(config: dict) -> list[Checkpoint]:
-    """Add a model per checkpoint to `config` and return the checkpoints."""
-    config["models"].update(run_checkpoint_models(config))
-    return all_followed(config)
-
-
-def init_of(config: Mapping, model: str) -> str:
-    """The initial model of a checkpoint model's run (an initial model's own name)."""
-    checkpoint = config["models"][model].get("checkpoint")
+def init_of(config: Mapping, models: Mapping, model: str) -> str:
+    """The initial model of a checkpoint model's run (an initial model's own name);
+    `models` is `all_models`."""
+    checkpoint = models[model].get("checkpoint")
     return run_named(config, checkpoint["run"])["init"] if checkpoint else model
+
+
+def run_steps(config: Mapping, followed: Sequence[Checkpoint]) -> list[dict]:
+    """Each followed run's name, initial model and `[step, model]` in step order, step 0
+    its initial model: the rows of the dynamics summary, in config order."""
+    return [
+        {
+            "name": run["name"],
+            "init": run["init"],
+            "steps": [[0, run["init"]]]
+            + [[c.step, c.name] for c in followed if c.run == run["name"]],
+        }
+        for run in followed_runs(config)
+    ]
 
 
 def scored_texts(config: Mapping, model: str) -> list[str]:

@@ -1,0 +1,20 @@
+"""The HTML report: builders turn the study's outputs into blocks, rendered into one file.
+
+The modules, by concept:
+
+- `format`: numbers, percentages, marks and slugs as the report and figures show them
+  (a leaf: it imports nothing from circuitry, so the figures can use it without the
+  report);
+- `blocks`: the blocks a section holds (`Table`, `Figure`, `Text`, `Code`, `Details`,
+  `Examples`) and `Section` itself;
+- `findings`: the headline verdicts at each alpha and across alphas;
+- `variants`: the metric definitions, their variants and every test;
+- `confidence`: controls, seed replicates and the crossed design;
+- `methods`: the methods text, the sample funnel, models, datasets and provenance;
+- `dynamics`: the training-dynamics section;
+- `sections`: the sections in order (`build_sections`);
+- `render`: the jinja2 template filled into `report.html` (`write_report`).
+
+Builders take data, not paths, so tests feed them known numbers. This file imports
+nothing, so importing `circuitry.report.format` loads only that leaf.
+"""

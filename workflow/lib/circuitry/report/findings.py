@@ -1,0 +1,324 @@
+"""The headline findings: each headline metric's change under the paper's loss, beside
+the confidence-free loss and the window loss, with its verdict, at one alpha and across
+alphas (the paper's Table 1 layout)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+import pandas as pd
+from markupsafe import Markup
+
+from circuitry.config import enabled_pairs
+from circuitry.metrics import HEADLINE_METRICS, METRICS
+from circuitry.paths import PAPER_CONDITION
+from circuitry.report.blocks import Cell, Row, Table
+from circuitry.report.format import (
+    MISSING,
+    arrow,
+    format_alpha,
+    format_number,
+    format_percent,
+    is_missing,
+    significance_mark,
+)
+from circuitry.results import pair_label
+from circuitry.verdicts import (
+    AGAINST,
+    CONSISTENT,
+    EXPLAINED,
+    NO_CHANGE,
+    SAME_WINDOW,
+    SIGNIFICANCE_LEVEL,
+)
+
+SIGNIFICANCE_LEGEND = (
+    "Significance from Benjamini–Hochberg q-values within each pair's families of tests "
+    "(primary: the headline metrics under the paper's loss on each model's own answer; "
+    "secondary: every other loss, comparison and variant; confidence: the window "
+    "diagnostics): "
+    "* q < 0.05, ** q < 0.01, *** q < 0.001."
+)
+
+
+EXPECTATION_NOTE = "Expected after RL (the paper): intensity ↑, entropy ↑, kurtosis ↓, diversity ↑."
+VERDICT_CSS = {
+    CONSISTENT: "expected sig",
+    AGAINST: "opposite sig",
+    EXPLAINED: "confidence",
+    NO_CHANGE: "ns",
+    SAME_WINDOW: "na",
+}
+
+
+VERDICT_LEGEND = Markup(
+    "Verdicts: "
+    '<span class="part expected sig">consistent with the paper</span> significant under the '
+    "paper's loss (ce) the way the paper expects, and not explained by confidence; "
+    '<span class="part opposite sig">against the paper</span> the same, the other way; '
+    '<span class="part confidence">explained by confidence</span> significant under ce but '
+    "not the same way under the confidence-free loss (ce_unit), while the window loss "
+    "changed significantly the matching way (for intensity: the same sign); "
+    '<span class="part ns">no change</span> not significant under ce; '
+    '<span class="part na">same window</span> every window equals a smaller α\'s.'
+)
+
+
+HEADLINE_CELL_NOTE = (
+    "Each cell: ce, the change under the paper's loss; unit, the change under ce_unit "
+    "(every window position's logit gradient of unit length); loss, the change of the "
+    "window's mean cross-entropy (negative: the tuned model is surer of its answer); then "
+    "the verdict. Intensity changes are geometric means of per-sample ratios. Hover a cell "
+    "for values, q and the Spearman correlation between the per-sample intensity and "
+    "loss changes."
+)
+
+
+PIPELINE_CHECK_NOTE = (
+    "This study runs on the embedded toy: tiny character-level models on synthetic "
+    "arithmetic, trained for minutes. It checks that the pipeline works end to end; its "
+    "results are not evidence about RL at scale, so its verdicts are shown without the "
+    "colours of confirmation or refutation."
+)
+
+
+def paper_tests(tests: pd.DataFrame) -> pd.DataFrame:
+    """The circuit-metric tests under the paper's loss, each model on its own answer."""
+    return tests[
+        (tests["loss"] == PAPER_CONDITION["loss"])
+        & (tests["comparison"] == "own")
+        & tests["metric"].isin(list(METRICS))
+    ]
+
+
+def tests_index(tests: pd.DataFrame) -> dict[tuple[str, str, float, str], dict]:
+    """Rows of the paper-condition tests keyed by (pair, dataset, alpha, metric)."""
+    return {
+        (row["pair"], row["dataset"], float(row["alpha"]), row["metric"]): row
+        for row in paper_tests(tests).to_dict("records")
+    }
+
+
+def verdict_index(verdicts: pd.DataFrame) -> dict[tuple[str, str, float, str], dict]:
+    """Headline verdict rows keyed by (pair, dataset, alpha, metric)."""
+    return {
+        (row["pair"], row["dataset"], float(row["alpha"]), row["metric"]): row
+        for row in verdicts.to_dict("records")
+    }
+
+
+def is_pipeline_check(config: Mapping) -> bool:
+    """Whether every dataset is the embedded toy's: the study checks the pipeline only."""
+    return all(spec["source"] == "toy" for spec in config["datasets"].values())
+
+
+def headline_pairs(config: Mapping) -> dict[str, str]:
+    """The study's own pairs (no controls, no seed replicates) -> method, in config order."""
+    return {
+        p: config["pairs"][p]["method"]
+        for p in enabled_pairs(config)
+        if not config["pairs"][p].get("control") and not config["pairs"][p].get("replicate_of")
+    }
+
+
+def verdict(row: Mapping | None) -> str:
+    """`expected`/`opposite` (significant, q < 0.05, that way), `ns`, or `na` (no change)."""
+    if row is None or is_missing(row["change"]) or row["as_expected"] is None:
+        return "na"
+    if is_missing(row["q"]) or row["q"] >= SIGNIFICANCE_LEVEL:
+        return "ns"
+    return "expected" if row["as_expected"] else "opposite"
+
+
+def cell_css(row: Mapping | None, neutral: bool = False) -> str:
+    """CSS classes: direction relative to the expectation (`neutral` on a pipeline check),
+    and significance."""
+    if row is None or row["as_expected"] is None or is_missing(row["change"]):
+        return "na"
+    direction = "neutral" if neutral else "expected" if row["as_expected"] else "opposite"
+    significant = not is_missing(row["q"]) and row["q"] < SIGNIFICANCE_LEVEL
+    return f"{direction} {'sig' if significant else 'ns'}"
+
+
+def change_text(row: Mapping) -> str:
+    """Arrow, percent change (absolute change when no percent exists) and significance marks."""
+    amount = row["change_pct"]
+    shown = format_percent(amount) if not is_missing(amount) else format_number(row["change"])
+    return f"{arrow(row['change'])} {shown}{significance_mark(row['q'])}".strip()
+
+
+def metric_label(metric: str) -> str:
+    spec = METRICS[metric]
+    expected = "↑" if spec.expected > 0 else "↓"
+    return f"{spec.quantity} ({spec.variant}; expected {expected})"
+
+
+def headline_rows(
+    pairs: Mapping[str, str], datasets: Sequence[str], cell: Callable[[str, str, str], Cell]
+) -> list[Row]:
+    """Table 1's rows: dataset x headline metric, one `cell(pair, dataset, metric)` per pair."""
+    return [
+        Row(
+            [Cell(metric_label(metric))] + [cell(pair, dataset, metric) for pair in pairs],
+            group=dataset,
+        )
+        for dataset in datasets
+        for metric in HEADLINE_METRICS
+    ]
+
+
+def reading_text(label: str, cell: Mapping, prefix: str) -> str:
+    """`label ↑ +12.3%**`: one reading (ce, unit or loss) of a headline cell."""
+    change, pct, q = (cell.get(f"{prefix}_{c}") for c in ("change", "change_pct", "q"))
+    if is_missing(change):
+        return f"{label} {MISSING}"
+    shown = format_percent(pct) if not is_missing(pct) else format_number(change)
+    return f"{label} {arrow(change)} {shown}{significance_mark(q)}"
+
+
+def verdict_css(verdict_name: str, neutral: bool) -> str:
+    """The verdict's colour; `neutral` (a pipeline check) greys confirmation and refutation."""
+    if neutral and verdict_name in (CONSISTENT, AGAINST):
+        return "neutral"
+    return VERDICT_CSS[verdict_name]
+
+
+def headline_tooltip(cell: Mapping) -> str:
+    parts = [
+        f"ce: q = {format_number(cell['ce_q'])}",
+        f"ce_unit: q = {format_number(cell['unit_q'])}",
+        f"window loss: q = {format_number(cell['loss_q'])}",
+        f"n = {format_number(cell['n'])}",
+    ]
+    if not is_missing(cell["loss_spearman"]):
+        parts.append(f"Spearman(Δ metric, Δ loss) = {format_number(cell['loss_spearman'])}")
+    return "; ".join(parts)
+
+
+def headline_cell(cell: Mapping | None, neutral: bool = False) -> Cell:
+    """ce, ce_unit and window-loss changes of one headline cell, then its verdict."""
+    if cell is None:
+        return Cell(MISSING, "na", "no result for this condition")
+    if cell["verdict"] == SAME_WINDOW:
+        return Cell(f"same window as {format_alpha(cell['duplicate_of'])}", "na")
+    parts = (
+        (reading_text("ce", cell, "ce"), ""),
+        (reading_text("unit", cell, "unit"), ""),
+        (reading_text("loss", cell, "loss"), ""),
+        (cell["verdict"], verdict_css(cell["verdict"], neutral)),
+    )
+    return Cell(parts=parts, title=headline_tooltip(cell))
+
+
+def headline_table(
+    verdicts: pd.DataFrame,
+    pairs: Mapping[str, str],
+    datasets: Sequence[str],
+    alpha: float,
+    *,
+    neutral: bool = False,
+    table_id: str = "headline-table",
+) -> Table:
+    """The paper's Table 1 layout at one alpha: dataset x headline metric rows, pair columns,
+    each cell the change under both losses, the window-loss change and the verdict."""
+    index = verdict_index(verdicts)
+    rows = headline_rows(
+        pairs,
+        datasets,
+        lambda pair, dataset, metric: headline_cell(
+            index.get((pair, dataset, float(alpha), metric)), neutral
+        ),
+    )
+    return Table(
+        columns=["metric", *(pair_label(p, m) for p, m in pairs.items())],
+        rows=rows,
+        caption=f"Change from base to tuned at {format_alpha(alpha)}, in percent of the base value",
+        notes=[HEADLINE_CELL_NOTE, VERDICT_LEGEND, SIGNIFICANCE_LEGEND, EXPECTATION_NOTE],
+        id=table_id,
+        css="headline",
+    )
+
+
+def sweep_part(cell: Mapping | None, neutral: bool) -> tuple[str, str]:
+    if cell is None:
+        return MISSING, "na"
+    if cell["verdict"] == SAME_WINDOW:
+        return f"= {format_alpha(cell['duplicate_of'])}", "na"
+    return reading_text("ce", cell, "ce"), verdict_css(cell["verdict"], neutral)
+
+
+def alpha_sweep_cell(
+    index: Mapping, pair: str, dataset: str, metric: str, alphas, neutral: bool
+) -> Cell:
+    cells = [index.get((pair, dataset, float(alpha), metric)) for alpha in alphas]
+    verdicts = [cell["verdict"] for cell in cells if cell is not None]
+    title = ", ".join(
+        f"{verdicts.count(v)} {v}" for v in (CONSISTENT, EXPLAINED, AGAINST, NO_CHANGE, SAME_WINDOW)
+    )
+    return Cell(parts=tuple(sweep_part(cell, neutral) for cell in cells), title=title)
+
+
+def alpha_sweep_table(
+    verdicts: pd.DataFrame,
+    pairs: Mapping[str, str],
+    datasets: Sequence[str],
+    alphas: Sequence,
+    *,
+    neutral: bool = False,
+) -> Table:
+    """Every headline result at every alpha in one cell: is the conclusion stable in alpha?"""
+    index = verdict_index(verdicts)
+    rows = headline_rows(
+        pairs,
+        datasets,
+        lambda pair, dataset, metric: alpha_sweep_cell(
+            index, pair, dataset, metric, alphas, neutral
+        ),
+    )
+    return Table(
+        columns=["metric", *(pair_label(p, m) for p, m in pairs.items())],
+        rows=rows,
+        caption="Headline changes under the paper's loss at every alpha, left to right "
+        + " | ".join(format_alpha(a) for a in alphas),
+        notes=[
+            "Coloured by each alpha's verdict; a duplicate window says which alpha it repeats.",
+            VERDICT_LEGEND,
+            SIGNIFICANCE_LEGEND,
+        ],
+        id="alpha-sweep-table",
+        css="headline sweep",
+    )
+
+
+def overview_text(verdicts: pd.DataFrame, pairs: Mapping[str, str], alpha: float) -> list[str]:
+    """One sentence per pair: how many headline cells at the headline alpha get each verdict."""
+    sentences = []
+    for pair, method in pairs.items():
+        rows = verdicts[(verdicts["pair"] == pair) & (verdicts["alpha"] == float(alpha))]
+        counts = rows["verdict"].value_counts()
+        shown = ", ".join(
+            f"{int(counts.get(v, 0))} {v}" for v in (CONSISTENT, EXPLAINED, AGAINST, NO_CHANGE)
+        )
+        sentences.append(
+            f"{pair_label(pair, method)}: of {len(rows)} headline results at "
+            f"{format_alpha(alpha)}: {shown}"
+            + (f", {int(counts[SAME_WINDOW])} same window" if SAME_WINDOW in counts else "")
+            + "."
+        )
+    return sentences
+
+
+def alpha_choice(alpha: float, alphas: Sequence[float]) -> str:
+    """Why the main table shows `alpha`, and where the other alphas are."""
+    if alpha == max(alphas):
+        reason = (
+            f"The main table uses {format_alpha(alpha)}, the longest answer window of this run: "
+            "its EAP loss averages over the most answer tokens, so per-problem scores are the "
+            "least noisy and cover the most of each answer."
+        )
+    else:
+        reason = f"The main table uses {format_alpha(alpha)}, as chosen for this run."
+    return (
+        f"{reason} The same table at every other α follows, and the α-sweep table shows all "
+        "of them side by side, so a conclusion that holds at one α only is easy to spot."
+    )

@@ -31,6 +31,7 @@ from circuitry.io import read_json, read_jsonl
 from circuitry.metrics import ROLES
 from circuitry.paths import (
     DYNAMICS_EAP_FILE,
+    DYNAMICS_OUTPUTS,
     EAP_FILE,
     FAITHFULNESS_EDGES,
     FAITHFULNESS_FIGURE,
@@ -38,9 +39,9 @@ from circuitry.paths import (
     Layout,
 )
 from circuitry.scorefile import DIAGNOSTICS, EdgeScores
-from conftest import ROOT, SNAKEMAKE, run_snakemake
+from conftest import ROOT, SNAKEMAKE, load_config, run_snakemake
 
-TOY = yaml.safe_load((ROOT / "config" / "toy.yaml").read_text())
+TOY = load_config("toy")
 PAIRS = list(TOY["pairs"])
 DATASETS = list(TOY["datasets"])
 ALPHAS = [str(alpha) for alpha in TOY["eap"]["alphas"]]
@@ -188,7 +189,8 @@ def test_snakemakes_own_report_carries_every_figure(toy_study, tmp_path):
     layout = Layout()
     figures = [f for pair in PAIRS for f in layout.pair_figures(pair, DATASETS).values()]
     figures += layout.training_figures(TOY).values()
-    figures += ["results/figures/dynamics/training.png", "results/figures/dynamics/metrics.png"]
+    figures += [DYNAMICS_OUTPUTS[f"{name}_figure"] for name in ("training", "metrics")]
+    figures.append(FAITHFULNESS_FIGURE)
     with zipfile.ZipFile(archive) as report:
         archived = Counter(Path(name).name for name in report.namelist() if name.endswith(".png"))
     assert archived == Counter(Path(figure).name for figure in figures)

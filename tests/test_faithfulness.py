@@ -25,6 +25,7 @@ from circuitry.faithfulness import (
     choose_samples,
     curve_area,
     edge_table,
+    largest_change,
     load_faithfulness,
     log_grid,
     parse_edges,
@@ -312,6 +313,11 @@ def test_the_section_flags_models_below_the_spearman_floor(tmp_path):
             "grid": grid,
             "top_curve": [0.5, 1.0, 1.5, 2.0],
             "random_curve": [0.0, 0.1, 0.3, 0.9],
+            "largest_change_edge": "input->a0.q",
+            "largest_change": 8.5,
+            "largest_change_score": 1e-6,
+            "largest_change_rank": 34,
+            "largest_change_of": 40,
         }
         write_json(paths[-1], summary)
     frame = load_faithfulness(paths)
@@ -323,6 +329,29 @@ def test_the_section_flags_models_below_the_spearman_floor(tmp_path):
     assert [cell.text for cell in spearman] == ["0.900", "0.300 ⚠"]
     assert [cell.css for cell in spearman] == ["", "warn"]
     assert [row.cells[2].text for row in table.rows] == ["sft (base)", "grpo (tuned)"]
+    assert table.rows[0].cells[8].text == "input->a0.q: +8.50 (rank 34 of 40)"
     assert "1 of 2 checks have a Spearman correlation below 0.5 (p tuned)" in text.paragraphs[1]
     assert "In 1 of 2 checks" in text.paragraphs[2]
     assert figure.src.startswith("data:image/png;base64,")
+
+
+def test_the_largest_change_is_found_with_the_rank_of_its_score():
+    """Sample 7's middle edge moves the loss most although two edges score higher."""
+    table = pd.DataFrame(
+        {
+            "sample": [7, 7, 7, 9],
+            "edge": ["input->a0.q", "a0->m0", "m0->logits", "input->m0"],
+            "score": [0.5, -0.01, -0.9, 0.2],
+            "change": [0.4, -3.0, 1.0, 2.0],
+            "stratum": ["top", "random", "top", "top"],
+        }
+    )
+    assert largest_change(table) == {
+        "largest_change_edge": "a0->m0",
+        "largest_change": -3.0,
+        "largest_change_score": -0.01,
+        "largest_change_rank": 3,
+        "largest_change_of": 3,
+    }
+    listed = pd.concat([table, table.iloc[[0]].assign(change=9.0, stratum="listed")])
+    assert largest_change(listed)["largest_change_edge"] == "a0->m0"  # checked strata only

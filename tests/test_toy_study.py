@@ -102,6 +102,7 @@ def test_the_report_says_how_faithful_eap_is_on_each_toy_model(toy_study):
         assert summary["n_samples"] == section["samples"]
         assert -1 <= summary["spearman"] <= 1 and np.isfinite(summary["area"])
         edges = pd.read_csv(toy_study / FAITHFULNESS_EDGES.format(**where))
+        assert summary["largest_change_edge"] in set(edges["edge"])
         checked = section["top_edges"] + section["random_edges"]
         assert len(edges) == section["samples"] * checked
     assert (toy_study / FAITHFULNESS_FIGURE).is_file()

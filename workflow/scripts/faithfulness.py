@@ -9,6 +9,7 @@ from circuitry.faithfulness import (
     Settings,
     choose_samples,
     edge_table,
+    largest_change,
     parse_edges,
     run_faithfulness,
     summarise,
@@ -48,7 +49,7 @@ def ablate(position, edge_rows):
 results = run_faithfulness(scored.scores, scored.edge_mask, positions, settings, listed, ablate)
 table = edge_table(results, scored.idx, scored.forward_nodes, scored.backward_nodes)
 write_csv(snakemake.output.edges, table)
-summary = summarise(results, settings, int(scored.edge_mask.sum()))
+summary = summarise(results, settings, int(scored.edge_mask.sum())) | largest_change(table)
 write_json(
     snakemake.output.summary, {**condition, "model_type": model.config.model_type, **summary}
 )

@@ -227,6 +227,22 @@ def edge_table(
     return pd.concat(tables, ignore_index=True)
 
 
+def largest_change(table: pd.DataFrame) -> dict[str, object]:
+    """The checked edge (of `edge_table`) whose removal moved the loss most, its score and
+    the rank of its |score| among its sample's checked edges (1: the largest): where the
+    first-order estimate misses most."""
+    checked = table[table.stratum.isin(CHECKED)]
+    row = checked.iloc[int(np.argmax(checked.change.abs().to_numpy()))]
+    sample = checked[checked["sample"] == row["sample"]]
+    return {
+        "largest_change_edge": row.edge,
+        "largest_change": float(row.change),
+        "largest_change_score": float(row.score),
+        "largest_change_rank": int((sample.score.abs() > abs(row.score)).sum()) + 1,
+        "largest_change_of": len(sample),
+    }
+
+
 def summarise(
     results: Mapping[int, SampleResult], settings: Settings, n_edges: int
 ) -> dict[str, object]:

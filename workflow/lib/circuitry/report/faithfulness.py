@@ -11,7 +11,7 @@ import pandas as pd
 
 from circuitry.figures.faithfulness import FAITHFULNESS_CAPTION
 from circuitry.report.blocks import Cell, Row, Section, Table, Text, figure
-from circuitry.report.format import format_number, format_percent_plain
+from circuitry.report.format import format_number, format_percent_plain, format_signed
 
 # Below this Spearman correlation a model's scores are flagged: |w| then ranks edges
 # differently from what removing them does.
@@ -37,6 +37,15 @@ def spearman_cell(value: float) -> Cell:
     return Cell(format_number(value))
 
 
+def largest_change_cell(row: Mapping) -> Cell:
+    """The edge whose removal moved the loss most, and where EAP ranked it."""
+    return Cell(
+        f"{row['largest_change_edge']}: {format_signed(row['largest_change'])} "
+        f"(rank {row['largest_change_rank']} of {row['largest_change_of']})",
+        title=f"its EAP score: {format_number(row['largest_change_score'])}",
+    )
+
+
 def faithfulness_table(summaries: pd.DataFrame, pairs: Mapping) -> Table:
     """Per model: its samples, the correlations, the top-k overlap and the curve area."""
     rows = [
@@ -50,13 +59,24 @@ def faithfulness_table(summaries: pd.DataFrame, pairs: Mapping) -> Table:
                 Cell(format_number(row["pearson"])),
                 Cell(format_percent_plain(100 * row["top_k_overlap"])),
                 Cell(format_number(row["area"])),
+                largest_change_cell(row),
             ],
             group=f"pair {row['pair']}",
         )
         for _, row in summaries.iterrows()
     ]
     return Table(
-        ["dataset", "α", "model", "samples", "Spearman", "Pearson", "top-k overlap", "area"],
+        [
+            "dataset",
+            "α",
+            "model",
+            "samples",
+            "Spearman",
+            "Pearson",
+            "top-k overlap",
+            "area",
+            "largest change",
+        ],
         rows,
         caption="EAP scores against the loss change of removing each edge entirely",
         notes=[
@@ -66,8 +86,9 @@ def faithfulness_table(summaries: pd.DataFrame, pairs: Mapping) -> Table:
             "averaged over samples. Top-k overlap: the share of the k largest |score| that "
             "are also among the k largest true |change| (k = the top edges checked). Area: "
             "the mean gap, over log k, between the loss change of removing the top-k edges "
-            "and k random ones (nats). ⚠: Spearman below "
-            f"{SPEARMAN_FLOOR}.",
+            "and k random ones (nats). Largest change: the checked edge whose removal moved "
+            "the loss most (nats), and the rank of its |score| among its sample's checked "
+            f"edges (1: the largest). ⚠: Spearman below {SPEARMAN_FLOOR}.",
         ],
     )
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import yaml
 
 from circuitry.config import (
     ConfigError,
+    calibration_scope,
     check_config,
     control_pairs,
     enabled_pairs,
@@ -91,10 +93,40 @@ def _unknown_text(c):
     c["eap"]["texts"] = ["own", "swapped"]
 
 
+def _calibration_on_a_tuned_model(c):
+    c["calibration"]["models"] = ["deepseek-math-7b-rl"]
+
+
+def _calibration_alpha_not_scored(c):
+    c["calibration"]["alpha"] = 0.2
+
+
+def _calibration_without_its_loss(c):
+    c["eap"]["losses"] = ["ce", "ce_unit"]
+
+
+def _calibration_factor_not_positive(c):
+    c["calibration"]["edits"]["sharper"]["factor"] = 0
+
+
+def _calibration_node_not_a_node(c):
+    c["calibration"]["edits"]["planted-m14"]["node"] = "mlp14"
+
+
+def _calibration_planted_without_node(c):
+    del c["calibration"]["edits"]["planted-m14"]["node"]
+
+
 @pytest.mark.parametrize(
     "breaks, names",
     [
         (_typo, ["datasets.gsm8k", "hub_confg"]),
+        (_calibration_on_a_tuned_model, ["calibration.models", "deepseek-math-7b-rl"]),
+        (_calibration_alpha_not_scored, ["calibration.alpha", "0.2", "eap.alphas"]),
+        (_calibration_without_its_loss, ["eap.losses: must include target_unit"]),
+        (_calibration_factor_not_positive, ["calibration.edits.sharper.factor"]),
+        (_calibration_node_not_a_node, ["calibration.edits.planted-m14.node", "mlp14"]),
+        (_calibration_planted_without_node, ["calibration.edits.planted-m14", "'node'"]),
         (_unknown_model, ["pairs.mistral.tuned", "mistral-7b-rl-typo"]),
         (_alpha_above_one, ["eap.alphas.1", "maximum of 1"]),
         (_alpha_zero, ["eap.alphas.0"]),
@@ -200,7 +232,7 @@ def test_loss_and_text_names_of_the_schema_are_the_engines():
     eap = schema["properties"]["eap"]["properties"]
     assert tuple(eap["losses"]["items"]["enum"]) == LOSSES
     assert tuple(eap["texts"]["items"]["enum"]) == TEXTS
-    assert eap["losses"]["default"] == ["ce", "ce_unit"]
+    assert eap["losses"]["default"] == ["ce", "ce_unit", "target_unit"]
     assert eap["texts"]["default"] == ["own", "crossed"]
 
 
@@ -277,4 +309,41 @@ def test_sft_continued_from_a_model_takes_its_architecture():
     config = load("toy.yaml")
     config["models"]["toy-sft-more"]["train"]["architecture"] = {"hidden_size": 32}
     with pytest.raises(ConfigError, match="models.toy-sft-more.train.architecture: .* init"):
+        check_config(config)
+
+
+def test_a_planted_node_beyond_a_known_models_layers_is_refused():
+    """The toy's models state their layer count, so a node they lack fails at planning."""
+    config = load_config("toy")
+    config["calibration"]["edits"]["planted-m2"]["node"] = "a4"  # 4 layers: a0 .. a3
+    with pytest.raises(ConfigError, match=r"calibration.edits.planted-m2.node: 'a4' does not"):
+        check_config(config)
+
+
+def test_calibration_scope_takes_each_study_bases_first_pair():
+    config = load_config("config")
+    assert calibration_scope(config) == {
+        "deepseek-math-7b-instruct": "deepseek",
+        "mistral-7b-sft": "mistral",
+        "deepseek-r1-distill-qwen-7b": "distill-qwen",
+    }
+    toy = load_config("toy")
+    assert calibration_scope(toy) == {"toy-sft": "toy-grpo"}
+    toy["calibration"]["enabled"] = False
+    assert calibration_scope(toy) == {}
+
+
+def test_a_planted_node_beyond_a_cached_hub_models_layers_is_refused(tmp_path, monkeypatch):
+    """A hub model whose config.json is in the local hub cache is checked at planning."""
+    from huggingface_hub import constants
+
+    snapshot = tmp_path / "models--deepseek-ai--deepseek-math-7b-instruct" / "snapshots" / "abc"
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text(json.dumps({"num_hidden_layers": 12}))
+    refs = snapshot.parents[1] / "refs"
+    refs.mkdir()
+    (refs / "main").write_text("abc")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    config = load_config("config")
+    with pytest.raises(ConfigError, match=r"planted-m14.node: 'm14' does not exist in deepseek"):
         check_config(config)

@@ -13,7 +13,7 @@ from circuitry import dynamics, runs
 from circuitry.config import ConfigError, check_config
 from circuitry.figures.dynamics import plot_metric_dynamics, plot_training_log
 from circuitry.report.dynamics import dynamics_section
-from circuitry.scorefile import DIAGNOSTICS, write_score_file
+from circuitry.scorefile import DIAGNOSTICS, LOSSES, write_score_file
 from conftest import ROOT, dry_run_jobs, filter_settings, load_config
 
 TOY = load_config("toy")
@@ -72,7 +72,7 @@ def test_dry_run_scores_each_checkpoint_on_its_initial_models_problem_set():
     (initial,) = by_rule["eap_score_initial"]
     assert initial["wildcards"] == {"model": "toy-sft"}
     assert sorted(initial["output"]) == [
-        f"results/dynamics/eap/toy-sft/initial/{loss}.npz" for loss in ("ce", "ce_unit")
+        f"results/dynamics/eap/toy-sft/initial/{loss}.npz" for loss in LOSSES
     ]
     checkpoints = {job["wildcards"]["model"]: job for job in by_rule["eap_score_checkpoint"]}
     assert sorted(checkpoints) == [c.name for c in runs.all_followed(TOY)]
@@ -80,7 +80,7 @@ def test_dry_run_scores_each_checkpoint_on_its_initial_models_problem_set():
         assert "results/dynamics/problems/toy-sft.jsonl" in job["input"]
         assert "resources/dynamics/grpo-t1" in job["input"]
         assert f"results/generations/{name}/toy-math.jsonl" in job["input"]
-        assert len(job["output"]) == 4  # initial and own text, ce and ce_unit
+        assert len(job["output"]) == 2 * len(LOSSES)  # initial and own text, every loss
     (summary,) = by_rule["dynamics"]
     assert "resources/dynamics/grpo-t1" in summary["input"]  # its trainer_state.json
     assert not any(job["wildcards"].get("pair", "").startswith("dyn-") for job in jobs)

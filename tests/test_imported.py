@@ -258,13 +258,15 @@ def test_a_torn_line_fails_naming_the_file_and_line(lm, generated, tmp_path):
 
 def study_config(tmp_path) -> dict:
     """config/toy.yaml narrowed to one dataset of 4 problems and one pair of local models
-    (no dynamics or faithfulness check; one alpha, loss and text): the base model's answers
-    imported in the project's format, the tuned model's in the Qwen2.5-Math harness's."""
+    (no dynamics, faithfulness check or calibration; one alpha, loss and text): the base
+    model's answers imported in the project's format, the tuned model's in the Qwen2.5-Math
+    harness's."""
     config = yaml.safe_load((ROOT / "config" / "toy.yaml").read_text())
     config["datasets"] = {"toy-gsm8k": config["datasets"]["toy-gsm8k"]}
     config["datasets"]["toy-gsm8k"]["toy"]["n"] = 4
     del config["dynamics"]
     config["faithfulness"]["enabled"] = False
+    config["calibration"]["enabled"] = False
     config["eap"].update(alphas=[0.5], losses=["ce"], texts=["own"])
     for name, file_format in (("base-model", "circuitry"), ("tuned-model", "qwen-math")):
         (tmp_path / name).mkdir(exist_ok=True)

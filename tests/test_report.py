@@ -21,15 +21,23 @@ import yaml
 from snakemake.utils import validate
 
 from circuitry import paths, results
+from circuitry.calibration import COLUMNS as CALIBRATION_COLUMNS
+from circuitry.calibration import READINGS, describe_edit
 from circuitry.circuit_metrics import load_condition, per_sample_table
-from circuitry.config import config_hash, enabled_pairs, models_in_use
+from circuitry.config import (
+    calibration_alpha,
+    calibration_scope,
+    config_hash,
+    enabled_pairs,
+    models_in_use,
+)
 from circuitry.fidelity import DEVIATIONS, measure_pair
 from circuitry.figures.pair import make_pair_figures
 from circuitry.figures.training import make_training_figure
 from circuitry.graph import build_graph
 from circuitry.io import write_csv, write_json, write_jsonl
-from circuitry.metrics import CONFIDENCE_METRICS, METRICS, ROLES
-from circuitry.pairing import FilterSettings, pair_samples
+from circuitry.metrics import CONFIDENCE_METRICS, HEADLINE_METRICS, METRICS, ROLES
+from circuitry.pairing import FilterSettings, cut_length, pair_samples
 from circuitry.paths import PAPER_CONDITION, Layout
 from circuitry.provenance import (
     PACKAGES,
@@ -41,6 +49,7 @@ from circuitry.provenance import (
     reproduce_command,
 )
 from circuitry.report.blocks import Cell, Code, Section, Text
+from circuitry.report.calibration import calibration_blocks
 from circuitry.report.findings import alpha_choice, alpha_sweep_table, headline_table
 from circuitry.report.format import format_number, format_percent, significance_mark
 from circuitry.report.methods import (
@@ -50,12 +59,12 @@ from circuitry.report.methods import (
     templates_table,
 )
 from circuitry.report.render import render_report, write_report
-from circuitry.report.sections import headline_alpha_of
+from circuitry.report.sections import headline_alpha_of, headline_section
 from circuitry.report.variants import variant_agreement, variant_table
 from circuitry.results import keyed_files, load_pair_results, load_study
 from circuitry.scorefile import DIAGNOSTICS, EdgeScores, write_score_file
 from circuitry.stats import COLUMNS, assemble_tests_table, pair_dataset_tests
-from circuitry.verdicts import headline_verdicts
+from circuitry.verdicts import AGAINST, ONE_TOKEN_NOTE, VERDICTS, headline_verdicts
 from conftest import ROOT, filter_settings
 
 TITLE_SCRIPT = "<script>document.title = 'pwned'</script>"
@@ -164,15 +173,17 @@ def write_training_log(path: Path, method: str) -> None:
 
 
 def write_condition(layout, rng, pair, dataset, alpha, idx) -> dict:
-    """EAP npz of both roles under both losses and the metrics CSV/JSON of one pair x
+    """EAP npz of both roles under every loss and the metrics CSV/JSON of one pair x
     dataset x alpha: `{(alpha, loss): CircuitMetrics}`. The tuned GRPO model is surer of
-    its answers and its paper-loss scores are larger; under ce_unit they are not."""
+    its answers and its paper-loss scores are larger; under ce_unit and target_unit they
+    are not."""
     where = {"pair": pair, "dataset": dataset, "alpha": str(alpha)}
     base = edge_scores(rng, idx, 1.0, 0.5)
     scale = TUNED_SCALE[pair]
     tuned = {
         "ce": edge_scores(rng, idx, scale, 0.5 * scale),
         "ce_unit": edge_scores(rng, idx, 1.0, 0.5),
+        "target_unit": edge_scores(rng, idx, 1.0, 0.5),
     }
     by_loss = {}
     for loss, tuned_edges in tuned.items():
@@ -197,6 +208,94 @@ def teacher_forcing_record(model: str) -> dict:
         "n_rows_disagreeing": len(departures),
         "first_disagreement": departures,
     }
+
+
+# change_pct of a calibration edit's intensity / other headline metrics under each reading:
+# temperature edits move ce and ce_unit, not the calibrated reading; the planted edit
+# moves intensity under every reading
+KNOWN_CHANGES = {
+    "temperature": {
+        "ce": (-30.0, 5.0),
+        "ce_unit": (60.0, 3.0),
+        "target_unit": (0.2, 0.1),
+    },
+    "planted": {loss: (12.0, 2.0) for loss in READINGS},
+}
+
+
+def calibration_row(model, pair, dataset, edit_name, edit, loss, metric, *, alpha) -> dict:
+    """One plausible known-answer row (`circuitry.calibration.COLUMNS`), passed as
+    `circuitry.calibration` would judge it."""
+    intensity, other = KNOWN_CHANGES[edit["kind"]][loss]
+    change_pct = intensity if metric == "intensity" else other
+    if edit["kind"] == "temperature":
+        known, passed = "0", abs(change_pct) < 1
+    elif metric == "intensity":
+        known, passed = "detect", True
+    else:
+        known, passed = "", None
+    return {
+        "model": model,
+        "pair": pair,
+        "dataset": dataset,
+        "alpha": alpha,
+        "edit": edit_name,
+        "kind": edit["kind"],
+        "node": edit.get("node", ""),
+        "factor": edit["factor"],
+        "description": describe_edit(edit),
+        "loss": loss,
+        "reading": READINGS[loss],
+        "metric": metric,
+        "quantity": METRICS[metric].quantity,
+        "n": 12,
+        "base": 2.0,
+        "tuned": 2.0 * (1 + change_pct / 100),
+        "change_pct": change_pct,
+        "p": 1e-4 if abs(change_pct) > 1 else 0.6,
+        "known": known,
+        "passed": passed,
+        "top_node": edit.get("node", "m1"),
+        "node_rank": 1 if edit["kind"] == "planted" else None,
+        "located": True if edit["kind"] == "planted" else None,
+        "agreement": 0.985,
+        "base_agreement": 0.985,
+        "note": "",
+    }
+
+
+def calibration_frame(config: dict, model: str, pair: str) -> pd.DataFrame:
+    """One calibrated model's known-answer table: every dataset x edit x reading x metric."""
+    alpha = float(calibration_alpha(config))
+    rows = [
+        calibration_row(model, pair, dataset, name, edit, loss, metric, alpha=alpha)
+        for dataset in config["datasets"]
+        for name, edit in config["calibration"]["edits"].items()
+        for loss in READINGS
+        for metric in HEADLINE_METRICS
+    ]
+    return pd.DataFrame(rows, columns=list(CALIBRATION_COLUMNS))
+
+
+def write_verdicts(layout: Layout, config: dict, tests: pd.DataFrame) -> None:
+    """What rules calibration and verdicts write: the known-answer tables (all passing)
+    and the verdicts, with each condition's window length."""
+    for model, pair in calibration_scope(config).items():
+        write_csv(
+            layout.path(paths.CALIBRATION_TABLE, model=model),
+            calibration_frame(config, model, pair),
+        )
+    cut_lens = {
+        (pair, dataset, float(alpha)): cut_length(
+            float(alpha),
+            results.load_json(layout.path(paths.PAIR_SUMMARY, pair=pair, dataset=dataset)),
+        )
+        for pair, dataset, alpha in tests[["pair", "dataset", "alpha"]]
+        .drop_duplicates()
+        .itertuples(index=False)
+    }
+    verdicts = headline_verdicts(tests, "passed", cut_lens)
+    write_csv(layout.path(paths.VERDICTS), verdicts)
 
 
 def write_results_tree(root: Path, config: dict) -> None:
@@ -271,7 +370,9 @@ def write_results_tree(root: Path, config: dict) -> None:
                 generations, selected, summary, score_files, pair=pair, dataset=dataset
             )
             write_csv(layout.path(paths.FIDELITY_FILE, pair=pair, dataset=dataset), measured)
-    write_csv(layout.path(paths.TESTS), assemble_tests_table(frames))
+    tests = assemble_tests_table(frames)
+    write_csv(layout.path(paths.TESTS), tests)
+    write_verdicts(layout, config, tests)
     for model in layout.training_figures(config):
         method = config["models"][model]["train"]["method"]
         path = layout.path(paths.TRAINING_LOG, model=model)
@@ -419,63 +520,93 @@ def cells_by_metric(table, column: int) -> dict[str, Cell]:
     return {row.cells[0].text.split(" (")[0]: row.cells[column] for row in table.rows}
 
 
-def test_headline_cells_give_both_losses_the_window_loss_and_a_verdict():
+def test_headline_cells_lead_with_the_calibrated_reading_then_ce_unit_and_the_window_loss():
     tests = pd.DataFrame(
         [
             known_row("p1", "window_ce", -8.0, 0.001),  # p1 is surer of its answers
             known_row("p1", "intensity", 12.345, 0.004),
-            known_row("p1", "intensity", 10.0, 0.01, loss="ce_unit"),  # holds without confidence
+            known_row("p1", "intensity", 10.0, 0.012, loss="target_unit"),  # holds calibrated
+            known_row("p1", "intensity", 9.0, 0.02, loss="ce_unit"),
             known_row("p1", "entropy", -5.0, 0.2),  # not significant
             known_row("p1", "kurtosis", -40.0, 0.0001),
-            known_row("p1", "kurtosis", -1.0, 0.6, loss="ce_unit"),  # gone without confidence
+            known_row("p1", "kurtosis", -1.0, 0.6, loss="target_unit"),  # gone when calibrated
             known_row("p2", "window_ce", -10.0, 0.001),
             known_row("p2", "intensity", -20.0, 0.001),  # down, as a surer model's would
-            known_row("p2", "intensity", -1.0, 0.8, loss="ce_unit"),
+            known_row("p2", "intensity", -1.0, 0.8, loss="target_unit"),
+            known_row("p3", "window_ce", -5.0, 0.001),  # surer, yet intensity rose under ce
+            known_row("p3", "intensity", 15.0, 0.001),
+            known_row("p3", "intensity", 1.0, 0.7, loss="target_unit"),
         ]
     )
-    verdicts = headline_verdicts(tests)
-    table = headline_table(verdicts, {"p1": "GRPO", "p2": "DPO"}, ["gsm"], 0.5)
-    assert table.columns == ["metric", "p1 (GRPO)", "p2 (DPO)"]
+    verdicts = headline_verdicts(tests, "passed")
+    pairs = {"p1": "GRPO", "p2": "DPO", "p3": "PPO"}
+    table = headline_table(verdicts, pairs, ["gsm"], 0.5)
+    assert table.columns == ["metric", "p1 (GRPO)", "p2 (DPO)", "p3 (PPO)"]
     assert [row.group for row in table.rows] == ["gsm"] * 4
-    p1, p2 = cells_by_metric(table, 1), cells_by_metric(table, 2)
+    p1, p2, p3 = (cells_by_metric(table, column) for column in (1, 2, 3))
     assert p1["activation intensity"].parts == (
+        ("calibrated ↑ +10.0%* (q = 0.0120)", ""),
         ("ce ↑ +12.3%**", ""),
-        ("unit ↑ +10.0%*", ""),
+        ("unit ↑ +9.00%*", ""),
         ("loss ↓ -8.00%**", ""),
         ("consistent with the paper", "expected sig"),
     )
     assert p1["information complexity"].parts[-1] == ("no change", "ns")
+    assert p1["information complexity"].parts[0] == ("calibrated –", "")
     assert p1["distribution kurtosis"].parts[-1] == ("explained by confidence", "confidence")
     assert p2["activation intensity"].parts[-1] == ("explained by confidence", "confidence")
+    # confidence would have lowered intensity: the ce rise is not explained, nor calibrated
+    assert p3["activation intensity"].parts[-1] == (
+        "not robust to the confidence control",
+        "not-robust",
+    )
     assert (p2["information complexity"].text, p2["information complexity"].css) == ("–", "na")
-    assert "ce: q = 0.00400" in p1["activation intensity"].title
+    title = p1["activation intensity"].title
+    assert "target_unit: q = 0.0120" in title and "ce: q = 0.00400" in title
+    assert "calibration passed" in title
     neutral = headline_table(verdicts, {"p1": "GRPO"}, ["gsm"], 0.5, neutral=True)
     assert cells_by_metric(neutral, 1)["activation intensity"].parts[-1][1] == "neutral"
+    uncalibrated = headline_table(headline_verdicts(tests, "failed"), pairs, ["gsm"], 0.5)
+    assert cells_by_metric(uncalibrated, 1)["activation intensity"].parts[-1] == (
+        "uncalibrated",
+        "uncalibrated",
+    )
+
+
+def test_headline_cells_show_their_note():
+    tests = pd.DataFrame([known_row("p1", "intensity", 12.0, 0.004)])
+    verdicts = headline_verdicts(tests, "passed", {("p1", "gsm", 0.5): 1})
+    cell = cells_by_metric(headline_table(verdicts, {"p1": "GRPO"}, ["gsm"], 0.5), 1)
+    assert cell["activation intensity"].parts[-1] == (f"note: {ONE_TOKEN_NOTE}", "cell-note")
+    without = headline_table(headline_verdicts(tests, "passed"), {"p1": "GRPO"}, ["gsm"], 0.5)
+    assert "note" not in cells_by_metric(without, 1)["activation intensity"].parts[-1][0]
 
 
 def test_headline_cells_show_the_absolute_change_when_the_base_is_zero():
     row = known_row("p1", "kurtosis", 10.0, 0.01) | {"change": -0.25, "change_pct": np.nan}
     table = headline_table(headline_verdicts(pd.DataFrame([row])), {"p1": "PPO"}, ["gsm"], 0.5)
-    assert cells_by_metric(table, 1)["distribution kurtosis"].parts[0][0] == "ce ↓ -0.250*"
+    assert cells_by_metric(table, 1)["distribution kurtosis"].parts[1][0] == "ce ↓ -0.250*"
 
 
 def test_alpha_sweep_shows_every_alpha_in_order_and_names_duplicate_windows():
     tests = pd.DataFrame(
         [
             known_row("p1", "intensity", 10.0, 0.001, alpha=0.5),
+            known_row("p1", "intensity", 8.0, 0.001, alpha=0.5, loss="target_unit"),
             known_row("p1", "intensity", -10.0, 0.3, alpha=0.1),
             known_row("p1", "intensity", -10.0, 0.3, alpha=0.2, duplicate_of=0.1),
         ]
     )
-    table = alpha_sweep_table(headline_verdicts(tests), {"p1": "GRPO"}, ["gsm"], [0.1, 0.2, 0.5])
+    verdicts = headline_verdicts(tests, "passed")
+    table = alpha_sweep_table(verdicts, {"p1": "GRPO"}, ["gsm"], [0.1, 0.2, 0.5])
     cell = cells_by_metric(table, 1)["activation intensity"]
     assert cell.parts == (
         ("ce ↓ -10.0%", "ns"),
         ("= α = 0.1", "na"),
         ("ce ↑ +10.0%**", "expected sig"),
     )
-    assert cell.title.startswith("1 consistent with the paper")
-    same = headline_table(headline_verdicts(tests), {"p1": "GRPO"}, ["gsm"], 0.2)
+    assert cell.title == "1 consistent with the paper, 1 no change, 1 same window"
+    same = headline_table(verdicts, {"p1": "GRPO"}, ["gsm"], 0.2)
     assert cells_by_metric(same, 1)["activation intensity"].text == "same window as α = 0.1"
 
 
@@ -500,6 +631,65 @@ def test_variants_are_compared_with_the_headline_of_their_quantity():
     # a pipeline check never colours a result as confirming or refuting the paper
     neutral = variant_table(tests, {"p1": "GRPO"}, neutral=True)
     assert {row.cells[1].css for row in neutral.rows} <= {"neutral", "", "na"}
+
+
+def calibration_rows_of(table, edit: str, dataset: str) -> dict[str, list[Cell]]:
+    """The calibration table's rows of one edit and dataset, by reading label."""
+    (model_table,) = table
+    return {
+        row.cells[0].text: row.cells
+        for row in model_table.rows
+        if row.group.startswith(f"{edit}:") and row.cells[1].text == dataset
+    }
+
+
+def test_a_failed_calibrated_reading_makes_every_verdict_uncalibrated_and_is_flagged():
+    config = synthetic_config()
+    table = calibration_frame(config, "toy-sft", "toy-grpo")
+    calibrated = (table["loss"] == "target_unit") & (table["dataset"] == "toy-gsm8k")
+    sharper = calibrated & (table["edit"] == "sharper") & (table["metric"] == "intensity")
+    table.loc[sharper, ["change_pct", "passed"]] = [3.0, False]
+    softer = calibrated & (table["edit"] == "softer")
+    note = "the edit changed the greedy answers: not a pure temperature change"
+    table.loc[softer, ["agreement", "passed", "note"]] = [0.97, False, note]
+    text, *tables = calibration_blocks(table)
+    status = " ".join(text.paragraphs)
+    assert "FAILED its calibration: 5 of its 18 known-answer checks fail" in status
+    assert "every verdict of this run is “uncalibrated”" in status
+    cells = calibration_rows_of(tables, "sharper", "toy-gsm8k")["calibrated (target_unit)"]
+    assert [cell.text for cell in cells[2:4]] == ["+3.00%", "+0.100%"]
+    assert [cell.css for cell in cells[2:4]] == ["fail", "pass"]
+    assert (cells[-1].text, cells[-1].css) == ("FAILED", "fail")
+    assert cells[-1].title == "fails: activation intensity"
+    cells = calibration_rows_of(tables, "softer", "toy-gsm8k")["calibrated (target_unit)"]
+    assert (cells[-2].text, cells[-2].css) == ("97.00% (base 98.50%)", "fail")
+    assert cells[-1].text == f"FAILED: {note}"
+    # the other dataset's calibrated rows still pass
+    math = calibration_rows_of(tables, "sharper", "toy-math")["calibrated (target_unit)"]
+    assert (math[-1].text, math[-1].css) == ("passed", "pass")
+
+
+def test_calibration_shows_the_planted_node_and_ce_units_temperature_bias():
+    config = synthetic_config()
+    text, *tables = calibration_blocks(calibration_frame(config, "toy-sft", "toy-grpo"))
+    status = " ".join(text.paragraphs)
+    assert "The calibrated (target_unit) reading passed all 18 of its known-answer checks" in status
+    assert "paper's loss (ce) failed, ce_unit failed" in status
+    assert "+60.0% under logits x 1.5 (toy-sft, toy-gsm8k)" in status
+    assert "largest |change| on any headline metric there: 0.200%" in status
+    rows = calibration_rows_of(tables, "planted-m2", "toy-math")
+    assert list(rows) == ["calibrated (target_unit)", "paper's loss (ce)", "ce_unit"]
+    planted = rows["calibrated (target_unit)"]
+    assert planted[-3].text == "m2: rank 1; top m2"
+    assert [cell.css for cell in planted[2:6]] == ["pass", "", "", ""]  # only intensity known
+    unit = calibration_rows_of(tables, "sharper", "toy-math")["ce_unit"]
+    assert (unit[2].text, unit[2].css, unit[-1].text) == ("+60.0%", "fail", "FAILED")
+
+
+def test_without_calibration_every_verdict_is_uncalibrated():
+    (text,) = calibration_blocks(pd.DataFrame(columns=list(CALIBRATION_COLUMNS)))
+    assert "Calibration did not run" in text.paragraphs[-1]
+    assert "every verdict of this run is “uncalibrated”" in text.paragraphs[-1]
 
 
 def test_funnel_table_counts_every_filter_and_the_windows():
@@ -540,6 +730,13 @@ def test_methods_text_comes_from_the_config_and_is_escaped():
     assert "{0.1, 0.5}" in text
     assert "(17 over all pairs)" in text
     assert "log(tuned/base)" in text and "geometric mean" in text
+    assert "exactly invariant to a logit scale" in text  # target_unit
+    assert "a pure temperature change moves it" in text  # ce_unit
+    assert "sharper: logits x 1.5" in text and "planted-m2: m2 output x 1.5" in text
+    assert "<em>not robust to the confidence control</em>" in text
+    config["calibration"]["enabled"] = False
+    text = " ".join(methods_paragraphs(config, n_tests=17))
+    assert "calibration did not run, so every verdict of this run is <em>uncalibrated</em>" in text
     config["templates"]["toy"]["user"] = "<b>{question}</b>"
     cells = [cell.text for row in templates_table(config).rows for cell in row.cells]
     assert "<b>{question}</b>" in cells  # plain text: escaped when rendered
@@ -642,6 +839,7 @@ def test_report_has_the_sections_and_every_toc_link_resolves(html):
     links = set(re.findall(r'<a href="#([^"]+)"', html))
     assert links == ids
     for section in (
+        "calibration",
         "headline",
         "pairs",
         "metrics",
@@ -654,6 +852,26 @@ def test_report_has_the_sections_and_every_toc_link_resolves(html):
         assert section in ids
     assert 'id="headline-table"' in html
     assert "toy-grpo (GRPO)" in html and "toy-dpo (DPO)" in html
+
+
+def test_calibration_comes_before_the_headline_results(html):
+    order = re.findall(r'<section id="([^"]+)"', html)
+    assert order.index("calibration") + 1 == order.index("headline")
+    toc = re.findall(r'<a href="#([^"]+)"', html)
+    assert toc.index("calibration") < toc.index("headline")
+    section = html.split('<section id="calibration">')[1].split("</section>")[0]
+    assert "passed all 18 of its known-answer checks" in section
+    assert 'id="calibration-toy-sft"' in section
+
+
+def test_the_report_shows_the_verdicts_the_workflow_wrote(study_root):
+    root, config = study_root
+    study = study_of(root, config)
+    study.verdicts = study.verdicts.assign(verdict=AGAINST, duplicate_of=np.nan)
+    _, table, *_ = headline_section(study, 0.5).blocks
+    assert table.id == "headline-table"
+    shown = {part for row in table.rows for cell in row.cells[1:] for part in cell.parts}
+    assert {part for part in shown if part[0] in VERDICTS} == {(AGAINST, "neutral")}
 
 
 def test_model_output_is_escaped_text(html):

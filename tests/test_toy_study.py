@@ -26,16 +26,19 @@ import pytest
 import yaml
 
 from circuitry import runs
+from circuitry.calibration import CALIBRATED_LOSS
 from circuitry.eap import text_role
 from circuitry.io import read_json, read_jsonl
 from circuitry.metrics import ROLES
 from circuitry.paths import (
+    CALIBRATION_TABLE,
     DYNAMICS_EAP_FILE,
     DYNAMICS_OUTPUTS,
     EAP_FILE,
     FAITHFULNESS_EDGES,
     FAITHFULNESS_FIGURE,
     FAITHFULNESS_SUMMARY,
+    VERDICTS,
     Layout,
 )
 from circuitry.scorefile import DIAGNOSTICS, EdgeScores
@@ -106,6 +109,30 @@ def test_the_report_says_how_faithful_eap_is_on_each_toy_model(toy_study):
         checked = section["top_edges"] + section["random_edges"]
         assert len(edges) == section["samples"] * checked
     assert (toy_study / FAITHFULNESS_FIGURE).is_file()
+
+
+def test_the_calibrated_reading_passes_the_toys_known_answers(toy_study):
+    """On toy-sft: both temperature edits move ce and ce_unit by tens of percent in
+    opposite directions, the calibrated reading by under 1% on every headline metric (and
+    leave every greedy answer as it was); the planted edit is detected. So the verdicts
+    rest on it, and the report shows the Calibration section before the headline."""
+    table = pd.read_csv(toy_study / CALIBRATION_TABLE.format(model="toy-sft"))
+    assert set(table["dataset"]) == set(DATASETS)
+    temperature = table[table["kind"] == "temperature"]
+    assert (temperature["agreement"] == temperature["base_agreement"]).all()
+    calibrated = temperature[temperature["loss"] == CALIBRATED_LOSS]
+    assert calibrated["change_pct"].abs().max() < 1 and calibrated["passed"].all()
+    sharper = temperature[(temperature["metric"] == "intensity") & (temperature["factor"] > 1)]
+    change = {loss: rows["change_pct"] for loss, rows in sharper.groupby("loss")}
+    assert (change["ce"] < -20).all() and (change["ce_unit"] > 20).all()
+    planted = table[(table["kind"] == "planted") & (table["loss"] == CALIBRATED_LOSS)]
+    detected = planted[planted["metric"] == "intensity"]
+    assert len(detected) == len(DATASETS) and detected["passed"].all()
+    verdicts = pd.read_csv(toy_study / VERDICTS)
+    assert set(verdicts["calibration"]) == {"passed"}
+    assert "uncalibrated" not in set(verdicts["verdict"])
+    report = (toy_study / "results" / "report" / "report.html").read_text()
+    assert report.index('<section id="calibration">') < report.index('<section id="headline">')
 
 
 def test_every_model_reproduces_its_own_answers_under_teacher_forcing(toy_study):
@@ -210,6 +237,7 @@ def sources_config(tmp_path, toy_root, runs: list[dict]) -> str:
     config["models"] = {"toy-sft": {**init, "path": str(tmp_path / "toy-sft")}}
     config["pairs"] = {"toy-identity": config["pairs"]["toy-identity"]}
     config["faithfulness"]["enabled"] = False
+    config["calibration"]["enabled"] = False
     config["dynamics"]["runs"] = runs
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))

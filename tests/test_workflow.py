@@ -44,7 +44,8 @@ def test_full_config_plans_every_stage(tmp_path):
     """EAP: one job per pair writes every dataset, alpha and role; faithfulness: one job per
     pair, dataset and role. Dynamics: 2 runs (the temperatures) x 40 checkpoints, each
     answering GSM8K and scored on one problem set of the initial model's answers, which the
-    initial model is scored on once."""
+    initial model is scored on once. Calibration: one scoring and one analysis job per
+    study pair's base model."""
     jobs = dry_run_jobs("--configfile", full_config_with_qwen(tmp_path))
     models, datasets, pairs = 8, 3, 4
     checkpoints = 2 * 400 // 10
@@ -63,8 +64,11 @@ def test_full_config_plans_every_stage(tmp_path):
         "eap_score_checkpoint": checkpoints,
         "train_dynamics": 2,
         "dynamics": 1,
+        "calibration_score": pairs,  # every study pair has its own base model
+        "calibration": pairs,
         "figures": pairs,
         "stats": 1,
+        "verdicts": 1,
         "report": 1,
         "all": 1,
     }
@@ -74,7 +78,7 @@ def test_gpu_jobs_request_one_gpu_and_memory_scales_with_the_model(tmp_path):
     path = full_config_with_qwen(tmp_path)
     sizes = {name: model["size_b"] for name, model in yaml.safe_load(open(path))["models"].items()}
     jobs = dry_run_jobs("--configfile", path)
-    heavy_rules = ("generate", "eap_score", "faithfulness", "train_dynamics")
+    heavy_rules = ("generate", "eap_score", "faithfulness", "train_dynamics", "calibration_score")
     heavy = [job for job in jobs if job["rule"] in heavy_rules]
     assert heavy and all(job["resources"]["gpu"] == "1" for job in heavy)
     generate = [job for job in jobs if job["rule"] in ("generate", "generate_dynamics")]
@@ -118,7 +122,7 @@ def test_one_eap_job_writes_every_condition_and_one_metrics_job_reads_them():
                 pair="toy-grpo", dataset=dataset, alpha=alpha, loss=loss, role=role, text=text
             )
             for alpha, loss, text, role in itertools.product(
-                toy["eap"]["alphas"], ["ce", "ce_unit"], ["own", "crossed"], ["base", "tuned"]
+                toy["eap"]["alphas"], toy["eap"]["losses"], ["own", "crossed"], ["base", "tuned"]
             )
         )
 
@@ -162,6 +166,7 @@ def test_offline_generation_names_the_missing_model(tmp_path):
     config["datasets"]["toy-gsm8k"]["toy"]["n"] = 4
     del config["dynamics"]
     config["faithfulness"]["enabled"] = False
+    config["calibration"]["enabled"] = False
     for name in ("base-model", "tuned-model"):
         config["models"][name] = {
             "hub_id": f"example-org/{name}",
@@ -205,6 +210,7 @@ def test_replacing_a_local_models_weights_reruns_its_generations(tmp_path):
     config["datasets"]["toy-gsm8k"]["toy"]["n"] = 4
     del config["dynamics"]
     config["faithfulness"]["enabled"] = False
+    config["calibration"]["enabled"] = False
     for seed, name in enumerate(("base-model", "tuned-model")):
         save_local_model(tmp_path / name, seed)
         config["models"][name] = {

@@ -1,5 +1,5 @@
-# Circuit metrics of every condition, paired statistics over the whole study, and what
-# the deviations from the paper's code change (fidelity).
+# Circuit metrics of every condition, paired statistics over the whole study, the verdict
+# of every headline cell, and what the deviations from the paper's code change (fidelity).
 
 
 rule metrics:
@@ -48,6 +48,7 @@ rule fidelity:
 
 localrules:
     stats,
+    verdicts,
 
 
 rule stats:
@@ -64,3 +65,23 @@ rule stats:
         runtime=10,
     script:
         "../scripts/stats.py"
+
+
+rule verdicts:
+    input:
+        tests=TESTS,
+        calibration=calibration_tables(),
+        summaries=expand(PAIR_SUMMARY, pair=PAIRS, dataset=DATASETS),
+    output:
+        VERDICTS,
+    log:
+        "logs/verdicts.log",
+    conda:
+        "../../envs/circuitry.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        summary_keys=[[pair, dataset] for pair in PAIRS for dataset in DATASETS],
+    script:
+        "../scripts/verdicts.py"

@@ -28,6 +28,9 @@ from snakemake.utils import validate
 from circuitry import runs
 from circuitry.provenance import model_fingerprint, reproduce_command
 from circuitry.paths import (
+    CALIBRATION_AGREEMENT,
+    CALIBRATION_EAP_FILE,
+    CALIBRATION_TABLE,
     DATASET_ROWS,
     DATASET_SUMMARY,
     DOWNLOADS,
@@ -52,11 +55,14 @@ from circuitry.paths import (
     TESTS,
     TRAINED_MODEL_DIR,
     TRAINING_LOG,
+    VERDICTS,
     Layout,
 )
 from circuitry.config import (
     ConfigError,
     all_datasets,
+    calibration_alpha,
+    calibration_scope,
     check_config,
     describe_schema_error,
     enabled_pairs,
@@ -102,6 +108,9 @@ def one_of(names):
 ALPHAS = [str(alpha) for alpha in config["eap"]["alphas"]]
 EAP_LOSSES = config["eap"]["losses"]
 EAP_TEXTS = config["eap"]["texts"]
+CALIBRATION = config["calibration"]
+CALIBRATION_SCOPE = calibration_scope(config)
+CALIBRATION_ALPHA = calibration_alpha(config)
 
 
 wildcard_constraints:
@@ -114,6 +123,7 @@ wildcard_constraints:
     alpha=one_of(ALPHAS),
     loss=one_of(EAP_LOSSES),
     text=one_of(EAP_TEXTS),
+    edit=one_of(CALIBRATION["edits"]),
 
 
 # ---- data ----
@@ -385,6 +395,53 @@ def metric_files(kind="csv"):
 
 def pair_test_files():
     return expand(PAIR_TESTS, pair=PAIRS, dataset=DATASETS)
+
+
+# ---- calibration ----
+
+
+def calibration_pair_files(pattern):
+    """A calibrated model's pair's files of `pattern` (answers, summaries), every dataset."""
+    return lambda wildcards: [
+        pattern.format(pair=CALIBRATION_SCOPE[wildcards.model], dataset=dataset)
+        for dataset in DATASETS
+    ]
+
+
+def calibration_score_conditions():
+    """dataset x edit x loss of every edited score file of one model, in writing order."""
+    return [
+        {"dataset": dataset, "edit": edit, "loss": loss}
+        for dataset in DATASETS
+        for edit in CALIBRATION["edits"]
+        for loss in EAP_LOSSES
+    ]
+
+
+def calibration_score_files():
+    """The edited score files of one calibrated model, with a {model} wildcard."""
+    return [
+        CALIBRATION_EAP_FILE.format(model="{model}", **c)
+        for c in calibration_score_conditions()
+    ]
+
+
+def calibration_base_conditions():
+    """dataset x loss of the base model's own score files a calibration reads."""
+    return [{"dataset": d, "loss": loss} for d in DATASETS for loss in EAP_LOSSES]
+
+
+def calibration_base_files(wildcards):
+    """The base model's own scores at the calibration alpha, from its pair's EAP job."""
+    where = {"alpha": CALIBRATION_ALPHA, "role": "base", "text": "own"}
+    pair = CALIBRATION_SCOPE[wildcards.model]
+    return [
+        EAP_FILE.format(pair=pair, **where, **c) for c in calibration_base_conditions()
+    ]
+
+
+def calibration_tables():
+    return expand(CALIBRATION_TABLE, model=CALIBRATION_SCOPE)
 
 
 # ---- training dynamics ----

@@ -31,6 +31,7 @@ from circuitry.window_loss import (
     known_losses,
     make_batch,
     sample_losses,
+    target_gradient_lengths,
     unit_directions,
     window_logits,
 )
@@ -48,9 +49,9 @@ def perturbed_loss(
 
     With `source=None` the whole copy is scaled by (1 - eps). Uses the same hook points as
     scoring, so (L(eps) - L(-eps)) / (2 eps) approximates score[source, target]; a tensor
-    `eps` that requires grad gives the exact derivative through autograd. `ce_unit` is
-    computed by its definition, (1/W) sum_t <d_t, z_t> with the unit directions d_t taken
-    from an unperturbed forward pass.
+    `eps` that requires grad gives the exact derivative through autograd. `ce_unit` and
+    `target_unit` are computed by their definitions (`circuitry.eap`), with the unit
+    directions d_t or the lengths n_t taken from an unperturbed forward pass.
     """
     (loss,) = known_losses([loss])
     arch = architecture_for(model)
@@ -61,19 +62,31 @@ def perturbed_loss(
         raise ValueError(f"no edge {source} -> {target}: {source} is computed after {target} reads")
     batch = make_batch([sample], input_device(model))
     with scoring_mode(model):
-        directions = _clean_directions(model, batch, loss)
+        reference = _clean_reference(model, batch, loss)
         with contextlib.ExitStack() as hooks:
             install_hooks(hooks, model, arch, graph, _Perturbation(column, row, eps))
             logits = window_logits(model, batch)
-    return sample_losses(logits, batch, loss, directions).sum()
+    return sample_losses(logits, batch, loss, reference).sum()
 
 
-@torch.no_grad()
-def _clean_directions(model: nn.Module, batch, loss: str) -> torch.Tensor | None:
-    """`ce_unit`'s unit directions from an unhooked forward pass (None for `ce`)."""
-    if loss != "ce_unit":
+def _clean_reference(model: nn.Module, batch, loss: str) -> torch.Tensor | None:
+    """What a loss fixes on an unhooked forward pass: `ce_unit`'s unit directions,
+    `target_unit`'s lengths n_t (None for `ce`)."""
+    if loss == "ce_unit":
+        with torch.no_grad():
+            return unit_directions(window_logits(model, batch), batch.targets)
+    if loss != "target_unit":
         return None
-    return unit_directions(window_logits(model, batch), batch.targets)
+    final_norm = model.get_submodule(architecture_for(model).final_norm)
+    kept = {}
+
+    def keep_input(module, args):
+        kept["input"] = args[0].detach().requires_grad_(True)
+        return (kept["input"], *args[1:])
+
+    with torch.enable_grad(), final_norm.register_forward_pre_hook(keep_input):
+        logits = window_logits(model, batch)
+        return target_gradient_lengths(logits, kept["input"], batch).detach()
 
 
 @dataclass(frozen=True)
@@ -165,8 +178,9 @@ def ablated_losses(
     """The sample's loss (float64 `[rows]`) with each row's edges `removed[r]` gone entirely.
 
     Each row lists edges as (forward, backward) axis indices of `model_graph(model)`; an
-    empty row is the clean model. `batch_size` rows share one forward pass. `ce_unit`
-    takes its unit directions from the clean forward pass, as `perturbed_loss` does.
+    empty row is the clean model. `batch_size` rows share one forward pass. `ce_unit` and
+    `target_unit` take their directions or lengths from the clean forward pass, as
+    `perturbed_loss` does.
     """
     (loss,) = known_losses([loss])
     if batch_size < 1:
@@ -203,12 +217,12 @@ def _ablated_batch(
 ) -> np.ndarray:
     """Losses of one forward pass whose row r removes the edges where `masks[r]` is True."""
     batch = make_batch([sample] * len(masks), input_device(model))
-    directions = _clean_directions(model, batch, loss)
+    reference = _clean_reference(model, batch, loss)
     with contextlib.ExitStack() as hooks:
         removed = torch.as_tensor(masks, device=batch.input_ids.device)
         install_hooks(hooks, model, architecture_for(model), graph, _EdgeRemoval(removed))
         logits = window_logits(model, batch)
-    return sample_losses(logits, batch, loss, directions).double().cpu().numpy()
+    return sample_losses(logits, batch, loss, reference).double().cpu().numpy()
 
 
 class _EdgeRemoval:

@@ -95,6 +95,105 @@ def model_spec(models: dict, name: str) -> dict:
     return spec
 
 
+def calibration_scope(config: dict) -> dict[str, str]:
+    """Each calibrated base model -> the enabled pair whose paired answers it is scored on
+    (its first pair as base, study pairs first); empty when calibration is off. `models`
+    left null means the base model of every study pair (no control, no replicate)."""
+    section = config["calibration"]
+    if not section["enabled"]:
+        return {}
+    pairs = enabled_pairs(config)
+    study = [p for p in pairs if not _is_control_or_replicate(config["pairs"][p])]
+    ordered = study + [p for p in pairs if p not in study]
+    first_pair: dict[str, str] = {}
+    for pair in ordered:
+        first_pair.setdefault(config["pairs"][pair]["base"], pair)
+    models = section["models"]
+    if models is None:
+        models = list(dict.fromkeys(config["pairs"][p]["base"] for p in study))
+    return {model: first_pair[model] for model in models if model in first_pair}
+
+
+def calibration_alpha(config: dict) -> str:
+    """The alpha of the known-answer pairs as it appears in paths: the configured one, or
+    the largest of eap.alphas."""
+    alpha = config["calibration"]["alpha"]
+    return str(max(config["eap"]["alphas"]) if alpha is None else alpha)
+
+
+def _is_control_or_replicate(pair: dict) -> bool:
+    return bool(pair.get("control") or pair.get("replicate_of"))
+
+
+def _check_calibration(config: dict) -> None:
+    """Calibrated models are bases of enabled pairs; the alpha is scored; the calibrated
+    loss is scored; a planted node exists where the model's layer count is known."""
+    section = config["calibration"]
+    if not section["enabled"]:
+        return
+    bases = {config["pairs"][p]["base"] for p in enabled_pairs(config)}
+    for model in section["models"] or ():
+        if model not in bases:
+            raise ConfigError(
+                f"calibration.models: {model!r} is not the base model of an enabled pair "
+                f"(known-answer pairs are scored on a base model's own paired answers); "
+                f"bases: {', '.join(sorted(bases))}"
+            )
+    alphas = [str(a) for a in config["eap"]["alphas"]]
+    if calibration_alpha(config) not in alphas:
+        raise ConfigError(
+            f"calibration.alpha: {section['alpha']} is not one of eap.alphas ({', '.join(alphas)})"
+        )
+    if "target_unit" not in config["eap"]["losses"]:
+        raise ConfigError(
+            "eap.losses: must include target_unit, the calibrated reading, while "
+            "calibration.enabled is true"
+        )
+    for model in calibration_scope(config):
+        layers = known_layer_count(config["models"], model)
+        for name, edit in section["edits"].items():
+            node = edit.get("node")
+            if layers is None or node is None or node == "input":
+                continue
+            if int(node[1:]) >= layers:
+                raise ConfigError(
+                    f"calibration.edits.{name}.node: {node!r} does not exist in {model}, "
+                    f"which has {layers} layers (a0 .. a{layers - 1}, m0 .. m{layers - 1})"
+                )
+
+
+def known_layer_count(models: dict, name: str) -> int | None:
+    """A model's number of decoder layers where planning can know it without loading any
+    weights: a trained model's stated architecture (or its init's), a local model's
+    config.json, a hub model's config.json in the local hub cache; None otherwise (the
+    scoring job checks it then)."""
+    spec = models[name]
+    train = spec.get("train")
+    if train:
+        if train.get("init"):
+            return known_layer_count(models, train["init"])
+        return train.get("architecture", {}).get("num_hidden_layers")
+    config_file = _model_config_file(spec)
+    if config_file is None:
+        return None
+    settings = json.loads(Path(config_file).read_text())
+    return settings.get("num_hidden_layers", settings.get("n_layer"))
+
+
+def _model_config_file(spec: dict) -> str | None:
+    """A model's config.json where it already is on this machine, or None."""
+    if spec.get("path"):
+        config_file = Path(spec["path"]) / "config.json"
+        return str(config_file) if config_file.is_file() else None
+    if not spec.get("hub_id"):
+        return None
+    # imported here: only a calibrated hub model needs it, and planning stays cheap
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(spec["hub_id"], "config.json", revision=spec["revision"])
+    return cached if isinstance(cached, str) else None
+
+
 def _faithfulness_candidates(config: dict) -> dict[str, list[str]]:
     """What each list of the `faithfulness` section may name."""
     return {
@@ -328,6 +427,7 @@ def check_config(config: dict) -> None:
             _check_generations(name, model, list(config["datasets"]), name in in_use)
     _check_eap(config["eap"])
     _check_faithfulness(config)
+    _check_calibration(config)
     shared = config["datasets"].keys() & config["training_data"].keys()
     if shared:
         raise ConfigError(f"training_data: {sorted(shared)} also named in datasets; rename one")

@@ -25,21 +25,34 @@ which `tests/test_eap.py` checks against autograd. Since every reader sits behin
 scale-invariant norm (RMSNorm, LayerNorm), that right-hand side is ~0 (only the norm's
 epsilon breaks the invariance): the scores of each column nearly cancel.
 
-Losses. With z_t the logits at window position t, y_t its target, W the window length
-and g_t = softmax(z_t) - onehot(y_t) (the gradient of the position's cross-entropy):
+Losses. With z_t the logits at window position t, y_t its target, W the window length,
+g_t = softmax(z_t) - onehot(y_t) (the gradient of the position's cross-entropy), x_t the
+final-norm input at t and J_t = dz_t/dx_t (final norm, then output head):
 
 - `ce` (the paper's): (1/W) sum_t CE(z_t, y_t); its gradient at z_t is g_t / W, so a
   model that is merely surer of its window (smaller ||g_t||) gets smaller scores
   everywhere;
-- `ce_unit` (confidence-free): (1/W) sum_t < stopgrad(g_t / ||g_t||_2), z_t >, directions
-  fixed on the unperturbed forward. Its gradient at z_t is the paper's direction with
-  length 1/W at every position. A position with g_t = 0 exactly contributes nothing.
+- `ce_unit`: (1/W) sum_t < stopgrad(g_t / ||g_t||_2), z_t >, directions fixed on the
+  unperturbed forward. Its gradient at z_t is the paper's direction with length 1/W at
+  every position. It is not confidence-free: a logit scale s still multiplies J_t, and
+  a sharper model changes g_t's direction, so a pure temperature change moves it (x1.5
+  reads about +60% intensity on the toy, `circuitry.calibration`);
+- `target_unit` (the calibrated confidence-free reading): (1/W) sum_t
+  (mean_j z_tj - z_ty_t) / stopgrad(n_t), the negative centred target logit in units of
+  n_t = ||J_t^T c_t||, c_t = 1/V - onehot(y_t) its gradient at z_t, lengths fixed on the
+  unperturbed forward. Its gradient at every x_t is a unit vector, the direction that
+  raises the target logit above the mean logit. Scaling the logits by s > 0 scales
+  z_t and n_t alike, so the loss, its gradient at every x_t and hence every score are
+  unchanged: a temperature change reads exactly zero (tests check it in float64), while
+  anything upstream of the final norm still moves the scores.
 
 All losses come from one forward pass: each is one backward through the retained graph,
 started at the logits with the loss's gradient w_t g_t (w_t = 1/W for `ce`,
-1/(W ||g_t||) for `ce_unit`). g_t is built from the softmax with its target component
-taken as minus the sum of the other probabilities, so it stays exact where p_y rounds to
-1 (autograd's p_y - 1 would lose it, and point a sure model's unit directions wrong).
+1/(W ||g_t||) for `ce_unit`) or w_t c_t (w_t = 1/(W n_t) for `target_unit`). g_t is built
+from the softmax with its target component taken as minus the sum of the other
+probabilities, so it stays exact where p_y rounds to 1 (autograd's p_y - 1 would lose
+it, and point a sure model's unit directions wrong). A position whose start gradient is
+exactly 0 contributes nothing.
 
 Diagnostics (per sample, `DIAGNOSTICS`): the window's mean cross-entropy, the mean
 predictive entropy of the model over the window positions, the mean over window
@@ -75,6 +88,8 @@ from circuitry.window_loss import (
     loss_weights,
     make_batch,
     position_statistics,
+    start_lengths,
+    target_gradient_lengths,
     window_logits,
     window_mean,
 )
@@ -288,9 +303,10 @@ def _score_batch(
     """Scores `[n_losses, batch, n_forward, n_backward]` and diagnostics
     `[n_losses, len(DIAGNOSTICS), batch]`: one forward pass, one backward pass per loss.
 
-    Each backward pass starts at the logits with the loss's gradient w_t g_t, built from
-    the window statistics (what autograd would give for sum_t w_t CE_t, with g_t's
-    target component exact).
+    Each backward pass starts at the logits with the loss's gradient (w_t g_t, built from
+    the window statistics: what autograd would give for sum_t w_t CE_t, with g_t's target
+    component exact; or w_t c_t for `target_unit`, whose lengths n_t take one backward
+    pass through the output head first, which scores nothing).
     """
     scorer = EdgeScorer(graph, len(losses))
     batch = make_batch(samples, input_device(model))
@@ -299,14 +315,18 @@ def _score_batch(
         install_hooks(hooks, model, arch, graph, scorer)
         logits = window_logits(model, batch)
         window = position_statistics(logits.detach(), batch.targets)
+        lengths = None
+        if "target_unit" in losses:
+            lengths = target_gradient_lengths(logits, scorer.final_input, batch)
         for k, loss in enumerate(losses):
             scorer.start(k)
-            weights = loss_weights(loss, window.grad_norm, batch)
-            gradient = logit_gradient(logits.detach(), batch.targets, weights)
+            weights = loss_weights(loss, window.grad_norm, batch, lengths)
+            gradient = logit_gradient(logits.detach(), batch.targets, weights, loss)
             torch.autograd.grad(logits, scorer.sink, gradient, retain_graph=k + 1 < len(losses))
             del gradient
             scorer.finish_pass()
-            grad_logits_norms.append(window_mean(weights * window.grad_norm, batch))
+            starts = start_lengths(loss, window, logits.shape[-1])
+            grad_logits_norms.append(window_mean(weights * starts, batch))
     shared = {
         "window_ce": window_mean(window.ce, batch),
         "window_entropy": window_mean(window.entropy, batch),

@@ -37,18 +37,21 @@ class EdgeScorer:
     """Scoring callbacks: buffer forward outputs, contract gradients of the input copies.
 
     One forward pass serves several backward passes (one per loss): `start(k)` directs the
-    next pass into `scores[k]`, and `finish_pass()` ends it. The logits column also records
-    the Frobenius norm of its gradient (dL/d(final-norm input)) per sample and pass.
+    next pass into `scores[k]`, and `finish_pass()` ends it; a backward pass outside them
+    scores nothing (a loss's own set-up). The logits column keeps its input copy
+    (`final_input`) and records the Frobenius norm of its gradient (dL/d(final-norm input))
+    per sample and pass.
     """
 
     def __init__(self, graph: Graph, n_passes: int = 1):
         self.graph = graph
         self.n_passes = n_passes
-        self.current = 0
+        self.current: int | None = None
         self.buffer: torch.Tensor | None = None
         self.scores: torch.Tensor | None = None
         self.final_grad_norms: torch.Tensor | None = None
         self.sink: torch.Tensor | None = None
+        self.final_input: torch.Tensor | None = None
         self.dtype = torch.float32
         self.pending: dict[int, dict[int, torch.Tensor]] = {}
         self.norm_inputs: dict[int, tuple[nn.Module, torch.Tensor]] = {}
@@ -74,6 +77,8 @@ class EdgeScorer:
     def read(self, column: int, residual: torch.Tensor) -> torch.Tensor:
         copy = residual.view_as(residual)
         copy.register_hook(lambda grad: self._collect(column, grad))
+        if column == self.graph.n_backward - 1:
+            self.final_input = copy
         return copy
 
     def read_attention(self, column: int, normed, residual, norm: nn.Module) -> torch.Tensor:
@@ -88,6 +93,8 @@ class EdgeScorer:
 
     def _collect(self, column: int, grad: torch.Tensor) -> None:
         """Gather the gradients of columns reading the same prefix (a layer's q, k, v)."""
+        if self.current is None:
+            return
         if column == self.graph.n_backward - 1:
             norms = grad.to(self.dtype).flatten(1).norm(dim=1)
             self.final_grad_norms[self.current] = norms
@@ -118,6 +125,7 @@ class EdgeScorer:
         """Contract groups some of whose gradients never arrived (those are zero)."""
         for n_inputs in list(self.pending):
             self._contract(n_inputs, self.pending.pop(n_inputs))
+        self.current = None
 
 
 def _norm_backward(norm: nn.Module, residual: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
@@ -144,7 +152,7 @@ def install_hooks(stack: contextlib.ExitStack, model, arch: Architecture, graph:
     """
     layers = arch.decoder_layers(model)
     stack.enter_context(
-        layers[0].register_forward_pre_hook(_replacing_hidden_states(cb.on_input), with_kwargs=True)
+        layers[0].register_forward_pre_hook(replacing_hidden_states(cb.on_input), with_kwargs=True)
     )
     for index, layer in enumerate(layers):
         _install_layer_hooks(stack, index, arch.layer_modules(layer), cb)
@@ -206,7 +214,7 @@ def _fused_qkv_hooks(module: nn.Module, slices, columns, attention_input: Callab
     ]
 
 
-def _replacing_hidden_states(fn: Callable[[torch.Tensor], torch.Tensor]):
+def replacing_hidden_states(fn: Callable[[torch.Tensor], torch.Tensor]):
     """A with_kwargs pre-hook replacing a decoder layer's hidden states by fn(hidden states)."""
 
     def hook(module, args, kwargs):

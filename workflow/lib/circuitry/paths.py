@@ -30,6 +30,10 @@ EAP_FILE = "results/eap/{pair}/{dataset}/alpha{alpha}/{loss}/{role}_on_{text}.np
 PAIRS_FILE = "results/pairs/{pair}/{dataset}.jsonl"
 PAIR_SUMMARY = "results/pairs/{pair}/{dataset}.summary.json"
 FIDELITY_FILE = "results/fidelity/{pair}/{dataset}.csv"
+CALIBRATION_EAP_FILE = "results/calibration/{model}/{dataset}/{edit}/{loss}.npz"
+CALIBRATION_AGREEMENT = "results/calibration/{model}/agreement.json"
+CALIBRATION_TABLE = "results/calibration/{model}.csv"
+VERDICTS = "results/stats/verdicts.csv"
 FAITHFULNESS_SUMMARY = "results/faithfulness/{pair}/{dataset}/alpha{alpha}/{role}.json"
 FAITHFULNESS_EDGES = "results/faithfulness/{pair}/{dataset}/alpha{alpha}/{role}.csv"
 FAITHFULNESS_FIGURE = "results/figures/faithfulness.png"
@@ -108,7 +112,7 @@ class Layout:
     def report_files(self, config: Mapping) -> dict[str, dict]:
         """Every file `load_study` reads (the report rule's inputs), by kind -> {key: path};
         keys are a dataset, a model, or (model or pair, dataset) or (pair, figure name)."""
-        from circuitry.config import enabled_pairs, models_in_use
+        from circuitry.config import calibration_scope, enabled_pairs, models_in_use
 
         datasets = list(config["datasets"])
         pairs, models = enabled_pairs(config), models_in_use(config)
@@ -123,6 +127,11 @@ class Layout:
 
         return {
             "tests": {"tests": str(self.path(TESTS))},
+            "verdicts": {"verdicts": str(self.path(VERDICTS))},
+            "calibration": {
+                model: str(self.path(CALIBRATION_TABLE, model=model))
+                for model in calibration_scope(config)
+            },
             "dataset_rows": {d: str(self.path(DATASET_ROWS, dataset=d)) for d in datasets},
             "dataset_summaries": {d: str(self.path(DATASET_SUMMARY, dataset=d)) for d in datasets},
             "generations": files(GENERATIONS, "model", models),

@@ -16,11 +16,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from circuitry.calibration import COLUMNS as CALIBRATION_COLUMNS
 from circuitry.circuit_metrics import paper_condition
 from circuitry.config import enabled_pairs, models_in_use
 from circuitry.io import read_json, read_jsonl
 from circuitry.metrics import ROLES
 from circuitry.stats import COLUMNS
+from circuitry.verdicts import VERDICT_COLUMNS
 
 EXAMPLE_CHARS = 3000
 N_EXAMPLES = 2
@@ -50,15 +52,42 @@ def keyed_files(inputs: Mapping[str, Sequence[str]], keys: Mapping[str, Sequence
     return files
 
 
-def load_tests(path: str | os.PathLike) -> pd.DataFrame:
-    """`results/stats/tests.csv`, checked for the contract's columns; `as_expected` as bool/None."""
-    table = pd.read_csv(require(path))
-    missing = [c for c in COLUMNS if c not in table.columns]
+TEXT_COLUMNS = ("node", "known", "note", "top_node")
+
+
+def _checked_table(path: str | os.PathLike, columns: Sequence[str]) -> pd.DataFrame:
+    """A CSV with at least `columns`, its text columns read as text (empty: ""), its
+    boolean columns (`as_expected`, `passed`, `located`, `loss_moved`) as True/False/None."""
+    text = {column: str for column in TEXT_COLUMNS if column in columns}
+    table = pd.read_csv(require(path), dtype=text).fillna({column: "" for column in text})
+    missing = [c for c in columns if c not in table.columns]
     if missing:
         raise ValueError(f"{path}: missing columns {missing}")
     parsed = {True: True, False: False, "True": True, "False": False}
-    as_expected = [parsed.get(value) for value in table["as_expected"]]
-    return table.assign(as_expected=pd.Series(as_expected, dtype=object))
+    flags = {
+        column: pd.Series([parsed.get(value) for value in table[column]], dtype=object)
+        for column in ("as_expected", "passed", "located", "loss_moved")
+        if column in table.columns
+    }
+    return table.assign(**flags)
+
+
+def load_tests(path: str | os.PathLike) -> pd.DataFrame:
+    """`results/stats/tests.csv`, checked for the contract's columns; `as_expected` as bool/None."""
+    return _checked_table(path, COLUMNS)
+
+
+def load_verdicts(path: str | os.PathLike) -> pd.DataFrame:
+    """`results/stats/verdicts.csv`, checked for `VERDICT_COLUMNS`."""
+    return _checked_table(path, VERDICT_COLUMNS)
+
+
+def load_calibration(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
+    """Every calibrated model's known-answer table in one frame (empty when none ran)."""
+    tables = [_checked_table(path, CALIBRATION_COLUMNS) for path in paths]
+    if not tables:
+        return pd.DataFrame(columns=list(CALIBRATION_COLUMNS))
+    return pd.concat(tables, ignore_index=True)
 
 
 @dataclass
@@ -179,6 +208,8 @@ class Study:
 
     config: dict
     tests: pd.DataFrame
+    verdicts: pd.DataFrame  # circuitry.verdicts.VERDICT_COLUMNS, one row per headline cell
+    calibration: pd.DataFrame  # circuitry.calibration.COLUMNS, every calibrated model
     pair_summaries: dict[tuple[str, str], dict]  # (pair, dataset) -> pairing summary
     fidelity: pd.DataFrame  # circuitry.fidelity.COLUMNS, every pair x dataset
     generation_provenance: dict[tuple[str, str], dict]  # (model, dataset) -> provenance
@@ -225,6 +256,8 @@ def load_study(files: Mapping[str, Mapping], config: Mapping) -> Study:
     return Study(
         config=dict(config),
         tests=load_tests(files["tests"]["tests"]),
+        verdicts=load_verdicts(files["verdicts"]["verdicts"]),
+        calibration=load_calibration(files["calibration"].values()),
         pair_summaries={key: load_json(path) for key, path in files["pair_summaries"].items()},
         fidelity=pd.concat(
             [pd.read_csv(require(path)) for path in files["fidelity"].values()],

@@ -36,7 +36,7 @@ crc32("pair/dataset/alpha/loss/comparison/metric")])` (`row_rng`); `seed` and
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -159,16 +159,19 @@ def compare_roles(
     loss: str = PAPER_CONDITION["loss"],
     seed: int,
     n_resamples: int,
+    only: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """Every metric of one pair x dataset x alpha x loss tested in every comparison (no `q`).
 
     Per comparison: the per-sample metrics, then (under the paper's loss only: they come
     from the same forward pass whatever the loss) the window diagnostics present; the
-    pooled metrics on `own`.
+    pooled metrics on `own`. `only` restricts the rows to those metrics (no diagnostics).
     """
     present = set(metrics.per_sample["metric"])
     window = [m for m in CONFIDENCE_METRICS if m in present]
-    tested_window = window if loss == PAPER_CONDITION["loss"] else []
+    tested_window = window if loss == PAPER_CONDITION["loss"] and only is None else []
+    per_sample = [m for m in PER_SAMPLE_METRICS if only is None or m in only]
+    pooled = [m for m in POOLED_METRICS if only is None or m in only]
     rows = []
     for comparison in comparisons_of(metrics):
         loss_effect = (
@@ -176,7 +179,7 @@ def compare_roles(
             if WINDOW_LOSS in window
             else None
         )
-        for metric in (*PER_SAMPLE_METRICS, *tested_window):
+        for metric in (*per_sample, *tested_window):
             log_scale = metric in LOG_SCALE_METRICS
             base, tuned = comparison_sides(metrics, metric, comparison, log_scale)
             result = paired_sample_test(
@@ -191,7 +194,7 @@ def compare_roles(
                 rho, p = loss_correlation(effect, loss_effect)
                 result.update(loss_spearman=rho, loss_spearman_p=p)
             rows.append(_row(pair, dataset, alpha, loss, comparison, metric, result))
-    for metric in POOLED_METRICS:
+    for metric in pooled:
         result = pooled_permutation_test(
             metrics.stack,
             metric,

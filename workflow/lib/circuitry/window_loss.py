@@ -1,6 +1,6 @@
 """The loss window of a batch of samples: inputs, logits, the losses and their gradients.
 
-The losses (`ce`, `ce_unit`) are defined in `circuitry.eap`'s docstring. Batches are
+The losses (`ce`, `ce_unit`, `target_unit`) are defined in `circuitry.eap`'s docstring. Batches are
 right-padded and logits are computed only at the union of the samples' loss positions.
 Shared by EAP scoring (`circuitry.eap`) and the edge ablations (`circuitry.ablation`).
 """
@@ -134,22 +134,65 @@ def position_statistics(logits: torch.Tensor, targets: torch.Tensor) -> Position
 
 
 @torch.no_grad()
-def logit_gradient(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor):
-    """dL/dz of the loss sum_t w_t CE(z_t, y_t): w_t g_t (0 off the window), in chunks."""
+def logit_gradient(
+    logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, loss: str
+) -> torch.Tensor:
+    """dL/dz of the loss sum_t w_t l_t: w_t g_t for `ce` and `ce_unit`, w_t c_t for
+    `target_unit` (0 off the window), in chunks of positions."""
     gradient = torch.empty_like(logits)
     for part in _position_chunks(logits):
-        g = _softmax_gradient_(torch.softmax(logits[:, part], dim=-1), targets[:, part])
+        if loss == "target_unit":
+            g = _centred_target_gradient(logits[:, part], targets[:, part])
+        else:
+            g = _softmax_gradient_(torch.softmax(logits[:, part], dim=-1), targets[:, part])
         gradient[:, part] = g.mul_(weights[:, part, None])
     return gradient
 
 
-def loss_weights(loss: str, grad_norm: torch.Tensor, batch: Batch) -> torch.Tensor:
-    """Weights w_t of each loss's logit gradient w_t g_t: 1/W (`ce`), 1/(W ||g_t||)
-    (`ce_unit`, whose definition has exactly that gradient: unit directions over W)."""
+def _centred_target_gradient(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """c = 1/V - onehot(y): the gradient at the logits of mean_j z_j - z_y."""
+    share = 1.0 / logits.shape[-1]
+    c = torch.full_like(logits, share)
+    return c.scatter_(-1, targets.clamp(min=0).unsqueeze(-1), share - 1.0)
+
+
+def target_gradient_lengths(
+    logits: torch.Tensor, final_input: torch.Tensor, batch: Batch
+) -> torch.Tensor:
+    """n_t = ||J_t^T c_t||, the length at the final-norm input of the centred target logit's
+    gradient, `[batch, n_keep]` (0 off the window).
+
+    `final_input` `[batch, length, hidden]` is the final-norm input that `logits` were
+    computed from, inside the autograd graph; one backward pass through the output head
+    and the final norm gives every position's length, since each position's logits read
+    only its own final-norm input.
+    """
+    valid = (batch.targets != IGNORE).to(logits.dtype)
+    start = logit_gradient(logits.detach(), batch.targets, valid, "target_unit")
+    (gradient,) = torch.autograd.grad(logits, final_input, start, retain_graph=True)
+    return torch.linalg.vector_norm(gradient[:, batch.keep].to(logits.dtype), dim=-1) * valid
+
+
+def start_lengths(loss: str, window: PositionStatistics, vocab_size: int) -> torch.Tensor:
+    """||g_t|| (`ce`, `ce_unit`) or ||c_t|| = sqrt(1 - 1/V) (`target_unit`) per kept position:
+    the length of the unweighted logit gradient each loss starts from (0 off the window)."""
+    if loss == "target_unit":
+        return (window.grad_norm > 0) * (1.0 - 1.0 / vocab_size) ** 0.5
+    return window.grad_norm
+
+
+def loss_weights(
+    loss: str, grad_norm: torch.Tensor, batch: Batch, target_lengths: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Weights w_t of each loss's logit gradient: 1/W (`ce`, gradient w_t g_t),
+    1/(W ||g_t||) (`ce_unit`, unit directions over W) and 1/(W n_t) (`target_unit`,
+    gradient w_t c_t: unit length at the final-norm input)."""
     valid = (batch.targets != IGNORE).to(grad_norm.dtype)
     weights = valid / batch.cut_lens[:, None]
     if loss == "ce_unit":
         weights = torch.where(grad_norm > 0, weights / grad_norm, 0.0)
+    elif loss == "target_unit":
+        weights = torch.where(target_lengths > 0, weights / target_lengths, 0.0)
     return weights
 
 
@@ -176,10 +219,19 @@ def known_losses(losses: Iterable[str]) -> tuple[str, ...]:
     return losses
 
 
-def sample_losses(logits: torch.Tensor, batch: Batch, loss: str, directions=None) -> torch.Tensor:
+def sample_losses(
+    logits: torch.Tensor, batch: Batch, loss: str, reference: torch.Tensor | None = None
+) -> torch.Tensor:
     """Each sample's loss `[batch]` by its definition: mean cross-entropy of its window
-    (`ce`) or the mean of <d_t, z_t> with the unit `directions` d_t of an unperturbed
-    forward pass (`ce_unit`)."""
+    (`ce`), the mean of <d_t, z_t> with the unit `reference` directions d_t of an
+    unperturbed forward pass (`ce_unit`), or the mean of (mean_j z_tj - z_ty) / n_t with
+    the `reference` lengths n_t of an unperturbed forward pass (`target_unit`)."""
     if loss == "ce_unit":
-        return (directions * logits).sum(dim=(1, 2)) / batch.cut_lens
+        return (reference * logits).sum(dim=(1, 2)) / batch.cut_lens
+    if loss == "target_unit":
+        weights = torch.where(reference > 0, 1.0 / reference, 0.0)
+        centred = logits.mean(dim=-1) - logits.gather(
+            -1, batch.targets.clamp(min=0).unsqueeze(-1)
+        ).squeeze(-1)
+        return (centred * weights).sum(dim=1) / batch.cut_lens
     return position_losses(logits, batch.targets).sum(dim=1) / batch.cut_lens

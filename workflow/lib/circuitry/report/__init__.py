@@ -7,7 +7,9 @@ The modules, by concept:
   report);
 - `blocks`: the blocks a section holds (`Table`, `Figure`, `Text`, `Code`, `Details`,
   `Examples`) and `Section` itself;
-- `findings`: the headline verdicts at each alpha and across alphas;
+- `calibration`: the known-answer pairs that prove the calibrated reading;
+- `findings`: the headline verdicts (as the workflow wrote them) at each alpha and
+  across alphas;
 - `variants`: the metric definitions, their variants and every test;
 - `confidence`: controls, seed replicates and the crossed design;
 - `methods`: the methods text, the sample funnel, models, datasets and provenance;

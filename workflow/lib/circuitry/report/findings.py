@@ -1,6 +1,7 @@
-"""The headline findings: each headline metric's change under the paper's loss, beside
-the confidence-free loss and the window loss, with its verdict, at one alpha and across
-alphas (the paper's Table 1 layout)."""
+"""The headline findings: each headline metric's change under the calibrated reading
+(target_unit), beside the paper's loss, ce_unit and the window loss, with the verdict the
+workflow gave it (`circuitry.verdicts`), at one alpha and across alphas (the paper's
+Table 1 layout)."""
 
 from __future__ import annotations
 
@@ -28,8 +29,11 @@ from circuitry.verdicts import (
     CONSISTENT,
     EXPLAINED,
     NO_CHANGE,
+    NOT_ROBUST,
     SAME_WINDOW,
     SIGNIFICANCE_LEVEL,
+    UNCALIBRATED,
+    VERDICTS,
 )
 
 SIGNIFICANCE_LEGEND = (
@@ -46,7 +50,9 @@ VERDICT_CSS = {
     CONSISTENT: "expected sig",
     AGAINST: "opposite sig",
     EXPLAINED: "confidence",
+    NOT_ROBUST: "not-robust",
     NO_CHANGE: "ns",
+    UNCALIBRATED: "uncalibrated",
     SAME_WINDOW: "na",
 }
 
@@ -54,23 +60,33 @@ VERDICT_CSS = {
 VERDICT_LEGEND = Markup(
     "Verdicts: "
     '<span class="part expected sig">consistent with the paper</span> significant under the '
-    "paper's loss (ce) the way the paper expects, and not explained by confidence; "
-    '<span class="part opposite sig">against the paper</span> the same, the other way; '
-    '<span class="part confidence">explained by confidence</span> significant under ce but '
-    "not the same way under the confidence-free loss (ce_unit), while the window loss "
-    "changed significantly the matching way (for intensity: the same sign); "
+    "paper's loss (ce) and under the calibrated reading (target_unit), both the way the "
+    "paper expects; "
+    '<span class="part opposite sig">against the paper</span> the same, both the other way; '
+    '<span class="part confidence">explained by confidence</span> significant under ce, the '
+    "calibrated reading does not agree (not significant, or the other way), and the window "
+    "loss moved the matching way (Wilcoxon q < 0.05 or a bootstrap 95% CI of its mean "
+    "change that excludes 0; for intensity the same sign as the change, for the other "
+    "metrics either way); "
+    '<span class="part not-robust">not robust to the confidence control</span> significant '
+    "under ce, the calibrated reading does not agree, and the window loss did not move the "
+    "matching way; "
     '<span class="part ns">no change</span> not significant under ce; '
+    '<span class="part uncalibrated">uncalibrated</span> the calibrated reading failed its '
+    "known-answer checks in this run, or none ran (see Calibration); "
     '<span class="part na">same window</span> every window equals a smaller α\'s.'
 )
 
 
 HEADLINE_CELL_NOTE = (
-    "Each cell: ce, the change under the paper's loss; unit, the change under ce_unit "
-    "(every window position's logit gradient of unit length); loss, the change of the "
-    "window's mean cross-entropy (negative: the tuned model is surer of its answer); then "
-    "the verdict. Intensity changes are geometric means of per-sample ratios. Hover a cell "
-    "for values, q and the Spearman correlation between the per-sample intensity and "
-    "loss changes."
+    "Each cell: calibrated, the change under target_unit (the confidence-free reading, "
+    "proven on known answers: see Calibration) and its q; ce, the change under the paper's "
+    "loss; unit, the change under ce_unit (biased by the model's temperature); loss, the "
+    "change of the window's mean cross-entropy (negative: the tuned model is surer of its "
+    "answer); then the verdict, and a note where one applies. Intensity changes are "
+    "geometric means of per-sample ratios. Hover a cell for every q, the window loss's "
+    "bootstrap CI and the Spearman correlation between the per-sample intensity and loss "
+    "changes."
 )
 
 
@@ -168,12 +184,19 @@ def headline_rows(
 
 
 def reading_text(label: str, cell: Mapping, prefix: str) -> str:
-    """`label ↑ +12.3%**`: one reading (ce, unit or loss) of a headline cell."""
+    """`label ↑ +12.3%**`: one reading (calibrated, ce, unit or loss) of a headline cell."""
     change, pct, q = (cell.get(f"{prefix}_{c}") for c in ("change", "change_pct", "q"))
     if is_missing(change):
         return f"{label} {MISSING}"
     shown = format_percent(pct) if not is_missing(pct) else format_number(change)
     return f"{label} {arrow(change)} {shown}{significance_mark(q)}"
+
+
+def lead_text(cell: Mapping) -> str:
+    """The calibrated reading with its q: `calibrated ↑ +12.3%* (q = 0.0120)`."""
+    text = reading_text("calibrated", cell, "calibrated")
+    q = cell.get("calibrated_q")
+    return text if is_missing(q) else f"{text} (q = {format_number(q)})"
 
 
 def verdict_css(verdict_name: str, neutral: bool) -> str:
@@ -185,10 +208,13 @@ def verdict_css(verdict_name: str, neutral: bool) -> str:
 
 def headline_tooltip(cell: Mapping) -> str:
     parts = [
+        f"target_unit: q = {format_number(cell['calibrated_q'])}",
         f"ce: q = {format_number(cell['ce_q'])}",
         f"ce_unit: q = {format_number(cell['unit_q'])}",
-        f"window loss: q = {format_number(cell['loss_q'])}",
+        f"window loss: q = {format_number(cell['loss_q'])}, bootstrap 95% CI of the mean "
+        f"change [{format_number(cell['loss_ci_low'])}, {format_number(cell['loss_ci_high'])}]",
         f"n = {format_number(cell['n'])}",
+        f"calibration {cell['calibration']}",
     ]
     if not is_missing(cell["loss_spearman"]):
         parts.append(f"Spearman(Δ metric, Δ loss) = {format_number(cell['loss_spearman'])}")
@@ -196,17 +222,21 @@ def headline_tooltip(cell: Mapping) -> str:
 
 
 def headline_cell(cell: Mapping | None, neutral: bool = False) -> Cell:
-    """ce, ce_unit and window-loss changes of one headline cell, then its verdict."""
+    """The calibrated reading first, then ce, ce_unit and the window loss of one headline
+    cell, its verdict and its note (if any)."""
     if cell is None:
         return Cell(MISSING, "na", "no result for this condition")
     if cell["verdict"] == SAME_WINDOW:
         return Cell(f"same window as {format_alpha(cell['duplicate_of'])}", "na")
     parts = (
+        (lead_text(cell), ""),
         (reading_text("ce", cell, "ce"), ""),
         (reading_text("unit", cell, "unit"), ""),
         (reading_text("loss", cell, "loss"), ""),
         (cell["verdict"], verdict_css(cell["verdict"], neutral)),
     )
+    if cell["note"]:
+        parts += ((f"note: {cell['note']}", "cell-note"),)
     return Cell(parts=parts, title=headline_tooltip(cell))
 
 
@@ -220,7 +250,7 @@ def headline_table(
     table_id: str = "headline-table",
 ) -> Table:
     """The paper's Table 1 layout at one alpha: dataset x headline metric rows, pair columns,
-    each cell the change under both losses, the window-loss change and the verdict."""
+    each cell the change under every reading, the window-loss change and the verdict."""
     index = verdict_index(verdicts)
     rows = headline_rows(
         pairs,
@@ -252,9 +282,7 @@ def alpha_sweep_cell(
 ) -> Cell:
     cells = [index.get((pair, dataset, float(alpha), metric)) for alpha in alphas]
     verdicts = [cell["verdict"] for cell in cells if cell is not None]
-    title = ", ".join(
-        f"{verdicts.count(v)} {v}" for v in (CONSISTENT, EXPLAINED, AGAINST, NO_CHANGE, SAME_WINDOW)
-    )
+    title = ", ".join(f"{verdicts.count(v)} {v}" for v in VERDICTS if v in verdicts)
     return Cell(parts=tuple(sweep_part(cell, neutral) for cell in cells), title=title)
 
 
@@ -291,19 +319,20 @@ def alpha_sweep_table(
 
 
 def overview_text(verdicts: pd.DataFrame, pairs: Mapping[str, str], alpha: float) -> list[str]:
-    """One sentence per pair: how many headline cells at the headline alpha get each verdict."""
+    """One sentence per pair: how many headline cells at the headline alpha get each verdict
+    (uncalibrated and same window only where some are)."""
     sentences = []
     for pair, method in pairs.items():
         rows = verdicts[(verdicts["pair"] == pair) & (verdicts["alpha"] == float(alpha))]
         counts = rows["verdict"].value_counts()
         shown = ", ".join(
-            f"{int(counts.get(v, 0))} {v}" for v in (CONSISTENT, EXPLAINED, AGAINST, NO_CHANGE)
+            f"{int(counts.get(v, 0))} {v}"
+            for v in VERDICTS
+            if v in counts or v not in (UNCALIBRATED, SAME_WINDOW)
         )
         sentences.append(
             f"{pair_label(pair, method)}: of {len(rows)} headline results at "
-            f"{format_alpha(alpha)}: {shown}"
-            + (f", {int(counts[SAME_WINDOW])} same window" if SAME_WINDOW in counts else "")
-            + "."
+            f"{format_alpha(alpha)}: {shown}."
         )
     return sentences
 

@@ -16,6 +16,7 @@ from circuitry.metrics import ROLES
 from circuitry.pairing import cut_length
 from circuitry.provenance import Provenance
 from circuitry.report.blocks import Cell, Row, Table
+from circuitry.report.calibration import LOSSES_TEXT, VERDICT_RULE_TEXT, calibration_text
 from circuitry.report.format import MISSING, format_alpha, format_number, format_percent_plain
 
 
@@ -310,7 +311,8 @@ def batching_text(generation: Mapping) -> str:
 
 
 def methods_paragraphs(config: Mapping, n_tests: int) -> list[Markup]:
-    """The methods text, generated from the config (values escaped)."""
+    """The methods text, generated from the config (values escaped): the answers, the
+    filter, EAP, the statistics, the readings, the known-answer pairs and the verdicts."""
     filters = config["filter"]
     stats = config["stats"]
     alphas = ", ".join(str(a) for a in config["eap"]["alphas"])
@@ -351,8 +353,9 @@ def methods_paragraphs(config: Mapping, n_tests: int) -> list[Markup]:
             "(each projection's own copy of the residual stream), <code>m<i>l</i></code> and "
             "<code>logits</code>; an edge u → v exists when u is computed before v reads the "
             "residual stream. For each answer fraction α in {{{alphas}}} a model reads the "
-            "prompt and the first cut_len tokens of its own answer (above); the loss L is its "
-            "mean cross-entropy on those tokens, and edge u → v scores "
+            "prompt and the first cut_len tokens of its own answer (above); under the paper's "
+            "loss L is its mean cross-entropy on those tokens (the other readings below), and "
+            "edge u → v scores "
             "−Σ O<sub>u</sub> · ∂L/∂in<sub>v</sub> over positions and hidden dimensions "
             "(one forward and one backward pass per batch, accumulated in float32)."
         ).format(alphas=alphas),
@@ -374,6 +377,9 @@ def methods_paragraphs(config: Mapping, n_tests: int) -> list[Markup]:
             "the window's cross-entropy, with the Spearman correlation of the two across "
             "samples. Random seed {seed}."
         ).format(n_resamples=stats["n_resamples"], n_tests=n_tests, seed=stats["seed"]),
+        LOSSES_TEXT,
+        calibration_text(config),
+        VERDICT_RULE_TEXT,
     ]
 
 

@@ -15,6 +15,7 @@ from circuitry.figures.metrics import CONFIDENCE_CAPTION
 from circuitry.figures.pair import pair_figure_captions
 from circuitry.provenance import Provenance
 from circuitry.report.blocks import Code, Details, Examples, Section, Text, figure
+from circuitry.report.calibration import calibration_blocks
 from circuitry.report.confidence import (
     controls_table,
     decomposition_table,
@@ -52,7 +53,6 @@ from circuitry.report.variants import (
     variant_table,
 )
 from circuitry.results import EXAMPLE_CHARS, N_EXAMPLES, Study, pair_label
-from circuitry.verdicts import headline_verdicts
 
 
 def pair_section(study: Study, pair: str) -> Section:
@@ -87,9 +87,14 @@ def headline_alpha_of(study: Study, alpha: float | None) -> float:
     return alpha
 
 
+def calibration_section(study: Study) -> Section:
+    """The known-answer pairs that prove the calibrated reading, before any verdict."""
+    return Section("calibration", "Calibration", calibration_blocks(study.calibration))
+
+
 def headline_section(study: Study, alpha: float) -> Section:
     pairs, neutral = headline_pairs(study.config), is_pipeline_check(study.config)
-    verdicts = headline_verdicts(study.tests)
+    verdicts = study.verdicts
     others = [a for a in study.alphas if a != alpha]
     intro = [PIPELINE_CHECK_NOTE] if neutral else []
     intro += [*overview_text(verdicts, pairs, alpha), alpha_choice(alpha, study.alphas)]
@@ -120,15 +125,19 @@ def headline_section(study: Study, alpha: float) -> Section:
 def confidence_section(study: Study, alpha: float) -> Section:
     """Confidence beside every change: controls, seed agreement, crossed design, scatters."""
     neutral = is_pipeline_check(study.config)
-    verdicts = headline_verdicts(study.tests)
+    verdicts = study.verdicts
     controls = control_pairs(study.config)
     groups = replicate_groups(study.config)
     intro = [
         "A change in the EAP scores can come from the circuit or from the model's "
         "confidence: under the paper's loss (mean cross-entropy of the answer window) every "
         "score is scaled by the logit gradient, which shrinks as a model grows surer of "
-        "its answer. The confidence-free loss (ce_unit) gives each window position a "
-        "gradient of unit length; the window loss itself is reported beside every change.",
+        "its answer. The calibrated reading (target_unit) gives the centred target logit a "
+        "gradient of unit length at every final-norm input, so a pure change of the "
+        "model's temperature reads exactly zero (proven on known answers: see "
+        "Calibration). ce_unit, a unit-length gradient at the logits, is kept as a "
+        "reading but is not confidence-free: a temperature change alone moves it. The "
+        "window loss itself is reported beside every change.",
         *(
             identity_sentence(study.tests, pair, study.config)
             for pair, kind in controls.items()
@@ -278,6 +287,7 @@ def build_sections(
     """The report's sections in order; `extra_sections` go after the results, before methods."""
     alpha = headline_alpha_of(study, headline_alpha)
     sections = [
+        calibration_section(study),
         headline_section(study, alpha),
         confidence_section(study, alpha),
         Section(

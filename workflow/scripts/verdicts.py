@@ -1,0 +1,25 @@
+"""Rule verdicts: the verdict of every headline cell, under the calibration of this run."""
+
+from circuitry.calibration import calibration_state
+from circuitry.io import read_json, write_csv
+from circuitry.logs import setup_logging
+from circuitry.pairing import cut_length
+from circuitry.results import load_calibration, load_tests
+from circuitry.verdicts import headline_verdicts
+
+log = setup_logging(snakemake.log[0])
+tests = load_tests(snakemake.input.tests)
+calibration = calibration_state(load_calibration(snakemake.input.calibration))
+summaries = {
+    tuple(key): read_json(path)
+    for key, path in zip(snakemake.params.summary_keys, snakemake.input.summaries, strict=True)
+}
+cut_lens = {
+    (pair, dataset, float(alpha)): cut_length(float(alpha), summaries[pair, dataset])
+    for pair, dataset, alpha in tests[["pair", "dataset", "alpha"]]
+    .drop_duplicates()
+    .itertuples(index=False)
+}
+verdicts = headline_verdicts(tests, calibration, cut_lens)
+write_csv(snakemake.output[0], verdicts)
+log.info("calibration %s; %s", calibration, verdicts["verdict"].value_counts().to_dict())

@@ -110,11 +110,11 @@ def _calibration_factor_not_positive(c):
 
 
 def _calibration_node_not_a_node(c):
-    c["calibration"]["edits"]["planted-m14"]["node"] = "mlp14"
+    c["calibration"]["edits"]["planted-a14"]["node"] = "mlp14"
 
 
 def _calibration_planted_without_node(c):
-    del c["calibration"]["edits"]["planted-m14"]["node"]
+    del c["calibration"]["edits"]["planted-a14"]["node"]
 
 
 @pytest.mark.parametrize(
@@ -125,8 +125,8 @@ def _calibration_planted_without_node(c):
         (_calibration_alpha_not_scored, ["calibration.alpha", "0.2", "eap.alphas"]),
         (_calibration_without_its_loss, ["eap.losses: must include target_unit"]),
         (_calibration_factor_not_positive, ["calibration.edits.sharper.factor"]),
-        (_calibration_node_not_a_node, ["calibration.edits.planted-m14.node", "mlp14"]),
-        (_calibration_planted_without_node, ["calibration.edits.planted-m14", "'node'"]),
+        (_calibration_node_not_a_node, ["calibration.edits.planted-a14.node", "mlp14"]),
+        (_calibration_planted_without_node, ["calibration.edits.planted-a14", "'node'"]),
         (_unknown_model, ["pairs.mistral.tuned", "mistral-7b-rl-typo"]),
         (_alpha_above_one, ["eap.alphas.1", "maximum of 1"]),
         (_alpha_zero, ["eap.alphas.0"]),
@@ -315,8 +315,8 @@ def test_sft_continued_from_a_model_takes_its_architecture():
 def test_a_planted_node_beyond_a_known_models_layers_is_refused():
     """The toy's models state their layer count, so a node they lack fails at planning."""
     config = load_config("toy")
-    config["calibration"]["edits"]["planted-m2"]["node"] = "a4"  # 4 layers: a0 .. a3
-    with pytest.raises(ConfigError, match=r"calibration.edits.planted-m2.node: 'a4' does not"):
+    config["calibration"]["edits"]["planted-a0"]["node"] = "a4"  # 4 layers: a0 .. a3
+    with pytest.raises(ConfigError, match=r"calibration.edits.planted-a0.node: 'a4' does not"):
         check_config(config)
 
 
@@ -345,5 +345,5 @@ def test_a_planted_node_beyond_a_cached_hub_models_layers_is_refused(tmp_path, m
     (refs / "main").write_text("abc")
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
     config = load_config("config")
-    with pytest.raises(ConfigError, match=r"planted-m14.node: 'm14' does not exist in deepseek"):
+    with pytest.raises(ConfigError, match=r"planted-a14.node: 'a14' does not exist in deepseek"):
         check_config(config)

@@ -84,6 +84,7 @@ PLANNING_MODULES = {
     "circuitry.paths",
     "circuitry.prompts",
     "circuitry.provenance",
+    "circuitry.reproducibility",
     "circuitry.runs",
 }
 

@@ -677,10 +677,10 @@ def test_calibration_shows_the_planted_node_and_ce_units_temperature_bias():
     assert "paper's loss (ce) failed, ce_unit failed" in status
     assert "+60.0% under logits x 1.5 (toy-sft, toy-gsm8k)" in status
     assert "largest |change| on any headline metric there: 0.200%" in status
-    rows = calibration_rows_of(tables, "planted-m2", "toy-math")
+    rows = calibration_rows_of(tables, "planted-a0", "toy-math")
     assert list(rows) == ["calibrated (target_unit)", "paper's loss (ce)", "ce_unit"]
     planted = rows["calibrated (target_unit)"]
-    assert planted[-3].text == "m2: rank 1; top m2"
+    assert planted[-3].text == "a0: rank 1; top a0"
     assert [cell.css for cell in planted[2:6]] == ["pass", "", "", ""]  # only intensity known
     unit = calibration_rows_of(tables, "sharper", "toy-math")["ce_unit"]
     assert (unit[2].text, unit[2].css, unit[-1].text) == ("+60.0%", "fail", "FAILED")
@@ -732,7 +732,7 @@ def test_methods_text_comes_from_the_config_and_is_escaped():
     assert "log(tuned/base)" in text and "geometric mean" in text
     assert "exactly invariant to a logit scale" in text  # target_unit
     assert "a pure temperature change moves it" in text  # ce_unit
-    assert "sharper: logits x 1.5" in text and "planted-m2: m2 output x 1.5" in text
+    assert "sharper: logits x 1.5" in text and "planted-a0: a0 output x 1.5" in text
     assert "<em>not robust to the confidence control</em>" in text
     config["calibration"]["enabled"] = False
     text = " ".join(methods_paragraphs(config, n_tests=17))

@@ -2,12 +2,14 @@
 
 `test_toy_study_end_to_end` runs the README's own command (`snakemake --cores 2`) in the
 project directory: after the quickstart every output is up to date and Snakemake only
-checks them; on a fresh checkout it builds the whole study (about 10 minutes on 2 cores).
+checks them; on a fresh checkout it builds the whole study (12.5 minutes on 2 cores of the
+reference machine).
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import itertools
 import json
 import os
@@ -144,6 +146,30 @@ def test_every_model_reproduces_its_own_answers_under_teacher_forcing(toy_study)
             path = toy_study / f"results/generations/{model}/{dataset}.provenance.json"
             forced = read_json(path)["teacher_forcing"]
             assert forced["n_tokens"] > 0 and forced["agreement"] == 1.0, (model, dataset)
+
+
+def stated_hashes() -> dict[str, str]:
+    """The README's table of toy model files and their sha256 (after `<!-- toy-hashes -->`)."""
+    table = (ROOT / "README.md").read_text().split("<!-- toy-hashes -->")[1].split("\n\n")[1]
+    rows = re.findall(r"^\| `([^`]+)` \| `([0-9a-f]{64})` \|$", table, flags=re.MULTILINE)
+    return dict(rows)
+
+
+def test_the_toy_models_are_the_bits_the_readme_states(toy_study):
+    """Every model the toy trains (and every checkpoint of its GRPO run) has the sha256 the
+    README states: the same bits on any x86-64 CPU with AVX2 (the workflow pins the CPU
+    code paths, `circuitry.reproducibility`). A change that moves them updates the README."""
+    files = sorted(toy_study.glob("resources/models/*/model.safetensors")) + sorted(
+        toy_study.glob("resources/dynamics/*/checkpoint-*/model.safetensors")
+    )
+    built = {
+        str(path.parent.relative_to(toy_study / "resources")): hashlib.sha256(
+            path.read_bytes()
+        ).hexdigest()
+        for path in files
+    }
+    assert len(built) == len(TOY["models"]) + len(runs.all_followed(TOY))
+    assert built == stated_hashes()
 
 
 def test_toy_lineage_meets_its_accuracy_targets(toy_study):

@@ -23,6 +23,12 @@ os.environ.update(
     )
 )
 
+from circuitry.reproducibility import pin_cpu_code_paths
+
+# Every job runs on the same CPU code paths: the toy's models are the same bits on any
+# x86-64 CPU with AVX2 (circuitry.reproducibility).
+pin_cpu_code_paths(os.environ)
+
 from snakemake.utils import validate
 
 from circuitry import runs

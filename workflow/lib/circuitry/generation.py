@@ -74,6 +74,7 @@ class LoadedModel:
             "dtype": str(self.dtype).removeprefix("torch."),
             "device": self.device.type,
             "eos_token_ids": list(self.eos_token_ids),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "torch": torch.__version__,
             "transformers": transformers.__version__,
         }

@@ -325,7 +325,7 @@ def _score_batch(
             torch.autograd.grad(logits, scorer.sink, gradient, retain_graph=k + 1 < len(losses))
             del gradient
             scorer.finish_pass()
-            starts = start_lengths(loss, window, logits.shape[-1])
+            starts = start_lengths(loss, window, batch, logits.shape[-1])
             grad_logits_norms.append(window_mean(weights * starts, batch))
     shared = {
         "window_ce": window_mean(window.ce, batch),

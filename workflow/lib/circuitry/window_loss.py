@@ -1,7 +1,8 @@
 """The loss window of a batch of samples: inputs, logits, the losses and their gradients.
 
-The losses (`ce`, `ce_unit`, `target_unit`) are defined in `circuitry.eap`'s docstring. Batches are
-right-padded and logits are computed only at the union of the samples' loss positions.
+The losses (`ce`, `ce_unit`, `target_unit`) are defined in `circuitry.eap`'s docstring.
+Batches are right-padded and logits are computed only at the union of the samples' loss
+positions.
 Shared by EAP scoring (`circuitry.eap`) and the edge ablations (`circuitry.ablation`).
 """
 
@@ -173,11 +174,14 @@ def target_gradient_lengths(
     return torch.linalg.vector_norm(gradient[:, batch.keep].to(logits.dtype), dim=-1) * valid
 
 
-def start_lengths(loss: str, window: PositionStatistics, vocab_size: int) -> torch.Tensor:
+def start_lengths(
+    loss: str, window: PositionStatistics, batch: Batch, vocab_size: int
+) -> torch.Tensor:
     """||g_t|| (`ce`, `ce_unit`) or ||c_t|| = sqrt(1 - 1/V) (`target_unit`) per kept position:
     the length of the unweighted logit gradient each loss starts from (0 off the window)."""
     if loss == "target_unit":
-        return (window.grad_norm > 0) * (1.0 - 1.0 / vocab_size) ** 0.5
+        valid = (batch.targets != IGNORE).to(window.grad_norm.dtype)
+        return valid * (1.0 - 1.0 / vocab_size) ** 0.5
     return window.grad_norm
 
 

@@ -3,12 +3,15 @@ a planted change is detected where it was planted, and the analysis says so."""
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 from test_eap import FAMILIES, make_samples, tiny_model
 
+from circuitry.architectures import architecture_for
 from circuitry.calibration import (
     CALIBRATED_LOSS,
     COLUMNS,
@@ -20,8 +23,10 @@ from circuitry.calibration import (
 )
 from circuitry.eap import model_graph, score_windows
 from circuitry.edits import apply_edit
+from circuitry.hooks import EdgeScorer, install_hooks, scoring_mode
 from circuitry.metrics import HEADLINE_METRICS
 from circuitry.scorefile import LOSSES, EdgeScores
+from circuitry.window_loss import make_batch, window_logits
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -110,12 +115,6 @@ def test_a_planted_edit_scales_exactly_its_nodes_output(node):
 
 def _node_outputs(model, samples) -> torch.Tensor:
     """The forward nodes' outputs `[1, n_forward, T, hidden]` as EAP's scorer buffers them."""
-    import contextlib
-
-    from circuitry.architectures import architecture_for
-    from circuitry.hooks import EdgeScorer, install_hooks, scoring_mode
-    from circuitry.window_loss import make_batch, window_logits
-
     scorer = EdgeScorer(model_graph(model))
     with scoring_mode(model), contextlib.ExitStack() as hooks:
         install_hooks(hooks, model, architecture_for(model), model_graph(model), scorer)

@@ -9,6 +9,8 @@ rule metrics:
         **metrics_outputs(ALPHAS),
     log:
         "logs/metrics/{pair}/{dataset}.log",
+    benchmark:
+        "benchmarks/metrics/{pair}/{dataset}.tsv"
     conda:
         "../../envs/circuitry.yaml"
     threads: 1
@@ -34,6 +36,8 @@ rule fidelity:
         FIDELITY_FILE,
     log:
         "logs/fidelity/{pair}/{dataset}.log",
+    benchmark:
+        "benchmarks/fidelity/{pair}/{dataset}.tsv"
     conda:
         "../../envs/circuitry.yaml"
     threads: 1
@@ -58,6 +62,8 @@ rule stats:
         TESTS,
     log:
         "logs/stats.log",
+    benchmark:
+        "benchmarks/stats.tsv"
     conda:
         "../../envs/circuitry.yaml"
     resources:
@@ -76,6 +82,8 @@ rule verdicts:
         VERDICTS,
     log:
         "logs/verdicts.log",
+    benchmark:
+        "benchmarks/verdicts.tsv"
     conda:
         "../../envs/circuitry.yaml"
     resources:

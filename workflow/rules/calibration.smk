@@ -44,6 +44,8 @@ rule calibration:
         CALIBRATION_TABLE,
     log:
         "logs/calibration/{model}.log",
+    benchmark:
+        "benchmarks/calibration/{model}.tsv"
     conda:
         "../../envs/circuitry.yaml"
     threads: 1

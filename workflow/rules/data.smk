@@ -14,6 +14,8 @@ rule download_dataset:
         summary=DATASET_SUMMARY,
     log:
         "logs/download_dataset/{dataset}.log",
+    benchmark:
+        "benchmarks/download_dataset/{dataset}.tsv"
     wildcard_constraints:
         dataset=one_of(ALL_DATASETS),
     conda:

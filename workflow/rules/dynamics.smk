@@ -42,6 +42,8 @@ if CHECKPOINTS:
             directory(TRAINED_MODEL_DIR),
         log:
             "logs/merge_adapter/{model}.log",
+        benchmark:
+            "benchmarks/merge_adapter/{model}.tsv"
         wildcard_constraints:
             model=one_of(adapter_models()),
         conda:
@@ -71,6 +73,8 @@ if CHECKPOINTS:
             summary=DYNAMICS_PROBLEMS_SUMMARY,
         log:
             "logs/dynamics_problems/{init}.log",
+        benchmark:
+            "benchmarks/dynamics_problems/{init}.tsv"
         wildcard_constraints:
             init=one_of(DYNAMICS_INITS),
         conda:
@@ -143,6 +147,8 @@ if CHECKPOINTS:
             ),
         log:
             "logs/dynamics.log",
+        benchmark:
+            "benchmarks/dynamics.tsv"
         conda:
             "../../envs/circuitry.yaml"
         resources:

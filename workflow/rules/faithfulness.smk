@@ -74,6 +74,8 @@ if FAITHFULNESS_SCOPE["pairs"]:
             ),
         log:
             "logs/faithfulness_figure.log",
+        benchmark:
+            "benchmarks/faithfulness_figure.tsv"
         conda:
             "../../envs/circuitry.yaml"
         resources:

@@ -13,6 +13,8 @@ rule pair_samples:
         summary=PAIR_SUMMARY,
     log:
         "logs/pair_samples/{pair}/{dataset}.log",
+    benchmark:
+        "benchmarks/pair_samples/{pair}/{dataset}.tsv"
     conda:
         "../../envs/circuitry.yaml"
     resources:

@@ -27,6 +27,8 @@ rule figures:
         ],
     log:
         "logs/figures/{pair}.log",
+    benchmark:
+        "benchmarks/figures/{pair}.tsv"
     conda:
         "../../envs/circuitry.yaml"
     resources:
@@ -59,6 +61,8 @@ if TRAINING_FIGURES:
             ],
         log:
             "logs/training_figures.log",
+        benchmark:
+            "benchmarks/training_figures.tsv"
         conda:
             "../../envs/circuitry.yaml"
         resources:
@@ -86,6 +90,8 @@ rule report:
         REPORT,
     log:
         "logs/report.log",
+    benchmark:
+        "benchmarks/report.tsv"
     conda:
         "../../envs/circuitry.yaml"
     resources:

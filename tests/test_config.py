@@ -347,3 +347,21 @@ def test_a_planted_node_beyond_a_cached_hub_models_layers_is_refused(tmp_path, m
     config = load_config("config")
     with pytest.raises(ConfigError, match=r"planted-a14.node: 'a14' does not exist in deepseek"):
         check_config(config)
+
+
+def test_shipped_weights_stand_only_for_the_recipe_that_built_them():
+    """toy-sft's shipped weights record their recipe; a changed recipe is refused, naming
+    what changed, so the workflow never installs weights another recipe built."""
+    config = load("toy.yaml")
+    check_config(config)
+    config["models"]["toy-sft"]["train"]["steps"] = 2500
+    config["models"]["toy-sft"]["train"]["seed"] = 1
+    with pytest.raises(ConfigError, match=r"models.toy-sft.train: .* \(seed, steps\); remove"):
+        check_config(config)
+
+
+def test_shipped_weights_must_exist(tmp_path):
+    config = load("toy.yaml")
+    config["models"]["toy-sft"]["train"]["shipped"] = str(tmp_path)
+    with pytest.raises(ConfigError, match=r"models.toy-sft.train.shipped: .*model.safetensors"):
+        check_config(config)

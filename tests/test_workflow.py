@@ -199,7 +199,7 @@ def save_local_model(directory, seed: int) -> None:
     """A tiny random Llama with the toy tokenizer, saved as a user's local model."""
     tokenizer = build_char_tokenizer()
     torch.manual_seed(seed)
-    save_model(toy_model(tokenizer), tokenizer, directory, pd.DataFrame())
+    save_model(toy_model(tokenizer), tokenizer, directory, pd.DataFrame(), {})
 
 
 def test_replacing_a_local_models_weights_reruns_its_generations(tmp_path):

@@ -56,6 +56,8 @@ from circuitry.paths import (
     PAIR_TESTS,
     PAIRS_FILE,
     PAPER_CONDITION,
+    REBUILT_CHECK,
+    REBUILT_MODEL_DIR,
     REPORT,
     RUN_DIR,
     TESTS,
@@ -76,6 +78,8 @@ from circuitry.config import (
     imported_file,
     model_spec,
     models_in_use,
+    recipe_of,
+    shipped_models,
     trained_models,
 )
 
@@ -98,6 +102,7 @@ ALL_DATASETS = all_datasets(config)
 MODELS = models_in_use(config)
 PAIRS = enabled_pairs(config)
 TRAINED = trained_models(config)
+SHIPPED = shipped_models(config)
 TRAINING_FIGURES = LAYOUT.training_figures(config)
 RUNS = {run["name"]: run for run in runs.followed_runs(config)}
 TRAIN_RUNS = [name for name, run in RUNS.items() if "train" in run]

@@ -11,7 +11,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from circuitry.paths import TRAINED_MODEL_DIR
+from circuitry.paths import RECIPE_FILE, TRAINED_MODEL_DIR, WEIGHTS_FILE
 from circuitry.runs import RunError, checkpoints, key_of
 
 
@@ -84,6 +84,21 @@ def all_datasets(config: dict) -> dict:
 def trained_models(config: dict) -> list[str]:
     """Models the workflow trains itself."""
     return [name for name, model in config["models"].items() if model.get("train")]
+
+
+def shipped_models(config: dict) -> dict[str, str]:
+    """Trained models whose weights the study ships (`train.shipped`) -> their directory:
+    the workflow installs these instead of training them."""
+    return {
+        name: model["train"]["shipped"]
+        for name, model in config["models"].items()
+        if model.get("train", {}).get("shipped")
+    }
+
+
+def recipe_of(train: dict) -> dict:
+    """What a `train` block tells the trainer: everything but where its weights ship."""
+    return {key: value for key, value in train.items() if key != "shipped"}
 
 
 def model_spec(models: dict, name: str) -> dict:
@@ -245,6 +260,27 @@ def _check_train(name: str, train: dict, config: dict) -> None:
                 f"{key}.data: {data!r} is not an entry of training_data "
                 f"(known: {', '.join(config.get('training_data', {})) or 'none'})"
             )
+    if train.get("shipped"):
+        _check_shipped(key, train)
+
+
+def _check_shipped(key: str, train: dict) -> None:
+    """Shipped weights stand for their recipe only if they were built from it: the recipe
+    they record (`recipe.json`, written by every training) is the one configured."""
+    shipped = Path(train["shipped"])
+    for name in (WEIGHTS_FILE, RECIPE_FILE):
+        if not (shipped / name).is_file():
+            raise ConfigError(f"{key}.shipped: {shipped / name} does not exist")
+    recorded, configured = json.loads((shipped / RECIPE_FILE).read_text()), recipe_of(train)
+    if recorded != configured:
+        changed = sorted(
+            k for k in recorded.keys() | configured.keys() if recorded.get(k) != configured.get(k)
+        )
+        raise ConfigError(
+            f"{key}: differs from the recipe the shipped weights in {shipped} were built "
+            f"with ({', '.join(changed)}); remove `shipped` to train the model from this "
+            "recipe, or rebuild it (`snakemake rebuild_shipped`) and ship the rebuild"
+        )
 
 
 def _check_dynamics(dynamics: dict, config: dict) -> None:

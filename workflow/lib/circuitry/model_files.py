@@ -10,7 +10,8 @@ import pandas as pd
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, set_seed
 
-from circuitry.io import atomic_dir
+from circuitry.io import atomic_dir, write_json
+from circuitry.paths import RECIPE_FILE
 
 LOG_FILE = "training_log.csv"
 
@@ -25,8 +26,11 @@ def seed_everything(seed: int) -> None:
     set_seed(seed, deterministic=True)
 
 
-def save_model(model, tokenizer, out_dir: str | Path, training_log: pd.DataFrame) -> None:
-    """Model, tokenizer and training log in save_pretrained layout, written atomically.
+def save_model(
+    model, tokenizer, out_dir: str | Path, training_log: pd.DataFrame, recipe: dict
+) -> None:
+    """Model, tokenizer, training log and the `train` settings that built it (`recipe`) in
+    save_pretrained layout, written atomically.
 
     The generation config saved is plain (the tokenizer's special tokens only), so no
     trainer's sampling settings travel with the weights; the live model is not touched.
@@ -40,6 +44,7 @@ def save_model(model, tokenizer, out_dir: str | Path, training_log: pd.DataFrame
         ).save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         training_log.to_csv(Path(tmp) / LOG_FILE, index=False)
+        write_json(Path(tmp) / RECIPE_FILE, recipe)
 
 
 def load_pretrained(source: str | Path, revision: str | None = None):

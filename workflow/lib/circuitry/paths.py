@@ -22,6 +22,12 @@ DATASET_SUMMARY = "resources/datasets/{dataset}.summary.json"
 DOWNLOADS = "resources/downloads"
 TRAINED_MODEL_DIR = "resources/models/{model}"
 TRAINING_LOG = "resources/models/{model}/training_log.csv"
+REBUILT_MODEL_DIR = "resources/rebuilt/{model}"
+REBUILT_CHECK = "results/rebuilt/{model}.json"
+# Files of a model directory: its weights (their sha256 is what a rebuild must match) and
+# the `train` settings that built it.
+WEIGHTS_FILE = "model.safetensors"
+RECIPE_FILE = "recipe.json"
 RUN_DIR = "resources/dynamics/{run}"
 TESTS = "results/stats/tests.csv"
 METRICS_FILE = "results/metrics/{pair}/{dataset}/alpha{alpha}.{ext}"

@@ -151,5 +151,5 @@ def train_sft(
         if step % LOG_EVERY == 0 or step == settings["steps"]:
             log.info("step %d: %s", step, format_log(records[-1]))
     frame = pd.DataFrame(records)
-    save_model(model.eval(), tokenizer, out_dir, frame)
+    save_model(model.eval(), tokenizer, out_dir, frame, settings)
     return frame

@@ -178,7 +178,7 @@ def train_grpo(
         with logprob_tiles_within(model.config.vocab_size):
             trainer.train()
     if out_dir is not None:
-        save_model(trainer.model, tokenizer, out_dir, callback.frame())
+        save_model(trainer.model, tokenizer, out_dir, callback.frame(), settings)
     return callback.frame()
 
 
@@ -286,7 +286,7 @@ def train_dpo(
         with logprob_tiles_within(model.config.vocab_size):
             trainer.train()
     frame = callback.frame().assign(n_pairs=len(pairs))
-    save_model(trainer.model, tokenizer, out_dir, frame)
+    save_model(trainer.model, tokenizer, out_dir, frame, settings)
     return frame
 
 

@@ -18,8 +18,7 @@ from circuitry.eap import (
 from circuitry.generation import load_model, load_tokenizer
 from circuitry.io import read_json, read_jsonl
 from circuitry.logs import setup_logging
-from circuitry.metrics import ROLES
-from circuitry.pairing import check_shared_vocabulary, cut_length
+from circuitry.pairing import ROLES, check_shared_vocabulary, cut_length
 from circuitry.scorefile import write_score_files
 
 log = setup_logging(snakemake.log[0])

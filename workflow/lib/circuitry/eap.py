@@ -78,9 +78,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from circuitry.architectures import Architecture, architecture_for
-from circuitry.fidelity import PAPER_CONTEXT_CAPS
 from circuitry.graph import Graph, build_graph
 from circuitry.hooks import EdgeScorer, input_device, install_hooks, scoring_mode
+from circuitry.pairing import PAPER_CONTEXT_CAPS
 from circuitry.scorefile import DIAGNOSTICS, LOSSES, TEXTS
 from circuitry.window_loss import (
     known_losses,

@@ -26,13 +26,17 @@ import numpy as np
 import pandas as pd
 
 from circuitry.metrics import ROLES
-from circuitry.pairing import MODES, FilterSettings, PairingError, cut_length, pair_samples
+from circuitry.pairing import (
+    MODES,
+    PAPER_CONTEXT_CAPS,
+    FilterSettings,
+    PairingError,
+    cut_length,
+    pair_samples,
+)
 from circuitry.sample_metrics import mass_entropy
 from circuitry.scorefile import EdgeScores, load_edge_scores
 
-# The paper scored EAP through TransformerLens, whose configs cap these families' context
-# (n_ctx) at 2048 tokens: it could not have scored a longer prompt + window.
-PAPER_CONTEXT_CAPS = {"mistral": 2048, "qwen2": 2048}
 COLUMNS = ("pair", "dataset", "deviation", "measure", "alpha", "role", "value")
 # The drawn sample whose bf16 read-back error the table quotes besides the last one.
 ERROR_AT_SAMPLE = 10

@@ -41,6 +41,9 @@ from fractions import Fraction
 
 ROLES = ("base", "tuned")
 MODES = ("exact", "paper")
+# The paper scored EAP through TransformerLens, whose configs cap these families' context
+# (n_ctx) at 2048 tokens: it could not have scored a longer prompt + window.
+PAPER_CONTEXT_CAPS = {"mistral": 2048, "qwen2": 2048}
 REQUIRED_KEYS = ("idx", "prompt_token_ids", "completion_token_ids", "correct")
 
 

@@ -10,6 +10,7 @@ import yaml
 
 from circuitry.config import (
     ConfigError,
+    anchor_shipped,
     calibration_scope,
     check_config,
     control_pairs,
@@ -365,3 +366,12 @@ def test_shipped_weights_must_exist(tmp_path):
     config["models"]["toy-sft"]["train"]["shipped"] = str(tmp_path)
     with pytest.raises(ConfigError, match=r"models.toy-sft.train.shipped: .*model.safetensors"):
         check_config(config)
+
+
+def test_shipped_weights_are_read_from_the_checkout_whatever_the_working_directory(tmp_path):
+    config = load("toy.yaml")
+    anchor_shipped(config, ROOT)
+    assert config["models"]["toy-sft"]["train"]["shipped"] == str(ROOT / "config/shipped/toy-sft")
+    anchor_shipped(config, tmp_path)  # an absolute path stays
+    assert config["models"]["toy-sft"]["train"]["shipped"] == str(ROOT / "config/shipped/toy-sft")
+    check_config(config)

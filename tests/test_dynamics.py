@@ -38,7 +38,7 @@ def test_checkpoints_become_models_of_the_initial_models_lineage():
     written = copy.deepcopy(config)
     found = runs.all_followed(config)
     models = runs.all_models(config, found)
-    steps = list(range(10, 61, 10))
+    steps = list(range(10, 31, 10))
     assert [c.name for c in found] == [f"dyn-grpo-t0.6-step{s}" for s in steps] + [
         f"dyn-grpo-t1-step{s}" for s in steps
     ]
@@ -52,8 +52,8 @@ def test_checkpoints_become_models_of_the_initial_models_lineage():
         "built": "resources/dynamics/grpo-t1",
     }
     assert model["template"] == "toy" and model["gpu"] is False
-    toy = runs.all_followed(toy_config())  # the toy: one run, every 20 steps
-    assert [c.name for c in toy] == [f"dyn-grpo-t1-step{s}" for s in (20, 40, 60)]
+    toy = runs.all_followed(toy_config())  # the toy: one run, every 15 steps
+    assert [c.name for c in toy] == [f"dyn-grpo-t1-step{s}" for s in (15, 30)]
     assert runs.scored_texts(config, "toy-sft") == ["initial"]
     assert runs.scored_texts(config, "dyn-grpo-t1-step30") == ["initial", "own"]
     assert runs.init_of(config, models, "dyn-grpo-t0.6-step10") == "toy-sft"

@@ -2,7 +2,7 @@
 
 `test_toy_study_end_to_end` runs the README's own command (`snakemake --cores 2`) in the
 project directory: after the quickstart every output is up to date and Snakemake only
-checks them; on a fresh checkout it builds the whole study (12.5 minutes on 2 cores of the
+checks them; on a fresh checkout it builds the whole study (5.8 minutes on 2 cores of the
 reference machine).
 """
 
@@ -298,16 +298,16 @@ def lora_adapter(base: Path, folder: Path) -> None:
 
 
 def test_every_source_reads_the_toy_run_as_the_train_source_does(toy_study, tmp_path):
-    """The toy's GRPO run read back as a trl output directory, as a glob of two of its
-    checkpoint folders and as hub revisions of two: the same weights give the same
+    """The toy's GRPO run read back as a trl output directory, as a glob of one of its
+    two checkpoint folders and as hub revisions of both: the same weights give the same
     summary rows as the run the workflow trained. A trl run of a LoRA adapter is merged
-    onto its initial model. Then a third folder joins the glob and only its own jobs (and
+    onto its initial model. Then the other folder joins the glob and only its own jobs (and
     the summary) are planned."""
     (toy_run,) = TOY["dynamics"]["runs"]
     shutil.copytree(toy_study / "resources/dynamics" / toy_run["name"], tmp_path / "grpo")
-    folders = {s: tmp_path / "grpo" / f"checkpoint-{s}" for s in (20, 40, 60)}
+    folders = {s: tmp_path / "grpo" / f"checkpoint-{s}" for s in (15, 30)}
     hub_cache(
-        tmp_path / "hf", "circuitry/toy-grpo", {"step-20": folders[20], "step-60": folders[60]}
+        tmp_path / "hf", "circuitry/toy-grpo", {"step-15": folders[15], "step-30": folders[30]}
     )
     lora_adapter(toy_study / "resources/models/toy-sft", tmp_path / "lora" / "checkpoint-5")
     runs = [
@@ -315,12 +315,12 @@ def test_every_source_reads_the_toy_run_as_the_train_source_does(toy_study, tmp_
         {
             "name": "dirs",
             "init": "toy-sft",
-            "dirs": {"glob": str(tmp_path / "grpo" / "checkpoint-[24]0"), "step": r"-(\d+)$"},
+            "dirs": {"glob": str(tmp_path / "grpo" / "checkpoint-1*"), "step": r"-(\d+)$"},
         },
         {
             "name": "hub",
             "init": "toy-sft",
-            "revisions": {"hub_id": "circuitry/toy-grpo", "revisions": ["step-20", "step-60"]},
+            "revisions": {"hub_id": "circuitry/toy-grpo", "revisions": ["step-15", "step-30"]},
         },
         {"name": "lora", "init": "toy-sft", "trl": str(tmp_path / "lora")},
     ]
@@ -333,7 +333,7 @@ def test_every_source_reads_the_toy_run_as_the_train_source_does(toy_study, tmp_
     expected = pd.read_csv(toy_study / "results/dynamics/summary.csv")
     expected = expected[expected["run"] == toy_run["name"]].drop(columns="run")
     summary = pd.read_csv(tmp_path / "results/dynamics/summary.csv")
-    for run, steps in (("reread", [0, 20, 40, 60]), ("dirs", [0, 20, 40]), ("hub", [0, 20, 60])):
+    for run, steps in (("reread", [0, 15, 30]), ("dirs", [0, 15]), ("hub", [0, 15, 30])):
         rows = summary[summary["run"] == run].drop(columns="run").reset_index(drop=True)
         assert sorted(set(rows["step"])) == steps
         pd.testing.assert_frame_equal(
@@ -346,7 +346,7 @@ def test_every_source_reads_the_toy_run_as_the_train_source_does(toy_study, tmp_
 
     study = yaml.safe_load(Path(config).read_text())
     study["dynamics"]["runs"][1]["dirs"]["glob"] = str(tmp_path / "grpo" / "checkpoint-*")
-    Path(config).write_text(yaml.safe_dump(study))  # the glob now finds step 60 too
+    Path(config).write_text(yaml.safe_dump(study))  # the glob now finds step 30 too
     planned = run_snakemake(*target, "--dry-run", workdir=tmp_path, env=env)
     assert planned.returncode == 0, planned.stdout + planned.stderr
     jobs = set()
@@ -355,8 +355,8 @@ def test_every_source_reads_the_toy_run_as_the_train_source_does(toy_study, tmp_
             wildcards = re.search(r"wildcards: (.*)", block)
             jobs.add((rule.group(1), wildcards.group(1) if wildcards else None))
     assert jobs == {
-        ("generate_dynamics", "model=dyn-dirs-step60"),
-        ("eap_score_checkpoint", "model=dyn-dirs-step60"),
+        ("generate_dynamics", "model=dyn-dirs-step30"),
+        ("eap_score_checkpoint", "model=dyn-dirs-step30"),
         ("dynamics", None),
     }
 
@@ -371,6 +371,7 @@ def reduced_toy_config(tmp_path, n_problems: int, batch_size: int) -> str:
     for model in config["models"].values():
         model["train"]["data"] = ["toy-gsm8k-train"]
     config["models"]["toy-sft"]["train"]["steps"] = 20
+    del config["models"]["toy-sft"]["train"]["shipped"]  # another recipe: trained here
     config["generation"]["batch_size"] = batch_size
     del config["dynamics"]
     config["faithfulness"]["enabled"] = False

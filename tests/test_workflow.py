@@ -53,10 +53,10 @@ def test_full_config_plans_every_stage(tmp_path):
         "download_dataset": datasets + 1,  # + GSM8K train
         "generate": models,  # one job per model: every dataset
         "generate_dynamics": checkpoints + 1,  # + the initial model, on GSM8K only
-        "pair_samples": pairs * datasets,
+        "pair_samples": pairs,  # one job per pair: every dataset
         "eap_score": pairs,
-        "metrics": pairs * datasets,
-        "fidelity": pairs * datasets,
+        "metrics": pairs,
+        "fidelity": pairs,
         "faithfulness": pairs * datasets * 2,  # both roles at one alpha (0.1)
         "faithfulness_figure": 1,
         "dynamics_problems": 1,
@@ -102,14 +102,14 @@ def test_one_family_plans_only_that_pairs_jobs(tmp_path):
         assert wildcards.get("model", "mistral-7b-sft") in mistral, job
     counts = Counter(job["rule"] for job in jobs)
     assert counts["generate"] == 2
-    assert counts["pair_samples"] == 3
+    assert counts["pair_samples"] == 1  # one job: every dataset
     assert counts["eap_score"] == 1  # one job: both roles, every dataset and alpha
     assert counts["figures"] == 1
 
 
 def test_one_eap_job_writes_every_condition_and_one_metrics_job_reads_them():
-    """dataset x alpha x loss x text x role files from one EAP job per pair; the metrics
-    job of each pair and dataset reads exactly that dataset's files."""
+    """dataset x alpha x loss x text x role files from one EAP job per pair; the pair's
+    metrics job reads exactly those files and writes every dataset's metrics and tests."""
     toy = yaml.safe_load((ROOT / "config" / "toy.yaml").read_text())
     jobs = dry_run_jobs()
     (eap,) = [
@@ -127,15 +127,16 @@ def test_one_eap_job_writes_every_condition_and_one_metrics_job_reads_them():
         )
 
     assert sorted(eap["output"]) == sorted(f for d in toy["datasets"] for f in score_files(d))
-    where = {"pair": "toy-grpo", "dataset": "toy-math"}
-    (metrics,) = [job for job in jobs if job["rule"] == "metrics" and job["wildcards"] == where]
-    assert sorted(metrics["input"]) == score_files("toy-math")
+    (metrics,) = [
+        job for job in jobs if job["rule"] == "metrics" and job["wildcards"] == {"pair": "toy-grpo"}
+    ]
+    assert sorted(metrics["input"]) == sorted(eap["output"])
     assert sorted(metrics["output"]) == sorted(
-        [f"results/metrics/{where['pair']}/{where['dataset']}/tests.csv"]
-        + [
-            f"results/metrics/{where['pair']}/{where['dataset']}/alpha{alpha}.{ext}"
-            for alpha in toy["eap"]["alphas"]
-            for ext in ("csv", "json")
+        f"results/metrics/toy-grpo/{dataset}/{name}"
+        for dataset in toy["datasets"]
+        for name in [
+            "tests.csv",
+            *(f"alpha{alpha}.{ext}" for alpha in toy["eap"]["alphas"] for ext in ("csv", "json")),
         ]
     )
 
@@ -153,7 +154,12 @@ def test_stage_targets_stop_at_their_stage():
         return {job["rule"] for job in dry_run_jobs(target)}
 
     assert rules("stage_data") == {"download_dataset", "stage_data"}
-    assert rules("stage_models") == {"download_dataset", "train_model", "stage_models"}
+    assert rules("stage_models") == {
+        "download_dataset",
+        "install_shipped_model",
+        "train_model",
+        "stage_models",
+    }
     assert "eap_score" not in rules("stage_pairs")
     assert "report" not in rules("stage_eap") | rules("stage_metrics")
 

@@ -2,23 +2,25 @@
 # of every headline cell, and what the deviations from the paper's code change (fidelity).
 
 
+# One job per pair (every dataset): each job's start-up costs more than a dataset's metrics.
 rule metrics:
     input:
-        score_files(ALPHAS),
+        pair_score_files(),
     output:
-        **metrics_outputs(ALPHAS),
+        **metrics_outputs(),
     log:
-        "logs/metrics/{pair}/{dataset}.log",
+        "logs/metrics/{pair}.log",
     benchmark:
-        "benchmarks/metrics/{pair}/{dataset}.tsv"
+        "benchmarks/metrics/{pair}.tsv"
     conda:
         "../../envs/circuitry.yaml"
     threads: 1
     resources:
         mem_mb=4000,
-        runtime=30,
+        runtime=30 * len(DATASETS),
     params:
-        conditions=score_conditions(ALPHAS),
+        conditions=pair_score_conditions(),
+        datasets=DATASETS,
         alphas=ALPHAS,
         losses=EAP_LOSSES,
         stats=config["stats"],
@@ -29,23 +31,24 @@ rule metrics:
 rule fidelity:
     input:
         unpack(pair_generations),
-        rows=PAIRS_FILE,
-        summary=PAIR_SUMMARY,
-        scores=paper_score_files(ALPHAS),
+        rows=per_dataset(PAIRS_FILE),
+        summaries=per_dataset(PAIR_SUMMARY),
+        scores=paper_score_files(),
     output:
-        FIDELITY_FILE,
+        per_dataset(FIDELITY_FILE),
     log:
-        "logs/fidelity/{pair}/{dataset}.log",
+        "logs/fidelity/{pair}.log",
     benchmark:
-        "benchmarks/fidelity/{pair}/{dataset}.tsv"
+        "benchmarks/fidelity/{pair}.tsv"
     conda:
         "../../envs/circuitry.yaml"
     threads: 1
     resources:
         mem_mb=16000,
-        runtime=60,
+        runtime=60 * len(DATASETS),
     params:
-        conditions=paper_score_conditions(ALPHAS),
+        conditions=paper_score_conditions(),
+        datasets=DATASETS,
     script:
         "../scripts/fidelity.py"
 

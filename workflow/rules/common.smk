@@ -69,6 +69,7 @@ from circuitry.paths import (
 from circuitry.config import (
     ConfigError,
     all_datasets,
+    anchor_shipped,
     calibration_alpha,
     calibration_scope,
     check_config,
@@ -86,6 +87,7 @@ from circuitry.config import (
 # Schema first (types, ranges, unknown keys; fills defaults), then cross-references.
 try:
     validate(config, "../schemas/config.schema.yaml")
+    anchor_shipped(config, PROJECT_DIR)
     check_config(config)
 except (WorkflowError, ConfigError) as e:
     raise WorkflowError(f"invalid config: {describe_schema_error(e)}") from None
@@ -252,11 +254,18 @@ def generation_files():
 
 
 def pair_generations(wildcards):
+    """role -> the answers of the pair's model in that role, one file per dataset."""
     pair = config["pairs"][wildcards.pair]
     return {
-        role: GENERATIONS.format(model=pair[role], dataset=wildcards.dataset)
+        role: [GENERATIONS.format(model=pair[role], dataset=d) for d in DATASETS]
         for role in ("base", "tuned")
     }
+
+
+def per_dataset(pattern):
+    """`pattern`'s file of every dataset of one pair, with a {pair} wildcard (what a pair's
+    job reads or writes, in `DATASETS` order)."""
+    return [pattern.format(pair="{pair}", dataset=d) for d in DATASETS]
 
 
 def pair_files():
@@ -321,12 +330,6 @@ def score_conditions(alphas):
     ]
 
 
-def score_files(alphas):
-    """The score files of one pair x dataset, with {pair} and {dataset} wildcards."""
-    where = {"pair": "{pair}", "dataset": "{dataset}"}
-    return [EAP_FILE.format(**where, **c) for c in score_conditions(alphas)]
-
-
 def pair_score_conditions():
     """dataset x alpha x text x loss x role of every score file of one pair, in the order
     the EAP job writes them."""
@@ -342,32 +345,35 @@ def pair_score_files():
     return [EAP_FILE.format(pair="{pair}", **c) for c in pair_score_conditions()]
 
 
-def paper_score_conditions(alphas):
-    """alpha x role of the score files of the paper's condition (its loss, own text)."""
+def paper_score_conditions():
+    """dataset x alpha x role of one pair's score files of the paper's condition (its
+    loss, own text)."""
     return [
         c
-        for c in score_conditions(alphas)
+        for c in pair_score_conditions()
         if (c["loss"], c["text"]) == (PAPER_CONDITION["loss"], PAPER_CONDITION["text"])
     ]
 
 
-def paper_score_files(alphas):
-    where = {"pair": "{pair}", "dataset": "{dataset}"}
-    return [EAP_FILE.format(**where, **c) for c in paper_score_conditions(alphas)]
+def paper_score_files():
+    return [EAP_FILE.format(pair="{pair}", **c) for c in paper_score_conditions()]
 
 
 def fidelity_files():
     return expand(FIDELITY_FILE, pair=PAIRS, dataset=DATASETS)
 
 
-def metrics_outputs(alphas):
-    """Per-alpha metrics (CSV, JSON) and the tests of one pair x dataset."""
-    where = {"pair": "{pair}", "dataset": "{dataset}"}
+def metrics_outputs():
+    """One pair's metrics (CSV, JSON) of every dataset x alpha, and its tests per dataset."""
     per_alpha = {
-        ext: [METRICS_FILE.format(**where, alpha=alpha, ext=ext) for alpha in alphas]
+        ext: [
+            METRICS_FILE.format(pair="{pair}", dataset=dataset, alpha=alpha, ext=ext)
+            for dataset in DATASETS
+            for alpha in ALPHAS
+        ]
         for ext in ("csv", "json")
     }
-    return per_alpha | {"tests": PAIR_TESTS.format(**where)}
+    return per_alpha | {"tests": per_dataset(PAIR_TESTS)}
 
 
 def eap_files():

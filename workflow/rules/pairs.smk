@@ -9,12 +9,12 @@ rule pair_samples:
     input:
         unpack(pair_generations),
     output:
-        rows=PAIRS_FILE,
-        summary=PAIR_SUMMARY,
+        rows=per_dataset(PAIRS_FILE),
+        summaries=per_dataset(PAIR_SUMMARY),
     log:
-        "logs/pair_samples/{pair}/{dataset}.log",
+        "logs/pair_samples/{pair}.log",
     benchmark:
-        "benchmarks/pair_samples/{pair}/{dataset}.tsv"
+        "benchmarks/pair_samples/{pair}.tsv"
     conda:
         "../../envs/circuitry.yaml"
     resources:
@@ -22,5 +22,6 @@ rule pair_samples:
         runtime=10,
     params:
         filter=config["filter"],
+        datasets=DATASETS,
     script:
         "../scripts/pair_samples.py"

@@ -1,5 +1,5 @@
-"""Rule metrics: circuit metrics of one pair x dataset at every alpha and loss, and the
-paired tests of every comparison."""
+"""Rule metrics: circuit metrics of one pair at every dataset, alpha and loss, and the
+paired tests of every comparison; one dataset after the other, so memory holds one."""
 
 from circuitry.circuit_metrics import load_condition, per_sample_table
 from circuitry.io import write_csv
@@ -8,25 +8,28 @@ from circuitry.paths import PAPER_CONDITION
 from circuitry.stats import pair_dataset_tests
 
 log = setup_logging(snakemake.log[0])
+params = snakemake.params
 paths = {}
-for condition, path in zip(snakemake.params.conditions, snakemake.input, strict=True):
-    key = (condition["alpha"], condition["loss"])
+for condition, path in zip(params.conditions, snakemake.input, strict=True):
+    key = (condition["dataset"], condition["alpha"], condition["loss"])
     paths.setdefault(key, {})[condition["role"], condition["text"]] = path
-metrics = {}
-for alpha, csv, json in zip(
-    snakemake.params.alphas, snakemake.output.csv, snakemake.output.json, strict=True
-):
-    by_loss = {loss: load_condition(paths[alpha, loss]) for loss in snakemake.params.losses}
-    write_csv(csv, per_sample_table(by_loss))
-    by_loss[PAPER_CONDITION["loss"]].write_summary(json)
-    metrics |= {(alpha, loss): m for loss, m in by_loss.items()}
-    log.info("alpha %s: %d samples", alpha, len(by_loss[PAPER_CONDITION["loss"]].idx))
-tests = pair_dataset_tests(
-    metrics,
-    pair=snakemake.wildcards.pair,
-    dataset=snakemake.wildcards.dataset,
-    seed=snakemake.params.stats["seed"],
-    n_resamples=snakemake.params.stats["n_resamples"],
-)
-write_csv(snakemake.output.tests, tests)
-log.info("%d tests, %d duplicate-window rows", len(tests), int(tests["duplicate_of"].notna().sum()))
+csvs, jsons = iter(snakemake.output.csv), iter(snakemake.output.json)  # dataset x alpha
+for dataset, tests_file in zip(params.datasets, snakemake.output.tests, strict=True):
+    metrics = {}
+    for alpha in params.alphas:
+        by_loss = {loss: load_condition(paths[dataset, alpha, loss]) for loss in params.losses}
+        write_csv(next(csvs), per_sample_table(by_loss))
+        by_loss[PAPER_CONDITION["loss"]].write_summary(next(jsons))
+        metrics |= {(alpha, loss): m for loss, m in by_loss.items()}
+        n = len(by_loss[PAPER_CONDITION["loss"]].idx)
+        log.info("%s, alpha %s: %d samples", dataset, alpha, n)
+    tests = pair_dataset_tests(
+        metrics,
+        pair=snakemake.wildcards.pair,
+        dataset=dataset,
+        seed=params.stats["seed"],
+        n_resamples=params.stats["n_resamples"],
+    )
+    write_csv(tests_file, tests)
+    duplicates = int(tests["duplicate_of"].notna().sum())
+    log.info("%s: %d tests, %d duplicate-window rows", dataset, len(tests), duplicates)

@@ -1,24 +1,41 @@
-"""Rule pair_samples: the problems both models got right, filtered for comparable lengths."""
+"""Rule pair_samples: per dataset, the problems both models of a pair got right, filtered
+for comparable lengths."""
 
 from circuitry.io import read_jsonl, write_json, write_jsonl
 from circuitry.logs import setup_logging
 from circuitry.pairing import FilterSettings, pair_samples
 
 log = setup_logging(snakemake.log[0])
-rows, summary = pair_samples(
-    read_jsonl(snakemake.input.base),
-    read_jsonl(snakemake.input.tuned),
-    FilterSettings.from_config(snakemake.params.filter),
-    pair=snakemake.wildcards.pair,
-    dataset=snakemake.wildcards.dataset,
-)
-for step in summary["filters"]:
-    log.info("%s: removed %d, %d left", step["reason"], step["removed"], step["remaining"])
-if summary["too_few"]:
-    log.warning(
-        "only %d samples survive filtering (num_samples %d)",
-        summary["n_selected"],
-        snakemake.params.filter["num_samples"],
+settings = FilterSettings.from_config(snakemake.params.filter)
+for dataset, base, tuned, rows_file, summary_file in zip(
+    snakemake.params.datasets,
+    snakemake.input.base,
+    snakemake.input.tuned,
+    snakemake.output.rows,
+    snakemake.output.summaries,
+    strict=True,
+):
+    rows, summary = pair_samples(
+        read_jsonl(base),
+        read_jsonl(tuned),
+        settings,
+        pair=snakemake.wildcards.pair,
+        dataset=dataset,
     )
-write_jsonl(snakemake.output.rows, rows)
-write_json(snakemake.output.summary, summary)
+    for step in summary["filters"]:
+        log.info(
+            "%s: %s: removed %d, %d left",
+            dataset,
+            step["reason"],
+            step["removed"],
+            step["remaining"],
+        )
+    if summary["too_few"]:
+        log.warning(
+            "%s: only %d samples survive filtering (num_samples %d)",
+            dataset,
+            summary["n_selected"],
+            snakemake.params.filter["num_samples"],
+        )
+    write_jsonl(rows_file, rows)
+    write_json(summary_file, summary)

@@ -96,6 +96,15 @@ def shipped_models(config: dict) -> dict[str, str]:
     }
 
 
+def anchor_shipped(config: dict, checkout: Path) -> None:
+    """Read relative `train.shipped` paths from the circuitry checkout, where the study's
+    shipped models live, whatever the working directory (`--directory`, a module)."""
+    for model in config["models"].values():
+        train = model.get("train") or {}
+        if train.get("shipped"):
+            train["shipped"] = str(Path(checkout) / train["shipped"])
+
+
 def recipe_of(train: dict) -> dict:
     """What a `train` block tells the trainer: everything but where its weights ship."""
     return {key: value for key, value in train.items() if key != "shipped"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -18,7 +19,8 @@ from circuitry.config import (
     models_in_use,
     replicate_groups,
 )
-from conftest import ROOT, dry_run_jobs, load_config, planned_jobs, run_snakemake
+from circuitry.config_files import ConfigFileError, refuse_duplicate_keys, type_overrides
+from conftest import ROOT, SCHEMA, dry_run_jobs, load_config, planned_jobs, run_snakemake
 
 
 def load(name: str) -> dict:
@@ -368,10 +370,149 @@ def test_shipped_weights_must_exist(tmp_path):
         check_config(config)
 
 
-def test_shipped_weights_are_read_from_the_checkout_whatever_the_working_directory(tmp_path):
+def test_shipped_weights_are_read_from_the_checkout_whatever_the_working_directory(
+    tmp_path, monkeypatch
+):
     config = load("toy.yaml")
+    monkeypatch.chdir(tmp_path)
     anchor_shipped(config, ROOT)
-    assert config["models"]["toy-sft"]["train"]["shipped"] == str(ROOT / "config/shipped/toy-sft")
+    shipped = config["models"]["toy-sft"]["train"]["shipped"]
+    assert Path(shipped).resolve() == ROOT / "config/shipped/toy-sft"
+    assert not Path(shipped).is_absolute()  # a checkout moved with its results reruns nothing
+    check_config(config)
+    config["models"]["toy-sft"]["train"]["shipped"] = str(ROOT / "config/shipped/toy-sft")
     anchor_shipped(config, tmp_path)  # an absolute path stays
     assert config["models"]["toy-sft"]["train"]["shipped"] == str(ROOT / "config/shipped/toy-sft")
-    check_config(config)
+
+
+def _faithfulness_on_a_disabled_pair(c, _):
+    c["faithfulness"]["pairs"] = ["toy-grpo", "toy-dpo"]
+    c["pairs"]["toy-dpo"]["enabled"] = False
+
+
+def _every_keeps_no_checkpoint(c, _):
+    c["dynamics"]["runs"][0]["every"] = 3  # the run saves 2
+
+
+def _model_named_as_a_checkpoint(c, _):
+    c["models"]["dyn-grpo-t1-step30"] = copy.deepcopy(c["models"]["toy-dpo"])
+
+
+def _empty_length_window(c, _):
+    c["filter"]["small_coeff"] = 2.0
+
+
+def _revision_step_not_a_number(c, _):
+    run = {"name": "hub-run", "init": "toy-sft"}
+    c["dynamics"]["runs"].append(
+        run | {"revisions": {"hub_id": "org/run", "revisions": {"abc": "main"}}}
+    )
+
+
+def _step_pattern_not_a_regex(c, tmp_path):
+    (tmp_path / "ckpt-10").mkdir()
+    run = {"name": "dir-run", "init": "toy-sft"}
+    c["dynamics"]["runs"].append(
+        run | {"dirs": {"glob": str(tmp_path / "ckpt-*"), "step": r"ckpt-(\d+"}}
+    )
+
+
+def _model_directory_empty(c, tmp_path):
+    (tmp_path / "empty-model").mkdir()
+    model = c["models"]["toy-sft"]
+    del model["train"]
+    model["path"] = str(tmp_path / "empty-model")
+
+
+def _model_directory_without_weights(c, tmp_path):
+    shipped = ROOT / "config" / "shipped" / "toy-sft"
+    (tmp_path / "no-weights").mkdir()
+    for name in ("config.json", "tokenizer.json"):
+        (tmp_path / "no-weights" / name).write_bytes((shipped / name).read_bytes())
+    model = c["models"]["toy-sft"]
+    del model["train"]
+    model["path"] = str(tmp_path / "no-weights")
+
+
+@pytest.mark.parametrize(
+    "breaks, names",
+    [
+        (_faithfulness_on_a_disabled_pair, ["faithfulness.pairs: toy-dpo disabled"]),
+        (_every_keeps_no_checkpoint, ["dynamics.runs.grpo-t1.every: 3 keeps none", "2 check"]),
+        (
+            _model_named_as_a_checkpoint,
+            ["models.dyn-grpo-t1-step30", "dynamics.runs.grpo-t1's checkpoint at step 30"],
+        ),
+        (_empty_length_window, ["filter.small_coeff: 2.0 is above filter.big_coeff 1.5"]),
+        (_revision_step_not_a_number, ["dynamics.runs.hub-run.revisions: 'abc' is not a step"]),
+        (
+            _step_pattern_not_a_regex,
+            ["dynamics.runs.dir-run.dirs.step", "not a regular expression", "missing )"],
+        ),
+        (_model_directory_empty, ["models.toy-sft.path", "empty-model holds no model config"]),
+        (_model_directory_without_weights, ["models.toy-sft.path", "no-weights holds no weights"]),
+    ],
+)
+def test_a_toy_config_that_would_omit_or_fail_late_fails_at_planning(breaks, names, tmp_path):
+    config = load("toy.yaml")
+    breaks(config, tmp_path)
+    result = dry_run_with(config, tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "invalid config" in output
+    for name in names:
+        assert name in output
+    assert "Traceback" not in output
+
+
+def test_a_key_given_twice_in_a_config_file_is_refused_naming_both_lines(tmp_path):
+    text = (ROOT / "config" / "toy.yaml").read_text()
+    path = tmp_path / "config.yaml"
+    path.write_text(text + "\nfilter:\n  num_samples: 50\n")
+    first = text.splitlines().index("filter:") + 1
+    second = len(text.splitlines()) + 2
+    result = run_snakemake("--dry-run", "--cores", "1", "--configfile", str(path))
+    assert result.returncode != 0
+    assert (
+        f"{path}:{second}: filter is given twice (lines {first} and {second})"
+        in result.stdout + result.stderr
+    )
+
+
+def test_a_key_repeated_inside_a_mapping_is_named_by_its_dotted_path(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("models:\n  toy-sft:\n    template: toy\n    gpu: false\n    template: other\n")
+    with pytest.raises(
+        ConfigFileError,
+        match=r"config.yaml:5: models.toy-sft.template is given twice \(lines 3 and 5\)",
+    ):
+        refuse_duplicate_keys(path)
+
+
+def test_merge_keys_may_be_overridden_and_lists_are_walked(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        "base: &b {seed: 0, steps: 4}\n"
+        "models: {x: {train: {<<: *b, seed: 1}}}\n"
+        "runs:\n  - {name: a, every: 1}\n  - {name: b, every: 1, every: 2}\n"
+    )
+    with pytest.raises(ConfigFileError, match=r"runs.1.every is given twice \(lines 5 and 5\)"):
+        refuse_duplicate_keys(path)
+
+
+def test_nested_config_overrides_take_the_schemas_types():
+    config = load("toy.yaml")
+    overrides = {"filter": {"num_samples": "50", "small_coeff": "0.25", "mode": "paper"}}
+    config["filter"] |= overrides["filter"]
+    config["generation"]["batch_size"] = "8"  # from a config file: stays for the schema
+    type_overrides(config, overrides, yaml.safe_load(SCHEMA.read_text()))
+    filters = config["filter"]
+    assert (filters["num_samples"], filters["small_coeff"], filters["mode"]) == (50, 0.25, "paper")
+    assert config["generation"]["batch_size"] == "8"
+
+
+def test_a_nested_config_override_plans_as_written_in_yaml():
+    result = run_snakemake(
+        "--dry-run", "--cores", "1", "--config", "filter={num_samples: 50, small_coeff: 1e-1}"
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import os
+import shutil
 from collections import Counter
+from pathlib import Path
 
 import pandas as pd
 import torch
@@ -11,6 +14,7 @@ import yaml
 
 from circuitry.model_files import save_model
 from circuitry.paths import EAP_FILE
+from circuitry.provenance import model_fingerprint
 from circuitry.sft import toy_model
 from circuitry.tokenizer import build_char_tokenizer
 from conftest import ROOT, dry_run_jobs, run_snakemake
@@ -141,6 +145,15 @@ def test_one_eap_job_writes_every_condition_and_one_metrics_job_reads_them():
     )
 
 
+def test_every_input_is_relative_so_a_moved_checkout_reruns_nothing():
+    """The report template and the shipped weights were absolute inputs: a checkout moved
+    with its results (or a clone given them) reran toy-sft's install and everything after."""
+    inputs = {path for job in dry_run_jobs() for path in job["input"]}
+    assert "workflow/report/report.html.j2" in inputs
+    assert "config/shipped/toy-sft" in inputs
+    assert [path for path in inputs if Path(path).is_absolute()] == []
+
+
 def test_only_pairs_must_name_an_enabled_pair():
     result = run_snakemake(
         "--dry-run", "--configfile", "config/config.yaml", "--config", "only_pairs=[qwen]"
@@ -241,3 +254,23 @@ def test_replacing_a_local_models_weights_reruns_its_generations(tmp_path):
     assert "Nothing to be done" in planned()
     save_local_model(tmp_path / "base-model", seed=2)  # retrained in place
     assert "rule generate:" in planned()
+
+
+def test_a_swap_that_keeps_names_sizes_and_mtimes_still_changes_the_fingerprint(tmp_path):
+    """Another training's weights copied over with `cp -p`: same names, sizes and times."""
+    for seed, name in enumerate(("model", "other")):
+        save_local_model(tmp_path / name, seed)
+    weights = tmp_path / "model" / "model.safetensors"
+    before, times = model_fingerprint(tmp_path / "model"), weights.stat()
+    shutil.copyfile(tmp_path / "other" / "model.safetensors", weights)
+    os.utime(weights, ns=(times.st_atime_ns, times.st_mtime_ns))
+    assert model_fingerprint(tmp_path / "model") != before
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1  # past the head: only a sampled block sees it
+    weights.write_bytes(bytes(data))
+    os.utime(weights, ns=(times.st_atime_ns, times.st_mtime_ns))
+    assert len(data) > 1 << 17
+    assert model_fingerprint(tmp_path / "model") not in (
+        before,
+        model_fingerprint(tmp_path / "other"),
+    )

@@ -83,13 +83,27 @@ from circuitry.config import (
     shipped_models,
     trained_models,
 )
+from circuitry.config_files import (
+    ConfigFileError,
+    read_yaml,
+    refuse_duplicate_keys,
+    type_overrides,
+)
 
-# Schema first (types, ranges, unknown keys; fills defaults), then cross-references.
+# The files as written (no key twice) and --config's nested values typed, then the schema
+# (types, ranges, unknown keys; fills defaults), then cross-references.
 try:
+    for configfile_path in workflow.configfiles:
+        refuse_duplicate_keys(configfile_path)
+    type_overrides(
+        config,
+        workflow.config_settings.overwrite_config or {},
+        read_yaml(WORKFLOW_DIR / "schemas" / "config.schema.yaml"),
+    )
     validate(config, "../schemas/config.schema.yaml")
     anchor_shipped(config, PROJECT_DIR)
     check_config(config)
-except (WorkflowError, ConfigError) as e:
+except (WorkflowError, ConfigError, ConfigFileError) as e:
     raise WorkflowError(f"invalid config: {describe_schema_error(e)}") from None
 
 
@@ -98,7 +112,9 @@ except (WorkflowError, ConfigError) as e:
 CHECKPOINTS = runs.all_followed(config)
 MODEL_SPECS = runs.all_models(config, CHECKPOINTS)
 LAYOUT = Layout()
-REPORT_TEMPLATE = str(WORKFLOW_DIR / "report" / "report.html.j2")
+# Relative to the working directory, as every input is: a checkout moved with its results
+# (or a fresh clone given them) plans nothing to rerun.
+REPORT_TEMPLATE = os.path.relpath(WORKFLOW_DIR / "report" / "report.html.j2")
 DATASETS = list(config["datasets"])
 ALL_DATASETS = all_datasets(config)
 MODELS = models_in_use(config)

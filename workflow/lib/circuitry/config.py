@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 from circuitry.paths import RECIPE_FILE, TRAINED_MODEL_DIR, WEIGHTS_FILE
-from circuitry.runs import RunError, checkpoints, key_of
+from circuitry.runs import RunError, all_checkpoints, checkpoints, key_of
 
 
 class ConfigError(ValueError):
@@ -20,6 +21,13 @@ class ConfigError(ValueError):
 
 
 MODEL_SOURCES = ("hub_id", "path", "train")
+SAVED_MODEL = "a model saved with save_pretrained"
+# What a local model directory holds: each kind of file, as the names it may have.
+MODEL_DIR_FILES = {
+    "model config": ("config.json",),
+    "weights": ("*.safetensors", "pytorch_model*.bin"),
+    "tokenizer": ("tokenizer.json", "tokenizer.model", "vocab.json"),
+}
 
 
 def describe_schema_error(error: Exception) -> str:
@@ -98,11 +106,13 @@ def shipped_models(config: dict) -> dict[str, str]:
 
 def anchor_shipped(config: dict, checkout: Path) -> None:
     """Read relative `train.shipped` paths from the circuitry checkout, where the study's
-    shipped models live, whatever the working directory (`--directory`, a module)."""
+    shipped models live, whatever the working directory (`--directory`, a module). They
+    stay relative (to the working directory), so a checkout moved with its results keeps
+    its jobs' inputs and parameters, and Snakemake reruns nothing."""
     for model in config["models"].values():
         train = model.get("train") or {}
-        if train.get("shipped"):
-            train["shipped"] = str(Path(checkout) / train["shipped"])
+        if train.get("shipped") and not Path(train["shipped"]).is_absolute():
+            train["shipped"] = os.path.relpath(Path(checkout) / train["shipped"])
 
 
 def recipe_of(train: dict) -> dict:
@@ -252,6 +262,14 @@ def _check_faithfulness(config: dict) -> None:
             raise ConfigError(
                 f"faithfulness.{key}: {', '.join(unknown)} not among {', '.join(known)}"
             )
+    disabled = [
+        p for p in config["faithfulness"]["pairs"] or () if not config["pairs"][p]["enabled"]
+    ]
+    if disabled:
+        raise ConfigError(
+            f"faithfulness.pairs: {', '.join(disabled)} disabled (pairs.<name>.enabled), so "
+            "no faithfulness check would run on it; enable the pair or leave it out"
+        )
 
 
 def _check_train(name: str, train: dict, config: dict) -> None:
@@ -304,11 +322,30 @@ def _check_dynamics(dynamics: dict, config: dict) -> None:
     for run in dynamics["runs"]:
         _check_run(run, config)
         try:
-            checkpoints(run)
+            followed = checkpoints(run)
         except RunError as e:
             raise ConfigError(str(e)) from None
+        _check_followed(run, followed, config["models"])
         if "log" in run and not Path(run["log"]).is_file():
             raise ConfigError(f"{key_of(run)}.log: {run['log']} does not exist")
+
+
+def _check_followed(run: dict, followed: list, models: dict) -> None:
+    """`every` keeps a checkpoint of the run, and no `models` entry has the name of one
+    (it would be replaced by the checkpoint's weights)."""
+    key = key_of(run)
+    if not followed:
+        found = len(all_checkpoints(run))
+        raise ConfigError(
+            f"{key}.every: {run['every']} keeps none of the run's {found} checkpoint(s), so "
+            f"the run would be dropped; set every to at most {found}"
+        )
+    for checkpoint in followed:
+        if checkpoint.name in models:
+            raise ConfigError(
+                f"models.{checkpoint.name}: the name of {key}'s checkpoint at step "
+                f"{checkpoint.step}, which would replace this model's weights; rename the model"
+            )
 
 
 def _check_run(run: dict, config: dict) -> None:
@@ -388,16 +425,25 @@ def _check_model(name: str, model: dict, templates: dict, in_use: bool) -> None:
         raise ConfigError(f"{key}: give only one of {', '.join(MODEL_SOURCES)} (got {given})")
     if not given and in_use:
         raise ConfigError(f"{key}: give one of {', '.join(MODEL_SOURCES)}")
-    if in_use and model.get("path") is not None and not Path(model["path"]).is_dir():
-        raise ConfigError(
-            f"{key}.path: {model['path']} is not a directory (a model saved with "
-            "save_pretrained expected)"
-        )
+    if in_use and model.get("path") is not None:
+        _check_model_dir(f"{key}.path", Path(model["path"]))
     if model["template"] not in templates:
         raise ConfigError(
             f"{key}.template: unknown template {model['template']!r} "
             f"(known: {', '.join(templates) or 'none'})"
         )
+
+
+def _check_model_dir(key: str, path: Path) -> None:
+    """A local model is a directory that save_pretrained filled: its config, weights and
+    tokenizer."""
+    if not path.is_dir():
+        raise ConfigError(f"{key}: {path} is not a directory ({SAVED_MODEL} expected)")
+    for what, patterns in MODEL_DIR_FILES.items():
+        if not any(next(path.glob(pattern), None) for pattern in patterns):
+            raise ConfigError(
+                f"{key}: {path} holds no {what} ({' or '.join(patterns)}; {SAVED_MODEL} expected)"
+            )
 
 
 def imported_file(model: dict, dataset: str) -> str:
@@ -443,6 +489,17 @@ def _check_eap(eap: dict) -> None:
             )
 
 
+def _check_filter(section: dict) -> None:
+    """The answer-length window [small_coeff * T, big_coeff * T] can hold an answer."""
+    small, big = section["small_coeff"], section["big_coeff"]
+    if small > big:
+        raise ConfigError(
+            f"filter.small_coeff: {small} is above filter.big_coeff {big}, so the length "
+            "window [small_coeff * T, big_coeff * T] holds no answer and pairing would keep "
+            "no problem"
+        )
+
+
 def check_config(config: dict) -> None:
     """Raise ConfigError naming the key of the first inconsistency found."""
     templates = config["templates"]
@@ -471,6 +528,7 @@ def check_config(config: dict) -> None:
         if "generations" in model:
             _check_generations(name, model, list(config["datasets"]), name in in_use)
     _check_eap(config["eap"])
+    _check_filter(config["filter"])
     _check_faithfulness(config)
     _check_calibration(config)
     shared = config["datasets"].keys() & config["training_data"].keys()

@@ -35,18 +35,38 @@ PACKAGES = (
     "circuitry",
 )
 GIT_TIMEOUT_S = 10
+# What model_fingerprint reads of each file: its head, and blocks spread over the rest.
+FINGERPRINT_HEAD = 1 << 16
+FINGERPRINT_BLOCK = 1 << 12
+FINGERPRINT_BLOCKS = 8
 
 
 def model_fingerprint(path: str | os.PathLike) -> str:
-    """A hash of the names, sizes and modification times of the files under a local
-    model's directory: cheap enough to plan with, and new whenever a file is replaced."""
+    """A hash of each file under a local model's directory: its name, size and
+    modification time, and a sample of its bytes (`sampled_bytes`). Cheap enough to plan
+    with, and new whenever a file is replaced, even by one of the same size and mtime
+    (`cp -p`, `rsync -t` of another checkpoint of the same architecture)."""
     root = Path(path)
-    entries = sorted(
-        (str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns)
-        for p in root.rglob("*")
-        if p.is_file()
-    )
-    return hashlib.sha256(json.dumps(entries).encode()).hexdigest()[:16]
+    digest = hashlib.sha256()
+    for file in sorted(p for p in root.rglob("*") if p.is_file()):
+        stat = file.stat()
+        entry = [str(file.relative_to(root)), stat.st_size, stat.st_mtime_ns]
+        digest.update(json.dumps(entry).encode())
+        digest.update(sampled_bytes(file, stat.st_size))
+    return digest.hexdigest()[:16]
+
+
+def sampled_bytes(file: Path, size: int) -> bytes:
+    """The file's first FINGERPRINT_HEAD bytes (a safetensors file's header: its tensors'
+    names, dtypes, shapes and offsets) and FINGERPRINT_BLOCKS blocks spread evenly over
+    the rest: about 100 KiB of any file, yet different for any two trainings' weights."""
+    with open(file, "rb") as f:
+        sample = [f.read(FINGERPRINT_HEAD)]
+        rest = size - FINGERPRINT_HEAD - FINGERPRINT_BLOCK
+        for k in range(FINGERPRINT_BLOCKS if rest > 0 else 0):
+            f.seek(FINGERPRINT_HEAD + rest * k // (FINGERPRINT_BLOCKS - 1))
+            sample.append(f.read(FINGERPRINT_BLOCK))
+    return b"".join(sample)
 
 
 @dataclass(frozen=True)

@@ -148,7 +148,12 @@ def trl_checkpoints(run: Mapping) -> list[Checkpoint]:
 
 def dir_checkpoints(run: Mapping) -> list[Checkpoint]:
     """The directories matching the glob, each with the step its name gives."""
-    pattern = re.compile(run["dirs"]["step"])
+    try:
+        pattern = re.compile(run["dirs"]["step"])
+    except re.error as e:
+        raise RunError(
+            f"{key_of(run)}.dirs.step: {run['dirs']['step']!r} is not a regular expression ({e})"
+        ) from None
     if pattern.groups < 1:
         raise RunError(f"{key_of(run)}.dirs.step: {pattern.pattern!r} has no group for the step")
     found = []
@@ -170,7 +175,7 @@ def revision_checkpoints(run: Mapping) -> list[Checkpoint]:
     """One checkpoint per revision: a mapping's steps, or each name's first number."""
     revisions = run["revisions"]["revisions"]
     if isinstance(revisions, Mapping):
-        steps = {int(step): str(revision) for step, revision in revisions.items()}.items()
+        steps = [(step_number(run, step), str(revision)) for step, revision in revisions.items()]
     else:
         steps = []
         for revision in map(str, revisions):
@@ -182,6 +187,16 @@ def revision_checkpoints(run: Mapping) -> list[Checkpoint]:
                 )
             steps.append((int(match.group(1)), revision))
     return [Checkpoint(run["name"], step, revision, "revision") for step, revision in steps]
+
+
+def step_number(run: Mapping, step) -> int:
+    """A step as a `revisions` mapping gives it: a whole number."""
+    if isinstance(step, bool) or not str(step).isdigit():
+        raise RunError(
+            f"{key_of(run)}.revisions: {step!r} is not a step (a whole number); give a "
+            "mapping of step to revision, or a list of revision names"
+        )
+    return int(step)
 
 
 FINDERS = {

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import stat
 
 import pandas as pd
 import pytest
@@ -158,8 +160,14 @@ def test_narrow_logprob_tiles_train_grpo_exactly_as_trls_default(
 def test_grpo_saves_trl_checkpoints_along_the_run(sft_dir, problems, tmp_path, parity_grader):
     run_dir = tmp_path / "run"
     settings = {**GRPO, "steps": 2, "checkpoint_every": 1}
-    frame = training.train_grpo(sft_dir, problems, TEMPLATE, settings, None, run_dir=run_dir)
+    old = os.umask(0o022)
+    try:
+        frame = training.train_grpo(sft_dir, problems, TEMPLATE, settings, None, run_dir=run_dir)
+    finally:
+        os.umask(old)
     first, second = run_dir / "checkpoint-1", run_dir / "checkpoint-2"
+    # trl writes its safetensors private (0600); every file follows the umask instead
+    assert {stat.S_IMODE(p.stat().st_mode) for p in run_dir.rglob("*") if p.is_file()} == {0o644}
     assert weights_hash(first) != weights_hash(second)
     assert weights_hash(first) != weights_hash(sft_dir)
     assert AutoModelForCausalLM.from_pretrained(second).config.num_hidden_layers == 2

@@ -27,6 +27,7 @@ from datasets import Dataset
 from transformers import TrainerCallback
 
 from circuitry.grading import grade
+from circuitry.io import share_as_umask_allows
 from circuitry.model_files import format_log, load_pretrained, save_model, seed_everything
 from circuitry.prompts import PromptTemplate, chat_messages, render_prompt
 from circuitry.sft import train_sft
@@ -177,6 +178,8 @@ def train_grpo(
         )
         with logprob_tiles_within(model.config.vocab_size):
             trainer.train()
+    if run_dir is not None:
+        share_as_umask_allows(Path(run_dir))  # trl's safetensors files are private (0600)
     if out_dir is not None:
         save_model(trainer.model, tokenizer, out_dir, callback.frame(), settings)
     return callback.frame()

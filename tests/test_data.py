@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -87,6 +88,32 @@ def test_empty_dataset_fails_with_counts(tmp_path):
 def test_missing_local_file_is_named(tmp_path):
     with pytest.raises(DatasetError, match="nope.jsonl does not exist"):
         build_dataset("x", jsonl_spec(tmp_path / "nope.jsonl", "normalised"), tmp_path)
+
+
+@pytest.mark.parametrize("source", ["jsonl", "url"])
+def test_a_row_that_is_not_an_object_fails_naming_the_file_and_line(tmp_path, source):
+    """Real rows with an array as line 3, read from a local file or downloaded."""
+    lines = fixture_path("gsm8k_test.jsonl").read_text().splitlines(keepends=True)[:4]
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(lines[:2] + ["[1, 2]\n"] + lines[2:]))
+    url = {"source": "url", "url": path.as_uri(), "sha256": sha256_file(path), "format": "gsm8k"}
+    spec, read = {
+        "jsonl": (jsonl_spec(path, "gsm8k"), path),
+        "url": (url, tmp_path / "dl" / "rows.jsonl"),
+    }[source]
+    with pytest.raises(
+        ValueError, match=re.escape(f"{read}:3: a row must be a JSON object, got an array")
+    ):
+        build_dataset("gsm8k", spec, tmp_path / "dl")
+
+
+def test_a_meta_that_is_not_an_object_fails_naming_the_row(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    rows = [{"question": "1+1?", "answer": "2"}, {"question": "2+2?", "answer": "4", "meta": [1]}]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    message = "dataset mine: idx 1 (row 2 read): meta is [1], not an object"
+    with pytest.raises(DatasetError, match=re.escape(message)):
+        build_dataset("mine", jsonl_spec(path, "normalised"), tmp_path / "dl")
 
 
 def test_url_source_verifies_sha256_and_caches(tmp_path):

@@ -234,6 +234,72 @@ def test_an_invalid_circuitry_row_fails_naming_the_file_and_idx(lm, generated, t
         import_generations(path, "circuitry", lm, TEMPLATE, PROBLEMS, MAX_NEW_TOKENS)
 
 
+def impossible_token_id(kind: str, vocab_size: int):
+    """An id of the given kind that no token of a `vocab_size` vocabulary has."""
+    kinds = {"past the vocabulary": vocab_size, "negative": -1, "float": 2.0, "bool": True}
+    return (kinds | {"string": "7"})[kind]
+
+
+@pytest.mark.parametrize(
+    ("file_format", "field", "kind"),
+    [
+        ("qwen-math", "prompt_token_ids", "negative"),
+        ("qwen-math", "generate_token_ids", "past the vocabulary"),
+        ("qwen-math", "generate_token_ids", "float"),
+        ("circuitry", "prompt_token_ids", "bool"),
+        ("circuitry", "completion_token_ids", "past the vocabulary"),
+        ("circuitry", "completion_token_ids", "string"),
+    ],
+)
+def test_an_impossible_token_id_fails_naming_the_file_idx_and_field(
+    lm, generated, tmp_path, file_format, field, kind
+):
+    """Ids outside the vocabulary or not integers are refused before anything decodes them."""
+    vocab_size = len(lm.tokenizer)
+    bad = impossible_token_id(kind, vocab_size)
+    idx = by_reason(generated, "length")["idx"]
+    if file_format == "qwen-math":
+        rows = [harness_row(row) for row in generated]
+        ids = next(row for row in rows if row["idx"] == idx)[field][0]
+    else:
+        rows = copy.deepcopy(generated)
+        ids = next(row for row in rows if row["idx"] == idx)[field]
+    ids[-1] = bad
+    if isinstance(bad, int) and not isinstance(bad, bool):
+        message = f"{field} holds {bad}, outside the vocabulary (0 .. {vocab_size - 1})"
+    else:
+        message = f"{field} holds {json.dumps(bad)}, not an integer"
+    path = tmp_path / "gen.jsonl"
+    write_jsonl(path, rows)
+    with pytest.raises(ValueError, match=re.escape(f"{path}, idx {idx}: {message}")):
+        import_generations(path, file_format, lm, TEMPLATE, PROBLEMS, MAX_NEW_TOKENS)
+
+
+def test_token_ids_that_are_not_a_list_fail_naming_the_field(lm, generated, tmp_path):
+    rows = copy.deepcopy(generated)
+    rows[0]["completion_token_ids"] = 5
+    path = tmp_path / "gen.jsonl"
+    write_jsonl(path, rows)
+    message = f"{path}, idx {rows[0]['idx']}: completion_token_ids is 5, not a list of token ids"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        import_generations(path, "circuitry", lm, TEMPLATE, PROBLEMS, MAX_NEW_TOKENS)
+
+
+@pytest.mark.parametrize("idx", [True, 1.0, "1"])
+def test_an_idx_that_is_not_an_integer_fails_naming_it(lm, generated, tmp_path, idx):
+    """With a problem 1 in the dataset, none of true, 1.0 and "1" is taken for it (Python
+    counts a bool as an int)."""
+    problems = [{**problem, "idx": problem["idx"] - 9} for problem in PROBLEMS]
+    rows = [{**row, "idx": row["idx"] - 9} for row in generated]
+    next(row for row in rows if row["idx"] == 1)["idx"] = idx
+    path = tmp_path / "gen.jsonl"
+    write_jsonl(path, rows)
+    with pytest.raises(
+        ValueError, match=re.escape(f"{path}, idx {json.dumps(idx)}: idx must be an integer")
+    ):
+        import_generations(path, "circuitry", lm, TEMPLATE, problems, MAX_NEW_TOKENS)
+
+
 def test_problems_without_a_row_are_counted_and_named(lm, generated, tmp_path):
     path = tmp_path / "rows.jsonl"
     write_jsonl(path, generated[2:])
@@ -260,7 +326,7 @@ def study_config(tmp_path) -> dict:
     """config/toy.yaml narrowed to one dataset of 4 problems and one pair of local models
     (no dynamics, faithfulness check or calibration; one alpha, loss and text): the base
     model's answers imported in the project's format, the tuned model's in the Qwen2.5-Math
-    harness's."""
+    harness's (each a tiny random Llama with the toy tokenizer)."""
     config = yaml.safe_load((ROOT / "config" / "toy.yaml").read_text())
     config["datasets"] = {"toy-gsm8k": config["datasets"]["toy-gsm8k"]}
     config["datasets"]["toy-gsm8k"]["toy"]["n"] = 4
@@ -268,8 +334,9 @@ def study_config(tmp_path) -> dict:
     config["faithfulness"]["enabled"] = False
     config["calibration"]["enabled"] = False
     config["eap"].update(alphas=[0.5], losses=["ce"], texts=["own"])
-    for name, file_format in (("base-model", "circuitry"), ("tuned-model", "qwen-math")):
-        (tmp_path / name).mkdir(exist_ok=True)
+    formats = (("base-model", "circuitry"), ("tuned-model", "qwen-math"))
+    for seed, (name, file_format) in enumerate(formats):
+        save_local_model(tmp_path / name, seed)
         config["models"][name] = {
             "path": str(tmp_path / name),
             "template": "toy",
@@ -387,8 +454,6 @@ def test_imported_answers_go_through_pairing_and_eap(tmp_path):
     exactly the imported token ids (the harness's EOS dropped), and EAP scores them. A
     replaced file reruns the import."""
     config = study_config(tmp_path)
-    for seed, model in enumerate(("base-model", "tuned-model")):
-        save_local_model(tmp_path / model, seed)
     written = write_imports(config, tmp_path)
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     eap_file = EAP_FILE.format(

@@ -1,8 +1,10 @@
-"""Atomic writes: nothing half-written, and outputs readable like any other file."""
+"""Atomic writes: nothing half-written, and outputs readable like any other file; JSON
+lines that cannot be read fail naming the file and line."""
 
 from __future__ import annotations
 
 import os
+import re
 import stat
 
 import pytest
@@ -52,4 +54,26 @@ def test_a_malformed_line_is_named(tmp_path):
     path = tmp_path / "rows.jsonl"
     path.write_text('{"idx": 1}\n{"idx": \n')
     with pytest.raises(ValueError, match="rows.jsonl:2: not valid JSON"):
+        read_jsonl(path)
+
+
+@pytest.mark.parametrize(
+    ("line", "kind"),
+    [("[1, 2]", "an array"), ("null", "null"), ("3", "a number"), ('"x"', "a string")],
+)
+def test_a_row_that_is_not_an_object_is_named(tmp_path, line, kind):
+    path = tmp_path / "rows.jsonl"
+    path.write_text(f'{{"idx": 1}}\n\n{line}\n')
+    with pytest.raises(
+        ValueError, match=re.escape(f"rows.jsonl:3: a row must be a JSON object, got {kind}")
+    ):
+        read_jsonl(path)
+
+
+def test_a_line_that_is_not_utf8_is_named(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    path.write_bytes('{"q": "é"}\n{"q": "é'.encode() + b'\xff"}\n')
+    with pytest.raises(
+        ValueError, match=re.escape("rows.jsonl:2: not valid UTF-8 (byte 0xff at column 9)")
+    ):
         read_jsonl(path)

@@ -75,8 +75,15 @@ def normalise_normalised(raw: dict) -> dict:
         "question": _text(raw.get("question")),
         "answer": _text(raw.get("answer")),
         "solution": _text(raw.get("solution")),
-        "meta": dict(raw.get("meta") or {}),
+        "meta": _meta(raw.get("meta")),
     }
+
+
+def _meta(value) -> dict:
+    """A row's `meta`: an object, or nothing."""
+    if value is not None and not isinstance(value, dict):
+        raise ValueError(f"meta is {value!r}, not an object")
+    return dict(value or {})
 
 
 NORMALISERS: dict[str, Callable[[dict], dict]] = {
@@ -95,7 +102,10 @@ def normalise_rows(raw_rows: Iterable[dict], fmt: str) -> tuple[list[dict], dict
     n_raw = 0
     for position, raw in enumerate(raw_rows):
         n_raw += 1
-        row = normalise(raw)
+        try:
+            row = normalise(raw)
+        except ValueError as e:
+            raise DatasetError(f"idx {position} (row {position + 1} read): {e}") from None
         if row["question"] is None:
             dropped["no question"] += 1
         elif row["answer"] is None:
@@ -190,7 +200,10 @@ def build_dataset(name: str, spec: dict, download_dir: str | Path) -> tuple[list
     raw = iter_raw_rows(spec, download_dir)
     if spec.get("limit"):
         raw = islice(raw, spec["limit"])
-    rows, counts = normalise_rows(raw, spec["format"])
+    try:
+        rows, counts = normalise_rows(raw, spec["format"])
+    except DatasetError as e:
+        raise DatasetError(f"dataset {name}: {e}") from None
     if not rows:
         raise DatasetError(
             f"dataset {name}: no usable rows ({counts['n_raw']} read, dropped {counts['dropped']})"

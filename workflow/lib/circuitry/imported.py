@@ -14,16 +14,19 @@ A model entry's `generations: {path, format}` replaces its generate job. Formats
   `length` at max_new_tokens).
 
 Each row is checked against the model, the template and the dataset, so that EAP reads
-exactly the tokens the answer was: its prompt ids must be the template's tokenisation of
-the dataset's question; its ids must decode to its stored text; its completion must end
-by the rules above within max_new_tokens (for `circuitry` rows, where and why the file
-says). Every idx must be a problem of the dataset, once, and every problem must have a
-row. A failure is a ValueError naming the file and the row's idx. The file's own grades
-are not read: rows are graded again like generated ones (`grading.grade_rows`).
+exactly the tokens the answer was: its token ids must be integers of the model's
+vocabulary (checked before anything decodes them); its prompt ids must be the template's
+tokenisation of the dataset's question; its ids must decode to its stored text; its
+completion must end by the rules above within max_new_tokens (for `circuitry` rows, where
+and why the file says). Every idx must be an integer (not `true`, `1.0` or `"1"`) and a
+problem of the dataset, once, and every problem must have a row. A failure is a
+ValueError naming the file and the row's idx. The file's own grades are not read: rows
+are graded again like generated ones (`grading.grade_rows`).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -41,11 +44,13 @@ SHOWN_CONTEXT = 20  # characters shown on each side of where two texts differ
 
 @dataclass(frozen=True)
 class Expected:
-    """What the rows of one imported file must agree with: the model's tokenizer and EOS
-    ids, the template's stop strings, max_new_tokens, and the dataset's prompts by idx."""
+    """What the rows of one imported file must agree with: the model's tokenizer, its
+    vocabulary size and EOS ids, the template's stop strings, max_new_tokens, and the
+    dataset's prompts by idx."""
 
     path: str
     tokenizer: object
+    vocab_size: int
     eos_token_ids: tuple[int, ...]
     stop: tuple[str, ...]
     stops: StopStrings | None
@@ -53,7 +58,8 @@ class Expected:
     prompts: dict[int, Prompt]
 
     def where(self, idx) -> str:
-        return f"{self.path}, idx {idx}"
+        """The file and idx, the idx as the file spells it (`"1"` is not `1`)."""
+        return f"{self.path}, idx {json.dumps(idx)}"
 
 
 def first_difference(a: Sequence, b: Sequence) -> int:
@@ -75,6 +81,27 @@ def require(row: dict, fields: Sequence[str], where: str) -> None:
     missing = [field for field in fields if field not in row]
     if missing:
         raise ValueError(f"{where}: missing field(s) {', '.join(missing)}")
+
+
+def is_integer(value) -> bool:
+    """An int, but not a bool: Python counts `true` as 1, a JSON file does not."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_token_ids(ids: Sequence, field: str, expected: Expected, where: str) -> None:
+    """Every id in `ids` is a token of the vocabulary (added tokens included); checked
+    before anything decodes them, since a tokenizer may crash on an impossible id or
+    quietly decode it to nothing."""
+    if not isinstance(ids, list):
+        raise ValueError(f"{where}: {field} is {json.dumps(ids)}, not a list of token ids")
+    for token in ids:
+        if not is_integer(token):
+            raise ValueError(f"{where}: {field} holds {json.dumps(token)}, not an integer")
+        if not 0 <= token < expected.vocab_size:
+            raise ValueError(
+                f"{where}: {field} holds {token}, outside the vocabulary "
+                f"(0 .. {expected.vocab_size - 1})"
+            )
 
 
 def check_prompt(token_ids: Sequence[int], prompt: Prompt, where: str) -> None:
@@ -116,6 +143,8 @@ def from_circuitry(row: dict, expected: Expected) -> dict:
     the rules end the completion where and why the row says."""
     where = expected.where(row["idx"])
     require(row, CIRCUITRY_FIELDS, where)
+    for field in ("prompt_token_ids", "completion_token_ids"):
+        check_token_ids(row[field], field, expected, where)
     prompt = expected.prompts[row["idx"]]
     check_prompt(row["prompt_token_ids"], prompt, where)
     ids, stated = list(row["completion_token_ids"]), row["finish_reason"]
@@ -157,6 +186,8 @@ def from_qwen_math(row: dict, expected: Expected) -> dict:
             f"{where}: {max(n_samples)} samples per problem; only greedy runs with "
             "n_sampling 1 can be imported"
         )
+    for field in ("prompt_token_ids", "generate_token_ids"):
+        check_token_ids(row[field][0], field, expected, where)
     prompt = expected.prompts[row["idx"]]
     check_prompt(row["prompt_token_ids"][0], prompt, where)
     generated = list(row["generate_token_ids"][0])
@@ -173,6 +204,16 @@ def from_qwen_math(row: dict, expected: Expected) -> dict:
 
 
 CONVERTERS = {"circuitry": from_circuitry, "qwen-math": from_qwen_math}
+
+
+def check_idx(idx, expected: Expected, rows: dict[int, dict]) -> None:
+    """`idx` is an integer, a problem of the dataset, and not one already read."""
+    if not is_integer(idx):
+        raise ValueError(f"{expected.where(idx)}: idx must be an integer")
+    if idx not in expected.prompts:
+        raise ValueError(f"{expected.where(idx)}: not a problem of the dataset")
+    if idx in rows:
+        raise ValueError(f"{expected.where(idx)}: a second row for this problem")
 
 
 def check_complete(expected: Expected, rows: dict[int, dict]) -> None:
@@ -201,6 +242,7 @@ def import_generations(
     expected = Expected(
         path=str(path),
         tokenizer=lm.tokenizer,
+        vocab_size=len(lm.tokenizer),
         eos_token_ids=lm.eos_token_ids,
         stop=template.stop,
         stops=StopStrings(lm.tokenizer, template.stop) if template.stop else None,
@@ -210,13 +252,8 @@ def import_generations(
     convert = CONVERTERS[file_format]
     rows: dict[int, dict] = {}
     for row in read_jsonl(path):
-        if not isinstance(row, dict):
-            raise ValueError(f"{path}: a row is a JSON {type(row).__name__}, not an object")
         idx = row.get("idx")
-        if not isinstance(idx, int) or idx not in expected.prompts:
-            raise ValueError(f"{expected.where(idx)}: not a problem of the dataset")
-        if idx in rows:
-            raise ValueError(f"{expected.where(idx)}: a second row for this problem")
+        check_idx(idx, expected, rows)
         rows[idx] = convert(row, expected)
     check_complete(expected, rows)
     return [rows[idx] for idx in sorted(rows)]

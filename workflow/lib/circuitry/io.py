@@ -106,17 +106,50 @@ def write_npz(path: str | os.PathLike, **arrays) -> None:
         np.savez(f, **arrays)
 
 
+_JSON_KINDS = {
+    list: "an array",
+    str: "a string",
+    int: "a number",
+    float: "a number",
+    bool: "true or false",
+    type(None): "null",
+}
+
+
+def _decode_line(line: bytes, where: str) -> str:
+    """A line as UTF-8 text; a bad byte fails naming where it is, which a decoder reading
+    the whole file cannot."""
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError as e:
+        column = len(line[: e.start].decode("utf-8")) + 1
+        raise ValueError(
+            f"{where}: not valid UTF-8 (byte 0x{line[e.start]:02x} at column {column})"
+        ) from None
+
+
+def _parse_row(text: str, where: str) -> dict:
+    """A line's JSON object: every caller reads rows by field, so anything else fails here,
+    naming its line, rather than as an AttributeError wherever the row is first used."""
+    try:
+        row = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{where}: not valid JSON ({e.msg})") from None
+    if not isinstance(row, dict):
+        raise ValueError(f"{where}: a row must be a JSON object, got {_JSON_KINDS[type(row)]}")
+    return row
+
+
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    """All rows of a JSON-lines file; a malformed line fails naming the file and line."""
+    """All rows of a JSON-lines file, each a JSON object; a line that is not valid UTF-8,
+    not valid JSON or not an object fails naming the file and line."""
     rows = []
-    with open(path, encoding="utf-8") as f:
+    with open(path, "rb") as f:
         for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+            where = f"{path}:{lineno}"
+            text = _decode_line(line, where)
+            if text.strip():
+                rows.append(_parse_row(text, where))
     return rows
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import shutil
 
 import pytest
@@ -13,6 +14,7 @@ from transformers import ContinuousBatchingManager, LlamaConfig, LlamaForCausalL
 
 from circuitry import generation
 from circuitry.decoding import (
+    BACKENDS,
     StopStringCriterion,
     StopStrings,
     completion_end,
@@ -105,7 +107,7 @@ def greedy_reference(lm, ids, n):
 def free_run(lm):
     """40 greedy tokens of one prompt, with no EOS among them (checked)."""
     ids = prompt_ids(lm, QUESTIONS[0])
-    completion = generate_batch(lm, [ids], 40)[0]
+    completion = generate_batch(lm, {0: ids}, 40)[0]
     assert completion.finish_reason == "length"
     return ids, completion.token_ids
 
@@ -133,16 +135,16 @@ def test_a_corrupt_weight_file_is_named(model_dir, tmp_path, keep):
 def test_generation_is_greedy(lm):
     ids = prompt_ids(lm, QUESTIONS[1])
     expected = greedy_reference(lm, ids, 20)
-    completion = generate_batch(lm, [ids], 20)[0]
+    completion = generate_batch(lm, {0: ids}, 20)[0]
     cut = expected.index(EOS) if EOS in expected else len(expected)
     assert completion.token_ids == expected[:cut]
 
 
 def test_left_padded_batch_matches_one_prompt_at_a_time(lm):
-    prompts = [prompt_ids(lm, q) for q in QUESTIONS]
-    assert len({len(p) for p in prompts}) == len(prompts)
+    prompts = {idx: prompt_ids(lm, q) for idx, q in enumerate(QUESTIONS)}
+    assert len({len(p) for p in prompts.values()}) == len(prompts)
     batched = generate_batch(lm, prompts, 24, stop=("Q",))
-    alone = [generate_batch(lm, [p], 24, stop=("Q",))[0] for p in prompts]
+    alone = [generate_batch(lm, {idx: p}, 24, stop=("Q",))[0] for idx, p in prompts.items()]
     assert batched == alone
     assert {c.finish_reason for c in batched} >= {"stop", "length"}
 
@@ -151,7 +153,7 @@ def test_eos_ends_the_completion_and_is_left_out(lm, free_run):
     ids, free = free_run
     k = next(i for i in range(5, len(free)) if free[i] not in free[:i])
     with_eos = dataclasses.replace(lm, eos_token_ids=(EOS, free[k]))
-    completion = generate_batch(with_eos, [ids], 40)[0]
+    completion = generate_batch(with_eos, {0: ids}, 40)[0]
     assert completion.finish_reason == "eos"
     assert completion.token_ids == free[:k]
     assert completion.text == decode(lm.tokenizer, free[:k])
@@ -172,7 +174,7 @@ def test_stop_string_ends_the_completion_with_the_token_that_completes_it(
         return output
 
     monkeypatch.setattr(lm.model, "generate", spy)
-    completion = generate_batch(lm, [ids], 40, stop=(stop,))[0]
+    completion = generate_batch(lm, {0: ids}, 40, stop=(stop,))[0]
     assert completion.finish_reason == "stop"
     assert completion.token_ids == free[:end]
     assert completion.text.endswith(stop)
@@ -181,7 +183,7 @@ def test_stop_string_ends_the_completion_with_the_token_that_completes_it(
 
 def test_length_limit(lm, free_run):
     ids, free = free_run
-    completion = generate_batch(lm, [ids], 7)[0]
+    completion = generate_batch(lm, {0: ids}, 7)[0]
     assert (completion.finish_reason, completion.token_ids) == ("length", free[:7])
 
 
@@ -236,7 +238,7 @@ def test_checkpoint_generation_defaults_do_not_leak(lm, tmp_path):
     loaded = load_model(model_entry(path=str(sampling), gpu=False))
     assert loaded.eos_token_ids == (EOS, 50)
     assert loaded.model.generation_config.do_sample is None
-    prompts = [prompt_ids(lm, q) for q in QUESTIONS[:3]]
+    prompts = {idx: prompt_ids(lm, q) for idx, q in enumerate(QUESTIONS[:3])}
     expected = generate_batch(dataclasses.replace(lm, eos_token_ids=(EOS, 50)), prompts, 20)
     assert generate_batch(loaded, prompts, 20) == expected
 
@@ -488,3 +490,78 @@ def test_teacher_forcing_catches_answers_another_model_wrote(lm, tmp_path):
     )
     summary = swapped.as_dict()
     assert summary["n_rows_disagreeing"] == len(swapped.first_disagreement)
+
+
+def broken_copy(model_dir, break_weights):
+    """The tiny model loaded afresh, then its weights broken in place by `break_weights`."""
+    broken = load_model(model_entry(path=str(model_dir), gpu=False))
+    with torch.no_grad():
+        break_weights(broken.model)
+    return broken
+
+
+def nan_head(model):
+    model.lm_head.weight.fill_(float("nan"))
+
+
+def nan_hash(model):
+    """NaN as the embedding of `#`: only a sequence holding a `#` gets NaN logits."""
+    hash_id = build_char_tokenizer().convert_tokens_to_ids("#")
+    model.get_input_embeddings().weight[hash_id] = float("nan")
+
+
+def non_finite(lm, idx, activity="generating"):
+    return re.escape(
+        f"{lm.source}: non-finite logits (NaN or inf) while {activity} idx {idx}; "
+        "the weights or the dtype (fp16 overflow?) are broken"
+    )
+
+
+# Longest question first: idx 17 leads the first batch (static) and the first requests
+# (continuous).
+FROM_17 = [
+    {"idx": 17 + i, "question": q} for i, q in enumerate(sorted(QUESTIONS, key=len, reverse=True))
+]
+# Only idx 4 holds a `#`; it is never the lowest idx of its batch of 3 (static: [1, 5, 0] and
+# [4, 2, 3]; teacher forcing: any batch of 3 holding 4 holds a lower idx).
+HASHED = [{"idx": i, "question": q + " #" * (i == 4)} for i, q in enumerate(QUESTIONS)]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_nan_logits_fail_generation_naming_the_model_and_the_first_row(
+    model_dir, tmp_path, backend
+):
+    broken = broken_copy(model_dir, nan_head)
+    partial = tmp_path / "gen.jsonl.partial"
+    with pytest.raises(ValueError, match=non_finite(broken, 17)):
+        generate_rows(
+            broken,
+            RAW,
+            FROM_17,
+            max_new_tokens=12,
+            batch_size=3,
+            partial_path=partial,
+            backend=backend,
+            progress=False,
+        )
+    assert len(partial.read_text().splitlines()) == 1  # the header: no garbage row kept
+
+
+def test_static_generation_names_the_row_whose_logits_are_non_finite(model_dir, tmp_path):
+    broken = broken_copy(model_dir, nan_hash)
+    with pytest.raises(ValueError, match=non_finite(broken, 4)):
+        generate_rows(
+            broken, RAW, HASHED, max_new_tokens=24, batch_size=3, partial_path=tmp_path / "p"
+        )
+
+
+def test_teacher_forcing_fails_on_non_finite_logits(lm, model_dir, tmp_path):
+    rows = generate_rows(
+        lm, RAW, HASHED, max_new_tokens=24, batch_size=3, partial_path=tmp_path / "p"
+    )
+    broken = broken_copy(model_dir, nan_hash)
+    with pytest.raises(ValueError, match=non_finite(broken, 4, "teacher forcing")):
+        teacher_forcing(broken, rows, batch_size=3)
+    empty = [dict(row, completion_token_ids=[]) for row in rows]  # the logits of the end count
+    with pytest.raises(ValueError, match=non_finite(broken, 4, "teacher forcing")):
+        teacher_forcing(broken, empty, batch_size=3)

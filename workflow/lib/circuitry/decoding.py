@@ -26,12 +26,24 @@ Two backends (`generation.backend`) produce them:
   on a GPU a rerun may give other completions for a few rows (ties and near-ties of the
   argmax move with batch shapes and kernels); the teacher-forcing agreement in the
   provenance says how far the scored forward reproduces each file either way.
+
+Broken logits. A model whose logits hold NaN or inf (broken weights, fp16 overflow)
+would greedily write garbage: argmax takes a NaN for the maximum, so all-NaN logits
+write token 0 (`<pad>`) again and again. Either backend fails instead
+(`NonFiniteLogitsError`, naming the lowest idx affected) before any row of the affected
+group is returned. `static` marks the rows whose raw logits are non-finite at any step
+(`NonFiniteRows`). `continuous` offers no hook on the logits, so it asks for the log
+probability of each generated token, computed from the very logits that chose it: a
+softmax over logits holding NaN or +inf (or only -inf) is NaN everywhere, so a NaN log
+probability gives them away (a -inf beside finite logits, which moves no argmax, goes
+unnoticed there). Its argmax is then taken over the probabilities instead of the logits,
+which differs only where two logits round to one probability.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -39,6 +51,8 @@ import torch
 from transformers import (
     ContinuousBatchingConfig,
     GenerationConfig,
+    LogitsProcessor,
+    LogitsProcessorList,
     StoppingCriteria,
     StoppingCriteriaList,
 )
@@ -52,6 +66,33 @@ BACKENDS = ("static", "continuous")
 TOKENS_PER_CHARACTER = 4
 # Seconds to wait for the next finished row before checking the manager is still alive.
 POLL_S = 1.0
+
+
+class NonFiniteLogitsError(ValueError):
+    """A model's logits hold NaN or inf, so its greedy tokens (and any agreement with them)
+    are garbage."""
+
+    def __init__(self, source: str, idx: int, activity: str = "generating"):
+        super().__init__(
+            f"{source}: non-finite logits (NaN or inf) while {activity} idx {idx}; "
+            "the weights or the dtype (fp16 overflow?) are broken"
+        )
+
+
+def fail_on_non_finite(
+    source: str, idxs: Iterable[int], non_finite: Iterable[bool], activity: str = "generating"
+) -> None:
+    """Raise NonFiniteLogitsError for the lowest of the `idxs` flagged `non_finite`, if any."""
+    flagged = [idx for idx, bad in zip(idxs, non_finite, strict=True) if bad]
+    if flagged:
+        raise NonFiniteLogitsError(source, min(flagged), activity)
+
+
+def finite_rows(logits: torch.Tensor) -> torch.Tensor:
+    """Whether each row of `logits` (over the last dimension) is free of NaN and inf, in one
+    reduction, many times cheaper than `isfinite` on every logit: a row's float32 sum is
+    non-finite iff one of its logits is (or they reach magnitudes near 1e33, as broken)."""
+    return logits.sum(-1, dtype=torch.float32).isfinite()
 
 
 def decode(tokenizer, token_ids: Sequence[int]) -> str:
@@ -86,6 +127,30 @@ class StopStringCriterion(StoppingCriteria):
         tails = input_ids[:, self.prompt_width :][:, -self.stops.window :].tolist()
         done = [self.stops.completed_at(tail, len(tail)) for tail in tails]
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
+class NonFiniteRows(LogitsProcessor):
+    """Marks, on the device, the rows whose logits hold NaN or inf at any step, so checking
+    costs no host sync per step. Greedy decoding asks `generate` for no other logits
+    processor, so the logits it sees are the model's raw ones."""
+
+    def __init__(self, n_rows: int, device: torch.device):
+        self.marked = torch.zeros(n_rows, dtype=torch.bool, device=device)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor):
+        self.marked |= ~finite_rows(scores)
+        return scores
+
+
+class MarkedRowsCriterion(StoppingCriteria):
+    """Stops the rows a NonFiniteRows marked: their batch fails, so what they would generate
+    next is waste (a model broken throughout stops after one step)."""
+
+    def __init__(self, rows: NonFiniteRows):
+        self.rows = rows
+
+    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
+        return self.rows.marked
 
 
 @dataclass(frozen=True)
@@ -159,21 +224,27 @@ def greedy_config(lm: LoadedModel, max_new_tokens: int) -> GenerationConfig:
 
 def generate_batch(
     lm: LoadedModel,
-    prompts: Sequence[Sequence[int]],
+    prompts: Mapping[int, Sequence[int]],
     max_new_tokens: int,
     stop: Sequence[str] = (),
 ) -> list[Completion]:
-    """Greedy completions of a batch of prompt token ids (left padded together)."""
-    input_ids, attention_mask = left_pad(prompts, lm.pad_token_id)
+    """Greedy completions of a batch of prompts (token ids by idx, left padded together in
+    this order); fails on the lowest idx whose logits were non-finite."""
+    input_ids, attention_mask = left_pad(list(prompts.values()), lm.pad_token_id)
     width = input_ids.shape[1]
     stops = StopStrings(lm.tokenizer, stop) if stop else None
-    criteria = StoppingCriteriaList([StopStringCriterion(stops, width)] if stops else [])
+    non_finite = NonFiniteRows(len(prompts), lm.device)
+    criteria = StoppingCriteriaList([MarkedRowsCriterion(non_finite)])
+    if stops:
+        criteria.append(StopStringCriterion(stops, width))
     output = lm.model.generate(
         input_ids=input_ids.to(lm.device),
         attention_mask=attention_mask.to(lm.device),
         generation_config=greedy_config(lm, max_new_tokens),
+        logits_processor=LogitsProcessorList([non_finite]),
         stopping_criteria=criteria,
     )
+    fail_on_non_finite(lm.source, prompts, non_finite.marked.tolist())
     return [
         completion_of(
             lm.tokenizer,
@@ -184,18 +255,21 @@ def generate_batch(
     ]
 
 
-def paged_cache_config(
+def continuous_config(
     lm: LoadedModel, prompts: Sequence[Sequence[int]], max_new_tokens: int, batch_size: int
 ) -> ContinuousBatchingConfig:
-    """The paged cache of a continuous run. On a GPU transformers sizes it from free memory
-    and runs as many rows at once as fit. On CPU it would size it from the host's RAM
-    (gigabytes zeroed even for a toy model), so there it holds `batch_size` rows of the
-    longest prompt plus `max_new_tokens`."""
+    """The settings of a continuous run: log probabilities returned (they show non-finite
+    logits, see the module docstring), and the paged cache. On a GPU transformers sizes the
+    cache from free memory and runs as many rows at once as fit. On CPU it would size it
+    from the host's RAM (gigabytes zeroed even for a toy model), so there it holds
+    `batch_size` rows of the longest prompt plus `max_new_tokens`."""
     if lm.device.type == "cuda":
-        return ContinuousBatchingConfig()
+        return ContinuousBatchingConfig(return_logprobs=True)
     page = ContinuousBatchingConfig().page_size
     longest = max(map(len, prompts)) + max_new_tokens
-    return ContinuousBatchingConfig(num_blocks=batch_size * math.ceil(longest / page))
+    return ContinuousBatchingConfig(
+        return_logprobs=True, num_blocks=batch_size * math.ceil(longest / page)
+    )
 
 
 def generate_continuous(
@@ -206,7 +280,8 @@ def generate_continuous(
     batch_size: int = 16,
 ) -> Iterator[list[tuple[int, Completion]]]:
     """Greedy completions of `prompts` (token ids by idx) under continuous batching; yields
-    the rows finished since the last yield as `(idx, completion)`, as they finish."""
+    the rows finished since the last yield as `(idx, completion)`, as they finish, and fails
+    on the lowest idx of them with non-finite logits (a NaN log probability)."""
     if not prompts:
         return
     stops = StopStrings(lm.tokenizer, stop) if stop else None
@@ -215,7 +290,7 @@ def generate_continuous(
     scanned: dict[str, int] = {}
     with lm.model.continuous_batching_context_manager(
         generation_config=greedy_config(lm, max_new_tokens),
-        continuous_batching_config=paged_cache_config(
+        continuous_batching_config=continuous_config(
             lm, list(prompts.values()), max_new_tokens, batch_size
         ),
         warmup=lm.device.type == "cuda",
@@ -229,7 +304,7 @@ def generate_continuous(
                 eos_token_id=eos,
             )
         while pending:
-            finished = []
+            finished, non_finite = [], []
             output = manager.get_result(timeout=POLL_S)
             while output is not None:
                 if output.request_id in pending:
@@ -241,7 +316,9 @@ def generate_continuous(
                         finished.append(
                             (idx, completion_of(lm.tokenizer, output.generated_tokens, end))
                         )
+                        non_finite.append(any(map(math.isnan, output.logprobs)))
                 output = manager.get_result(timeout=0)
+            fail_on_non_finite(lm.source, (idx for idx, _ in finished), non_finite)
             if finished:
                 yield finished
             elif not manager.is_running():

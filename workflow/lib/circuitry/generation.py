@@ -14,7 +14,8 @@ Teacher forcing. EAP later re-reads each answer with one forward pass. `teacher_
 checks that this forward would itself have written the answer: the share of completion
 tokens that are its argmax given their prefix, and where each disagreeing row first
 departs. Batch composition and kernels (bf16 on a GPU) can make the two differ, and then
-the study attributes text the scored model would not have written.
+the study attributes text the scored model would not have written. Non-finite logits
+fail it (`decoding.NonFiniteLogitsError`) rather than agree with garbage.
 """
 
 from __future__ import annotations
@@ -37,7 +38,14 @@ from safetensors import SafetensorError, safe_open
 from tqdm import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
-from circuitry.decoding import BACKENDS, Completion, generate_batch, generate_continuous
+from circuitry.decoding import (
+    BACKENDS,
+    Completion,
+    fail_on_non_finite,
+    finite_rows,
+    generate_batch,
+    generate_continuous,
+)
 from circuitry.io import atomic_path, dumps_row, write_jsonl
 from circuitry.prompts import Prompt, PromptTemplate, build_prompt
 from circuitry.provenance import model_fingerprint
@@ -326,7 +334,7 @@ def completion_groups(
     backend finishes them in: whole batches (`static`) or rows as they end (`continuous`)."""
     if backend == "static":
         for batch in todo:
-            ids = [prompts[idx].token_ids for idx in batch]
+            ids = {idx: prompts[idx].token_ids for idx in batch}
             yield list(zip(batch, generate_batch(lm, ids, max_new_tokens, stop), strict=True))
     else:
         rows = {idx: prompts[idx].token_ids for batch in todo for idx in batch}
@@ -443,13 +451,28 @@ class TeacherForcing:
         }
 
 
+def head_argmax(
+    head: torch.nn.Module, states: torch.Tensor, positions: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The argmax of `head`'s logits at each of `states`, computed `positions` states at a
+    time, and whether all those logits are finite (a 0-d tensor, left on the device)."""
+    predicted, finite = [], []
+    for chunk in states.split(positions):
+        logits = head(chunk)
+        predicted.append(logits.argmax(-1))
+        finite.append(finite_rows(logits).all())
+    return torch.cat(predicted), torch.stack(finite).all()
+
+
 @torch.no_grad()
 def greedy_predictions(lm: LoadedModel, rows: Sequence[dict]) -> list[torch.Tensor]:
     """Per row, the model's argmax at each completion position given the prefix before it.
 
     One right-padded forward: a causal model's real tokens never see the padding after
     them. The output head runs over chunks of positions, so no `[tokens, vocab]` logits
-    tensor is held at once.
+    tensor is held at once. Fails on the lowest idx whose logits are non-finite at a
+    completion position or at the one after it (which predicts the end), so even a row
+    without completion tokens is checked.
     """
     sequences = [row["prompt_token_ids"] + row["completion_token_ids"] for row in rows]
     ids = torch.full((len(rows), max(map(len, sequences))), lm.pad_token_id)
@@ -462,12 +485,14 @@ def greedy_predictions(lm: LoadedModel, rows: Sequence[dict]) -> list[torch.Tens
     ).last_hidden_state
     head = lm.model.get_output_embeddings()
     positions = max(1, PREDICTION_CHUNK // head.weight.shape[0])
-    predictions = []
+    predictions, finite = [], []
     for i, row in enumerate(rows):
         start, n = len(row["prompt_token_ids"]) - 1, len(row["completion_token_ids"])
-        states = hidden[i, start : start + n].split(positions)
-        predicted = [head(chunk).argmax(-1) for chunk in states]
-        predictions.append(torch.cat(predicted).cpu() if predicted else torch.zeros(0))
+        predicted, all_finite = head_argmax(head, hidden[i, start : start + n + 1], positions)
+        predictions.append(predicted[:n].cpu())
+        finite.append(all_finite)
+    idxs = [row["idx"] for row in rows]
+    fail_on_non_finite(lm.source, idxs, (~torch.stack(finite)).tolist(), "teacher forcing")
     return predictions
 
 

@@ -81,6 +81,7 @@ main()
 PLANNING_MODULES = {
     "circuitry",
     "circuitry.config",
+    "circuitry.config_files",
     "circuitry.io",
     "circuitry.paths",
     "circuitry.prompts",

@@ -5,13 +5,14 @@ The measurements:
 - `train`: forward + `loss.backward()` with parameter gradients (a training step);
 - `input-grad`: forward + backward to the input only, parameters frozen (the least any
   gradient method needs);
-- `eap`: `circuitry.eap.score_samples` on one sample under the paper's loss (`ce`);
+- `eap`: `circuitry.attribution.eap.score_samples` on one sample under the paper's loss (`ce`);
 - `eap+unit`: `score_windows` with both losses (`ce`, `ce_unit`) from one forward pass;
 - `eap+unit+crossed`: the same on the sample's own answer and on another answer of the
   same length (crossed text), as one EAP job does per alpha;
-- `faithfulness`: one sample's faithfulness check (`circuitry.faithfulness.analyse_sample`
-  at the config schema's defaults: 50 top + 50 random single-edge ablations and the
-  cumulative curves, batched by `faithfulness.batch_size`), its EAP scores precomputed.
+- `faithfulness`: one sample's faithfulness check
+  (`circuitry.attribution.faithfulness.analyse_sample` at the config schema's defaults:
+  50 top + 50 random single-edge ablations and the cumulative curves, batched by
+  `faithfulness.batch_size`), its EAP scores precomputed.
 
 All use the same tokens and loss window (logits only at the window). Time is the best of
 `--repeats` rounds that run the modes in turn (so a busy machine slows them alike); peak
@@ -115,8 +116,9 @@ def make_step(model, mode: str, n_tokens: int, window: float):
     """A callable running one measured step of `mode` on `n_tokens` random tokens."""
     import torch
 
-    from circuitry.eap import Sample, score_samples, score_windows
-    from circuitry.scorefile import LOSSES
+    from circuitry.attribution.eap import score_samples, score_windows
+    from circuitry.attribution.samples import Sample
+    from circuitry.attribution.scorefile import LOSSES
 
     generator = torch.Generator().manual_seed(1)
     tokens = torch.randint(3, model.config.vocab_size, (n_tokens,), generator=generator)
@@ -166,9 +168,9 @@ def faithfulness_defaults() -> dict:
 def faithfulness_step(model, sample):
     """One sample's per-edge check and curves at the schema's defaults; its scores are
     computed here, outside the measured step (the workflow reads them from a file)."""
-    from circuitry.ablation import ablated_losses
-    from circuitry.eap import model_graph, score_samples
-    from circuitry.faithfulness import Settings, analyse_sample
+    from circuitry.attribution.ablation import ablated_losses
+    from circuitry.attribution.eap import model_graph, score_samples
+    from circuitry.attribution.faithfulness import Settings, analyse_sample
 
     defaults = faithfulness_defaults()
     settings = Settings(**{key: defaults[key] for key in Settings.__dataclass_fields__})

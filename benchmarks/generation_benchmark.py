@@ -3,7 +3,7 @@
 Chain-of-thought answer lengths spread from tens to thousands of tokens. A static batch
 runs until its longest answer ends; continuous batching retires each row when it ends.
 This benchmark gives both backends the same prompts and the same answer lengths, through
-`circuitry.generation.generate_rows` (the `generate` rule's code), and prints completion
+`circuitry.generation.resumable.generate_rows` (the `generate` rule's code), and prints completion
 tokens per second and their ratio.
 
 The model is a random-initialised Llama (toy shape on CPU, Llama-7B shape in bf16 on
@@ -35,8 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow" / "lib")
 
 from eap_benchmark import SHAPES as EAP_SHAPES  # noqa: E402  (this script's folder)
 
-from circuitry.generation import LoadedModel, generate_rows  # noqa: E402
-from circuitry.prompts import PromptTemplate  # noqa: E402
+from circuitry.data.prompts import PromptTemplate  # noqa: E402
+from circuitry.generation.resumable import generate_rows  # noqa: E402
+from circuitry.models.loading import LoadedModel
 
 BACKENDS = ("static", "continuous")
 EOS = 0

@@ -5,7 +5,7 @@ latex2sympy, math-verify another), so this runs in three steps:
 
     cases    (project env)  fixture rows -> cases (completion, gold, known truth) as JSONL
     paper    (paper env)    the cases graded by the paper's `evaluation/` code -> JSONL
-    compare  (project env)  the same cases graded by `circuitry.grading.grade`; prints tables
+    compare  (project env)  the same cases graded by `circuitry.data.grading.grade`; prints tables
 
 Cases per row: `own`, the row's worked solution (GSM8K, MATH-500) or, for College Math
 (which has none), "The final answer is $\\boxed{gold}$." (correct); `other`, the gold of
@@ -141,7 +141,7 @@ def other_gold(rows: list[dict], position: int) -> str:
 
 def load_rows(fixtures: Path, dataset: str) -> tuple[list[dict], list[dict]]:
     """The raw rows of a dataset and the same rows normalised as the workflow does."""
-    from circuitry.data import normalise_rows
+    from circuitry.data.benchmarks import normalise_rows
 
     filename, fmt, _ = DATASETS[dataset]
     raw = list(read_jsonl(fixtures / filename))
@@ -253,8 +253,8 @@ def write_paper_verdicts(args: argparse.Namespace) -> None:
 
 
 def project_verdicts(cases: list[dict]) -> None:
-    """Add `circuitry.grading.grade`'s answer and verdict to each case."""
-    from circuitry.grading import grade
+    """Add `circuitry.data.grading.grade`'s answer and verdict to each case."""
+    from circuitry.data.grading import grade
 
     for case in cases:
         case["project_pred"], case["project"] = grade(case["completion"], case["gold"])

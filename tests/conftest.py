@@ -44,7 +44,7 @@ def schema_defaults(*keys: str) -> dict:
 
 def filter_settings(**changes):
     """The config's `filter` settings: the schema's defaults, with `changes`."""
-    from circuitry.pairing import FilterSettings
+    from circuitry.generation.pairing import FilterSettings
 
     return FilterSettings(**(schema_defaults("properties", "filter") | changes))
 
@@ -58,7 +58,7 @@ def model_entry(**fields) -> dict:
 def prompt_template(format: str, **fields):
     """A `templates` entry as the validated config holds it: the schema's defaults, with
     `fields`."""
-    from circuitry.prompts import PromptTemplate
+    from circuitry.data.prompts import PromptTemplate
 
     return PromptTemplate.from_config(
         schema_defaults("$defs", "template") | {"format": format} | fields

@@ -2,7 +2,7 @@
 
 import pytest
 
-from circuitry.answers import (
+from circuitry.data.answers import (
     drop_thousands_separators,
     gsm8k_final_answer,
     last_boxed,

@@ -11,8 +11,7 @@ import pytest
 import torch
 from test_eap import FAMILIES, make_samples, tiny_model
 
-from circuitry.architectures import architecture_for
-from circuitry.calibration import (
+from circuitry.analysis.calibration import (
     CALIBRATED_LOSS,
     COLUMNS,
     calibration_table,
@@ -21,12 +20,13 @@ from circuitry.calibration import (
     node_ranking,
     reading_status,
 )
-from circuitry.eap import model_graph, score_windows
-from circuitry.edits import apply_edit
-from circuitry.hooks import EdgeScorer, install_hooks, scoring_mode
-from circuitry.metrics import HEADLINE_METRICS
-from circuitry.scorefile import LOSSES, EdgeScores
-from circuitry.window_loss import make_batch, window_logits
+from circuitry.analysis.metrics import HEADLINE_METRICS
+from circuitry.attribution.architectures import architecture_for
+from circuitry.attribution.eap import model_graph, score_windows
+from circuitry.attribution.edits import apply_edit
+from circuitry.attribution.hooks import EdgeScorer, install_hooks, scoring_mode
+from circuitry.attribution.scorefile import LOSSES, EdgeScores
+from circuitry.attribution.window_loss import make_batch, window_logits
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -10,14 +10,16 @@ import pytest
 import yaml
 
 from circuitry.config import (
-    ConfigError,
     anchor_shipped,
     calibration_scope,
-    check_config,
     control_pairs,
     enabled_pairs,
     models_in_use,
     replicate_groups,
+)
+from circuitry.config_checks import (
+    ConfigError,
+    check_config,
 )
 from circuitry.config_files import ConfigFileError, refuse_duplicate_keys, type_overrides
 from conftest import ROOT, SCHEMA, dry_run_jobs, load_config, planned_jobs, run_snakemake
@@ -229,7 +231,7 @@ def test_paper_settings():
 
 
 def test_loss_and_text_names_of_the_schema_are_the_engines():
-    from circuitry.scorefile import LOSSES, TEXTS
+    from circuitry.attribution.scorefile import LOSSES, TEXTS
 
     schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
     eap = schema["properties"]["eap"]["properties"]
@@ -294,7 +296,7 @@ def test_toy_study_carries_its_control_pairs():
 
 
 def test_toy_controls_train_like_the_models_they_control():
-    from circuitry.sft import warmup_cosine
+    from circuitry.models.sft import warmup_cosine
 
     models = load("toy.yaml")["models"]
     grpo = models["toy-grpo"]["train"]

@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from circuitry import data
-from circuitry.data import DatasetError, build_dataset, normalise_rows
+from circuitry.data import benchmarks
+from circuitry.data.benchmarks import DatasetError, build_dataset, normalise_rows
 from circuitry.io import read_jsonl, sha256_file
 from conftest import fixture_path
 
@@ -158,7 +158,7 @@ def test_hub_source_differs_only_by_the_loader(monkeypatch):
         calls.append((hub_id, config, split, revision))
         return datasets.Dataset.from_json(str(path))
 
-    monkeypatch.setattr(data, "load_hub_split", fake_load)
+    monkeypatch.setattr(benchmarks, "load_hub_split", fake_load)
     spec = {
         "source": "hub",
         "hub_id": "openai/gsm8k",
@@ -183,7 +183,7 @@ def test_hub_configs_are_concatenated_in_order(monkeypatch):
     for r in raw:
         by_subject.setdefault(r["subject"], []).append(r)
     monkeypatch.setattr(
-        data, "load_hub_split", lambda hub_id, config, split, revision: by_subject[config]
+        benchmarks, "load_hub_split", lambda hub_id, config, split, revision: by_subject[config]
     )
     spec = {
         "source": "hub",

@@ -9,11 +9,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from circuitry import dynamics, runs
-from circuitry.config import ConfigError, check_config
+from circuitry.analysis import dynamics
+from circuitry.attribution.scorefile import DIAGNOSTICS, LOSSES, write_score_file
+from circuitry.config_checks import (
+    ConfigError,
+    check_config,
+)
 from circuitry.figures.dynamics import plot_metric_dynamics, plot_training_log
+from circuitry.models import runs
 from circuitry.report.dynamics import dynamics_section
-from circuitry.scorefile import DIAGNOSTICS, LOSSES, write_score_file
 from conftest import ROOT, dry_run_jobs, filter_settings, load_config
 
 TOY = load_config("toy")

@@ -27,19 +27,20 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
-from circuitry import eap
-from circuitry.ablation import ablation_check, perturbed_loss
-from circuitry.eap import (
-    Sample,
+from circuitry.attribution import eap
+from circuitry.attribution.ablation import ablation_check, perturbed_loss
+from circuitry.attribution.eap import (
     model_graph,
     paper_context_excess,
     score_distinct_windows,
     score_samples,
     score_windows,
     windowed_samples,
+    write_role_scores,
 )
-from circuitry.scorefile import DIAGNOSTICS, LOSSES
-from circuitry.window_loss import PositionStatistics
+from circuitry.attribution.samples import Sample
+from circuitry.attribution.scorefile import DIAGNOSTICS, LOSSES, load_edge_scores
+from circuitry.attribution.window_loss import PositionStatistics
 
 FAMILIES = ("llama", "mistral", "qwen2", "phi3", "gpt2")
 VOCAB = 50
@@ -485,3 +486,81 @@ def test_ce_unit_directions_stay_exact_for_a_model_sure_of_its_answer():
     error = np.linalg.norm(rounded.scores[0][mask] - exact.scores[0][mask])
     # measured: 0.15% (the float32 forward's own rounding); p_y - 1 instead gives 89%
     assert error <= 1e-2 * np.linalg.norm(exact.scores[0][mask])
+
+
+def test_a_roles_score_files_hold_its_windows_of_every_condition(tmp_path, monkeypatch, caplog):
+    """What rule eap_score writes for one model: a file per dataset x alpha x text x loss
+    of its role only, each holding the scores of its windows and the condition scored,
+    every condition scored in one pass; a paper-mode pairing warns where the paper's
+    context is exceeded."""
+    model = tiny_model("llama")
+    samples = make_samples(4, seed=7)
+    rows = [
+        {
+            "idx": 10 + i,
+            "base": {
+                "prompt_token_ids": s.prompt_token_ids,
+                "completion_token_ids": s.answer_token_ids,
+            },
+            "tuned": {"prompt_token_ids": s.prompt_token_ids, "completion_token_ids": [5, 6, 7, 8]},
+        }
+        for i, s in enumerate(samples)
+    ]
+    pair_rows = {"exact-set": rows, "paper-set": rows[::-1]}
+    summaries = {
+        "exact-set": {"reference_length_fraction": "6", "settings": {"mode": "exact"}},
+        "paper-set": {"reference_length_fraction": "13/2", "settings": {"mode": "paper"}},
+    }
+    files = {
+        (role, dataset, alpha, text, loss): tmp_path / f"{role}-{dataset}-{alpha}-{text}-{loss}.npz"
+        for role in ("base", "tuned")
+        for dataset in pair_rows
+        for alpha in ("0.1", "0.5")
+        for text in ("own", "crossed")
+        for loss in LOSSES
+    }
+    monkeypatch.setitem(eap.PAPER_CONTEXT_CAPS, "llama", 5)  # most windows read more
+    forwards = []
+    handle = model.register_forward_hook(lambda *args: forwards.append(1))
+    with caplog.at_level("WARNING", logger="circuitry.attribution.eap"):
+        write_role_scores(model, "base", pair_rows, summaries, files, LOSSES, batch_size=64)
+    handle.remove()
+    assert len(forwards) == 1  # every condition's distinct windows in one batch
+    warned = [r.getMessage().split(":")[0] for r in caplog.records if r.levelname == "WARNING"]
+    assert warned == [  # only where the pairing follows the paper's code
+        f"base on paper-set, alpha {alpha}, {text} text"
+        for alpha in ("0.1", "0.5")
+        for text in ("own", "crossed")
+    ]
+    assert not any(path.exists() for (role, *_), path in files.items() if role == "tuned")
+    cut_lens = {(dataset, "0.1"): 1 for dataset in pair_rows}  # max(1, 0.6), max(1, 0.65)
+    cut_lens |= {(dataset, "0.5"): 3 for dataset in pair_rows}
+    for (role, dataset, alpha, text, loss), path in files.items():
+        if role != "base":
+            continue
+        written = load_edge_scores(
+            path,
+            role="base",
+            loss=loss,
+            text=text,
+            text_role=eap.text_role("base", text),
+            model_type="llama",
+        )
+        assert written.condition["alpha"] == float(alpha)
+        assert written.condition["cut_len"] == cut_lens[dataset, alpha]
+        assert (
+            written.condition["reference_length"] == {"exact-set": 6.0, "paper-set": 6.5}[dataset]
+        )
+        np.testing.assert_array_equal(written.idx, [row["idx"] for row in pair_rows[dataset]])
+        expected = score_windows(
+            model,
+            windowed_samples(pair_rows[dataset], "base", cut_lens[dataset, alpha], text),
+            [loss],
+        )[loss]
+        # batched with other windows: RMSNorm's float32 rounding differs at ~1e-7
+        np.testing.assert_allclose(
+            written.scores, expected.scores, rtol=0, atol=1e-5 * np.abs(expected.scores).max()
+        )
+        np.testing.assert_allclose(
+            written.diagnostics["window_len"], expected.diagnostics["window_len"]
+        )

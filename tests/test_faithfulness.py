@@ -17,9 +17,9 @@ import torch
 import yaml
 from test_eap import make_samples, tiny_model
 
-from circuitry.ablation import ablated_losses
-from circuitry.eap import Sample, model_graph
-from circuitry.faithfulness import (
+from circuitry.attribution.ablation import ablated_losses
+from circuitry.attribution.eap import model_graph
+from circuitry.attribution.faithfulness import (
     Settings,
     analyse_sample,
     choose_samples,
@@ -33,6 +33,7 @@ from circuitry.faithfulness import (
     summarise,
     top_k_overlap,
 )
+from circuitry.attribution.samples import Sample
 from circuitry.figures.faithfulness import plot_faithfulness
 from circuitry.io import write_json
 from circuitry.report.faithfulness import faithfulness_section
@@ -242,7 +243,7 @@ def test_edge_names_are_parsed_and_unknown_ones_named():
 
 
 def test_more_samples_than_analysed_uses_all_and_logs_it(caplog):
-    with caplog.at_level(logging.INFO, logger="circuitry.faithfulness"):
+    with caplog.at_level(logging.INFO, logger="circuitry.attribution.faithfulness"):
         assert choose_samples(5, 20, seed=0).tolist() == [0, 1, 2, 3, 4]
     assert "20 samples asked for, 5 analysed: using all of them" in caplog.text
     chosen = choose_samples(100, 10, seed=0)

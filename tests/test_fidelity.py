@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from circuitry.fidelity import (
+from circuitry.analysis.fidelity import (
     DEVIATIONS,
     bf16_read_back,
     bf16_scores,
@@ -22,8 +22,8 @@ from circuitry.fidelity import (
     to_bfloat16,
     window_measures,
 )
-from circuitry.pairing import pair_samples
-from circuitry.scorefile import EdgeScores
+from circuitry.attribution.scorefile import EdgeScores
+from circuitry.generation.pairing import pair_samples
 from conftest import filter_settings
 
 

@@ -12,8 +12,8 @@ import pytest
 from scipy import stats
 from test_report import pair_results_of, synthetic_config, write_results_tree
 
+from circuitry.attribution.graph import build_graph
 from circuitry.figures import edges, metrics, pair, style, training
-from circuitry.graph import build_graph
 from circuitry.paths import Layout
 
 MIN_WIDTH_PX = 900

@@ -12,8 +12,8 @@ import torch
 from huggingface_hub import ResolvedRevision
 from transformers import ContinuousBatchingManager, LlamaConfig, LlamaForCausalLM
 
-from circuitry import generation
-from circuitry.decoding import (
+from circuitry.generation import resumable
+from circuitry.generation.decoding import (
     BACKENDS,
     StopStringCriterion,
     StopStrings,
@@ -23,20 +23,19 @@ from circuitry.decoding import (
     generate_batch,
     generate_continuous,
 )
-from circuitry.generation import (
-    ModelUnavailableError,
+from circuitry.generation.resumable import (
     generate_rows,
     greedy_predictions,
-    load_model,
     partial_path_for,
     plan_batches,
     read_partial,
-    resolve_hub_revision,
     teacher_forcing,
     write_generations,
 )
+from circuitry.models import loading
+from circuitry.models.loading import ModelUnavailableError, load_model, resolve_hub_revision
+from circuitry.models.tokenizer import build_char_tokenizer
 from circuitry.provenance import model_fingerprint
-from circuitry.tokenizer import build_char_tokenizer
 from conftest import model_entry, prompt_template
 
 EOS = 2
@@ -256,11 +255,9 @@ def test_hub_models_load_model_and_tokenizer_at_one_resolved_commit(model_dir, m
         return from_pretrained
 
     monkeypatch.setattr("transformers.utils.hub.resolve_revision", lambda hub_id, rev: resolved)
+    monkeypatch.setattr(loading.AutoTokenizer, "from_pretrained", recording(build_char_tokenizer))
     monkeypatch.setattr(
-        generation.AutoTokenizer, "from_pretrained", recording(build_char_tokenizer)
-    )
-    monkeypatch.setattr(
-        generation.AutoModelForCausalLM,
+        loading.AutoModelForCausalLM,
         "from_pretrained",
         recording(lambda: LlamaForCausalLM.from_pretrained(model_dir)),
     )
@@ -301,7 +298,7 @@ class Interrupted(Exception):
 def count_batches(monkeypatch, fail_on_call=None):
     """Wrap generate_batch: count calls and rows; raise on call number `fail_on_call`."""
     counts = {"calls": 0, "rows": 0}
-    real = generation.generate_batch
+    real = resumable.generate_batch
 
     def counting(lm, prompts, *args, **kwargs):
         counts["calls"] += 1
@@ -310,7 +307,7 @@ def count_batches(monkeypatch, fail_on_call=None):
         counts["rows"] += len(prompts)
         return real(lm, prompts, *args, **kwargs)
 
-    monkeypatch.setattr(generation, "generate_batch", counting)
+    monkeypatch.setattr(resumable, "generate_batch", counting)
     return counts
 
 
@@ -402,7 +399,7 @@ def test_continuous_backend_cancels_a_row_once_its_stop_string_appears(lm, free_
 
 def test_continuous_run_resumes_exactly_the_missing_rows(lm, tmp_path, monkeypatch, uninterrupted):
     output = tmp_path / "gen.jsonl"
-    real = generation.generate_continuous
+    real = resumable.generate_continuous
     asked = []
 
     def first_group_then_killed(lm, prompts, *args):
@@ -412,7 +409,7 @@ def test_continuous_run_resumes_exactly_the_missing_rows(lm, tmp_path, monkeypat
         groups.close()
         raise Interrupted
 
-    monkeypatch.setattr(generation, "generate_continuous", first_group_then_killed)
+    monkeypatch.setattr(resumable, "generate_continuous", first_group_then_killed)
     with pytest.raises(Interrupted):
         run(lm, output, backend="continuous")
     kept = {
@@ -420,7 +417,7 @@ def test_continuous_run_resumes_exactly_the_missing_rows(lm, tmp_path, monkeypat
     }
     assert 0 < len(kept) < len(PROBLEMS)
     monkeypatch.setattr(
-        generation,
+        resumable,
         "generate_continuous",
         lambda lm, prompts, *a: asked.append(sorted(prompts)) or real(lm, prompts, *a),
     )

@@ -12,9 +12,9 @@ import time
 import pytest
 from sympy import Basic, Interval, MatrixBase, Tuple
 
-from circuitry import grading
-from circuitry.data import normalise_rows
-from circuitry.grading import answers_match, extract_answer, grade
+from circuitry.data import grading
+from circuitry.data.benchmarks import normalise_rows
+from circuitry.data.grading import answers_match, extract_answer, grade
 from circuitry.io import read_jsonl
 from conftest import fixture_path
 
@@ -420,7 +420,7 @@ def test_grading_works_off_the_main_thread():
 
 
 def test_grading_works_in_a_plain_script():
-    script = "from circuitry.grading import grade; print(grade('#### 1,000', '1000'))"
+    script = "from circuitry.data.grading import grade; print(grade('#### 1,000', '1000'))"
     result = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from circuitry.graph import build_graph
+from circuitry.attribution.graph import build_graph
 
 
 def test_node_names_and_order_are_stable():

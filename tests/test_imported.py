@@ -17,16 +17,21 @@ from snakemake.utils import validate
 from test_generation import save_tiny_model
 from test_workflow import save_local_model
 
-from circuitry.config import ConfigError, check_config, describe_schema_error
-from circuitry.data import build_dataset
-from circuitry.generation import generate_rows, load_model
-from circuitry.grading import grade_rows
-from circuitry.imported import import_generations
+from circuitry.config_checks import (
+    ConfigError,
+    check_config,
+    describe_schema_error,
+)
+from circuitry.data.benchmarks import build_dataset
+from circuitry.data.grading import grade_rows
+from circuitry.data.prompts import PromptTemplate, build_prompt
+from circuitry.generation.imported import import_generations
+from circuitry.generation.resumable import generate_rows
 from circuitry.io import read_json, read_jsonl, sha256_file, write_jsonl
+from circuitry.models.loading import load_model
+from circuitry.models.tokenizer import build_char_tokenizer
 from circuitry.paths import EAP_FILE
-from circuitry.prompts import PromptTemplate, build_prompt
 from circuitry.report.methods import models_table
-from circuitry.tokenizer import build_char_tokenizer
 from conftest import ROOT, model_entry, prompt_template, run_snakemake, validated
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -81,13 +81,16 @@ main()
 PLANNING_MODULES = {
     "circuitry",
     "circuitry.config",
+    "circuitry.config_checks",
     "circuitry.config_files",
+    "circuitry.data",
+    "circuitry.models",
     "circuitry.io",
     "circuitry.paths",
-    "circuitry.prompts",
+    "circuitry.data.prompts",
     "circuitry.provenance",
     "circuitry.reproducibility",
-    "circuitry.runs",
+    "circuitry.models.runs",
 }
 
 

@@ -10,23 +10,27 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from circuitry.circuit_metrics import check_paired, compute_circuit_metrics, edge_relative_change
-from circuitry.metrics import (
+from circuitry.analysis.circuit_metrics import (
+    check_paired,
+    compute_circuit_metrics,
+    edge_relative_change,
+)
+from circuitry.analysis.metrics import (
     HEADLINE_METRICS,
     METRICS,
     PER_SAMPLE_METRICS,
     POOLED_METRICS,
     metric_definitions,
 )
-from circuitry.pooled_metrics import PairedEdgeStack, cross_sample_diversity
-from circuitry.sample_metrics import (
+from circuitry.analysis.pooled_metrics import PairedEdgeStack, cross_sample_diversity
+from circuitry.analysis.sample_metrics import (
     excess_kurtosis,
     histogram_entropy,
     histogram_upper,
     mass_entropy,
     own_grid_histogram_entropy,
 )
-from circuitry.scorefile import EdgeScores
+from circuitry.attribution.scorefile import EdgeScores
 
 FORWARD = ("input", "a0")
 BACKWARD = ("a0.q", "m0", "logits")

@@ -11,14 +11,14 @@ import pytest
 from tokenizers import Tokenizer, models
 from transformers import PreTrainedTokenizerFast
 
-from circuitry.pairing import (
+from circuitry.generation.pairing import (
     FilterSettings,
     PairingError,
     check_shared_vocabulary,
     cut_length,
     pair_samples,
 )
-from circuitry.tokenizer import UNK, build_char_tokenizer
+from circuitry.models.tokenizer import UNK, build_char_tokenizer
 from conftest import filter_settings, schema_defaults
 
 DEFAULTS = filter_settings()

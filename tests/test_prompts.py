@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from circuitry.prompts import PromptTemplate, build_prompt, chatml, render_prompt
-from circuitry.tokenizer import build_char_tokenizer
+from circuitry.data.prompts import PromptTemplate, build_prompt, chatml, render_prompt
+from circuitry.models.tokenizer import build_char_tokenizer
 from conftest import prompt_template
 
 CHAT_TEMPLATE = (

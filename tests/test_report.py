@@ -20,24 +20,32 @@ import pytest
 import yaml
 from snakemake.utils import validate
 
-from circuitry import paths, results
-from circuitry.calibration import COLUMNS as CALIBRATION_COLUMNS
-from circuitry.calibration import READINGS, describe_edit
-from circuitry.circuit_metrics import load_condition, per_sample_table
+from circuitry import paths
+from circuitry.analysis import results
+from circuitry.analysis.calibration import COLUMNS as CALIBRATION_COLUMNS
+from circuitry.analysis.calibration import READINGS, describe_edit
+from circuitry.analysis.circuit_metrics import load_condition, per_sample_table
+from circuitry.analysis.fidelity import DEVIATIONS, measure_pair
+from circuitry.analysis.metrics import CONFIDENCE_METRICS, HEADLINE_METRICS, METRICS, ROLES
+from circuitry.analysis.results import keyed_files, load_pair_results, load_study
+from circuitry.analysis.stats import COLUMNS, assemble_tests_table, pair_dataset_tests
+from circuitry.analysis.verdicts import AGAINST, ONE_TOKEN_NOTE, VERDICTS, headline_verdicts
+from circuitry.attribution.graph import build_graph
+from circuitry.attribution.scorefile import DIAGNOSTICS, EdgeScores, write_score_file
 from circuitry.config import (
     calibration_alpha,
     calibration_scope,
     config_hash,
     enabled_pairs,
     models_in_use,
+    report_scope,
+    trained_in_use,
 )
-from circuitry.fidelity import DEVIATIONS, measure_pair
+from circuitry.display import format_number, format_percent, significance_mark
 from circuitry.figures.pair import make_pair_figures
 from circuitry.figures.training import make_training_figure
-from circuitry.graph import build_graph
+from circuitry.generation.pairing import FilterSettings, cut_length, pair_samples
 from circuitry.io import write_csv, write_json, write_jsonl
-from circuitry.metrics import CONFIDENCE_METRICS, HEADLINE_METRICS, METRICS, ROLES
-from circuitry.pairing import FilterSettings, cut_length, pair_samples
 from circuitry.paths import PAPER_CONDITION, Layout
 from circuitry.provenance import (
     PACKAGES,
@@ -51,7 +59,6 @@ from circuitry.provenance import (
 from circuitry.report.blocks import Cell, Code, Section, Text
 from circuitry.report.calibration import calibration_blocks
 from circuitry.report.findings import alpha_choice, alpha_sweep_table, headline_table
-from circuitry.report.format import format_number, format_percent, significance_mark
 from circuitry.report.methods import (
     accuracy_table,
     funnel_table,
@@ -61,10 +68,6 @@ from circuitry.report.methods import (
 from circuitry.report.render import render_report, write_report
 from circuitry.report.sections import headline_alpha_of, headline_section
 from circuitry.report.variants import variant_agreement, variant_table
-from circuitry.results import keyed_files, load_pair_results, load_study
-from circuitry.scorefile import DIAGNOSTICS, EdgeScores, write_score_file
-from circuitry.stats import COLUMNS, assemble_tests_table, pair_dataset_tests
-from circuitry.verdicts import AGAINST, ONE_TOKEN_NOTE, VERDICTS, headline_verdicts
 from conftest import ROOT, filter_settings
 
 TITLE_SCRIPT = "<script>document.title = 'pwned'</script>"
@@ -224,8 +227,8 @@ KNOWN_CHANGES = {
 
 
 def calibration_row(model, pair, dataset, edit_name, edit, loss, metric, *, alpha) -> dict:
-    """One plausible known-answer row (`circuitry.calibration.COLUMNS`), passed as
-    `circuitry.calibration` would judge it."""
+    """One plausible known-answer row (`circuitry.analysis.calibration.COLUMNS`), passed as
+    `circuitry.analysis.calibration` would judge it."""
     intensity, other = KNOWN_CHANGES[edit["kind"]][loss]
     change_pct = intensity if metric == "intensity" else other
     if edit["kind"] == "temperature":
@@ -373,7 +376,7 @@ def write_results_tree(root: Path, config: dict) -> None:
     tests = assemble_tests_table(frames)
     write_csv(layout.path(paths.TESTS), tests)
     write_verdicts(layout, config, tests)
-    for model in layout.training_figures(config):
+    for model in layout.training_figures(trained_in_use(config)):
         method = config["models"][model]["train"]["method"]
         path = layout.path(paths.TRAINING_LOG, model=model)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -382,7 +385,7 @@ def write_results_tree(root: Path, config: dict) -> None:
 
 def study_of(root: Path, config: dict) -> results.Study:
     """The study under `root`, read as the report rule reads it."""
-    return load_study(Layout(root).report_files(config), config)
+    return load_study(Layout(root).report_files(report_scope(config)), config)
 
 
 def pair_results_of(root: Path, config: dict, pair: str) -> results.PairResults:
@@ -398,7 +401,7 @@ def write_figures(root: Path, config: dict) -> None:
         make_pair_figures(
             pair_results_of(root, config, pair), layout.pair_figures(pair, config["datasets"])
         )
-    for model, path in layout.training_figures(config).items():
+    for model, path in layout.training_figures(trained_in_use(config)).items():
         make_training_figure(
             layout.path(paths.TRAINING_LOG, model=model),
             path,
@@ -722,10 +725,22 @@ def test_accuracy_table_in_percent():
     assert [cell.text for cell in table.rows[0].cells] == ["m", "87.5%"]
 
 
+def methods_text(config: dict) -> str:
+    """The methods text of `config`, with the calibration scope `load_study` gives it."""
+    return " ".join(
+        methods_paragraphs(
+            config,
+            n_tests=17,
+            calibrated=list(calibration_scope(config)),
+            calibration_alpha=calibration_alpha(config),
+        )
+    )
+
+
 def test_methods_text_comes_from_the_config_and_is_escaped():
     config = synthetic_config()
     config["filter"]["big_coeff"] = 1.75
-    text = " ".join(methods_paragraphs(config, n_tests=17))
+    text = methods_text(config)
     assert "[0.5·T, 1.75·T]" in text
     assert "{0.1, 0.5}" in text
     assert "(17 over all pairs)" in text
@@ -735,10 +750,14 @@ def test_methods_text_comes_from_the_config_and_is_escaped():
     assert "sharper: logits x 1.5" in text and "planted-a0: a0 output x 1.5" in text
     assert "<em>not robust to the confidence control</em>" in text
     config["calibration"]["enabled"] = False
-    text = " ".join(methods_paragraphs(config, n_tests=17))
+    text = methods_text(config)
     assert "calibration did not run, so every verdict of this run is <em>uncalibrated</em>" in text
     config["templates"]["toy"]["user"] = "<b>{question}</b>"
-    cells = [cell.text for row in templates_table(config).rows for cell in row.cells]
+    cells = [
+        cell.text
+        for row in templates_table(config, models_in_use(config)).rows
+        for cell in row.cells
+    ]
     assert "<b>{question}</b>" in cells  # plain text: escaped when rendered
 
 
@@ -764,7 +783,7 @@ def test_layout_lists_exactly_what_the_loaders_read(study_root, monkeypatch):
     original = results.require
     monkeypatch.setattr(results, "require", lambda path: read.append(str(path)) or original(path))
     study_of(root, config)
-    assert sorted(read) == sorted(all_files(layout.report_files(config)))
+    assert sorted(read) == sorted(all_files(layout.report_files(report_scope(config))))
     read.clear()
     pair_results_of(root, config, "toy-grpo")
     files = layout.figure_files("toy-grpo", config["datasets"], config["eap"]["alphas"])
@@ -827,7 +846,7 @@ def test_headline_alpha_must_be_configured(study_root):
 def test_report_is_one_file_with_every_figure_embedded(html, study_root):
     root, config = study_root
     n_figures = sum(len(Layout(root).pair_figures(p, config["datasets"])) for p in config["pairs"])
-    n_figures += len(Layout(root).training_figures(config))
+    n_figures += len(Layout(root).training_figures(trained_in_use(config)))
     images = re.findall(r'<img src="([^"]*)"', html)
     assert len(images) == n_figures
     assert all(src.startswith("data:image/png;base64,") for src in images)

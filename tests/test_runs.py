@@ -7,9 +7,10 @@ import json
 import pandas as pd
 import pytest
 
-from circuitry import dynamics, runs
-from circuitry.runs import RunError
-from circuitry.tokenizer import build_char_tokenizer
+from circuitry.analysis import dynamics
+from circuitry.models import runs
+from circuitry.models.runs import RunError
+from circuitry.models.tokenizer import build_char_tokenizer
 from conftest import schema_defaults
 
 RUN_DEFAULTS = schema_defaults("$defs", "run")  # as the validated config holds a run

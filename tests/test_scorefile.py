@@ -7,8 +7,8 @@ from collections.abc import Mapping
 import numpy as np
 import pytest
 
-from circuitry.graph import build_graph
-from circuitry.scorefile import (
+from circuitry.attribution.graph import build_graph
+from circuitry.attribution.scorefile import (
     CONDITION,
     DIAGNOSTICS,
     SCORE_FILE_KEYS,

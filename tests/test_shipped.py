@@ -53,6 +53,7 @@ def test_a_rebuild_with_other_weights_fails_naming_both(tmp_path):
         rebuilt_weights("m", shipped, rebuilt)
 
 
+@pytest.mark.slow
 def test_rebuilding_the_shipped_toy_sft_gives_its_bits():
     result = run_snakemake("rebuild_shipped", "--cores", "2", timeout=1800)
     try:

@@ -9,10 +9,13 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from circuitry.circuit_metrics import compute_circuit_metrics, load_condition, per_sample_table
-from circuitry.io import write_csv
-from circuitry.metrics import CONFIDENCE_METRICS, PER_SAMPLE_METRICS, POOLED_METRICS
-from circuitry.paired_tests import (
+from circuitry.analysis.circuit_metrics import (
+    compute_circuit_metrics,
+    load_condition,
+    per_sample_table,
+)
+from circuitry.analysis.metrics import CONFIDENCE_METRICS, PER_SAMPLE_METRICS, POOLED_METRICS
+from circuitry.analysis.paired_tests import (
     GEOMETRIC_MEAN,
     MIN_PAIRS,
     loss_correlation,
@@ -22,9 +25,8 @@ from circuitry.paired_tests import (
     rank_biserial,
     row_rng,
 )
-from circuitry.pooled_metrics import PairedEdgeStack
-from circuitry.scorefile import DIAGNOSTICS, EdgeScores, write_score_file
-from circuitry.stats import (
+from circuitry.analysis.pooled_metrics import PairedEdgeStack
+from circuitry.analysis.stats import (
     COLUMNS,
     assemble_tests_table,
     compare_roles,
@@ -34,6 +36,8 @@ from circuitry.stats import (
     pair_dataset_tests,
     with_fdr,
 )
+from circuitry.attribution.scorefile import DIAGNOSTICS, EdgeScores, write_score_file
+from circuitry.io import write_csv
 
 N_NULL = 400
 OTHER_ROLE = {"base": "tuned", "tuned": "base"}

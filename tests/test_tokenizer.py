@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from transformers import AutoTokenizer
 
-from circuitry.tokenizer import CHARACTERS, SPECIAL_TOKENS, build_char_tokenizer
+from circuitry.models.tokenizer import CHARACTERS, SPECIAL_TOKENS, build_char_tokenizer
 
 
 @pytest.fixture(scope="module")

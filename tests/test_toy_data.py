@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from circuitry import toy
-from circuitry.answers import last_boxed
+from circuitry.data import toy
+from circuitry.data.answers import last_boxed
 
 SPECS = {
     "add": {"max_operand": 999},

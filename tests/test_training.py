@@ -11,8 +11,11 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from circuitry import dynamics, model_files, sft, toy, training
+from circuitry.analysis import dynamics
+from circuitry.data import toy
 from circuitry.io import sha256_file
+from circuitry.models import files as model_files
+from circuitry.models import sft, training
 from conftest import prompt_template, schema_defaults
 
 TEMPLATE = prompt_template("raw", user="{question}\n")

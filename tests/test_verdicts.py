@@ -7,10 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from circuitry.calibration import CALIBRATED_LOSS
-from circuitry.metrics import METRICS
-from circuitry.stats import WINDOW_LOSS
-from circuitry.verdicts import (
+from circuitry.analysis.calibration import CALIBRATED_LOSS
+from circuitry.analysis.metrics import METRICS
+from circuitry.analysis.stats import WINDOW_LOSS
+from circuitry.analysis.verdicts import (
     AGAINST,
     CONSISTENT,
     EXPLAINED,

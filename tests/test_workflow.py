@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
+import subprocess
 from collections import Counter
 from pathlib import Path
 
@@ -12,11 +13,11 @@ import pandas as pd
 import torch
 import yaml
 
-from circuitry.model_files import save_model
+from circuitry.models.files import save_model
+from circuitry.models.sft import toy_model
+from circuitry.models.tokenizer import build_char_tokenizer
 from circuitry.paths import EAP_FILE
 from circuitry.provenance import model_fingerprint
-from circuitry.sft import toy_model
-from circuitry.tokenizer import build_char_tokenizer
 from conftest import ROOT, dry_run_jobs, run_snakemake
 
 PAPER_MODELS_PER_PAIR = {
@@ -274,3 +275,40 @@ def test_a_swap_that_keeps_names_sizes_and_mtimes_still_changes_the_fingerprint(
         before,
         model_fingerprint(tmp_path / "other"),
     )
+
+
+def test_a_change_to_a_jobs_library_code_plans_it_again_and_only_it(tmp_path):
+    """A checkout's copy builds one dataset; editing a module the download script imports
+    (through circuitry.data.benchmarks) plans the job again, editing one it does not
+    import plans nothing: outputs built by other library code are never taken as done."""
+    tracked = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    for name in tracked:
+        if (ROOT / name).is_file():
+            (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, tmp_path / name)
+    target = "resources/datasets/toy-gsm8k.jsonl"
+
+    def planned() -> str:
+        result = run_snakemake(
+            target, "--dry-run", "--cores", "1", snakefile=tmp_path / "Snakefile", workdir=tmp_path
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stdout
+
+    built = run_snakemake(
+        target, "--cores", "1", snakefile=tmp_path / "Snakefile", workdir=tmp_path
+    )
+    assert built.returncode == 0, built.stdout + built.stderr
+    library = tmp_path / "workflow" / "lib" / "circuitry"
+    with open(library / "analysis" / "stats.py", "a") as f:
+        f.write("# not imported by the download\n")
+    assert "Nothing to be done" in planned()
+    with open(library / "data" / "toy.py", "a") as f:
+        f.write("# imported by the download, through circuitry.data.benchmarks\n")
+    assert "rule download_dataset:" in planned()

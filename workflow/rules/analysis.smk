@@ -2,6 +2,9 @@
 # of every headline cell, and what the deviations from the paper's code change (fidelity).
 
 
+include: "analysis_helpers.smk"
+
+
 # One job per pair (every dataset): each job's start-up costs more than a dataset's metrics.
 rule metrics:
     input:
@@ -19,6 +22,7 @@ rule metrics:
         mem_mb=4000,
         runtime=30 * len(DATASETS),
     params:
+        code=code_of("metrics.py"),
         conditions=pair_score_conditions(),
         datasets=DATASETS,
         alphas=ALPHAS,
@@ -47,6 +51,7 @@ rule fidelity:
         mem_mb=16000,
         runtime=60 * len(DATASETS),
     params:
+        code=code_of("fidelity.py"),
         conditions=paper_score_conditions(),
         datasets=DATASETS,
     script:
@@ -72,6 +77,8 @@ rule stats:
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        code=code_of("stats.py"),
     script:
         "../scripts/stats.py"
 
@@ -93,6 +100,7 @@ rule verdicts:
         mem_mb=2000,
         runtime=10,
     params:
+        code=code_of("verdicts.py"),
         summary_keys=[[pair, dataset] for pair in PAIRS for dataset in DATASETS],
     script:
         "../scripts/verdicts.py"

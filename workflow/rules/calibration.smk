@@ -4,6 +4,9 @@
 # change against the known answer, beside the base model's own scores from its pair.
 
 
+include: "calibration_helpers.smk"
+
+
 rule calibration_score:
     input:
         model=lambda wildcards: model_dir(wildcards.model),
@@ -24,6 +27,7 @@ rule calibration_score:
         runtime=lambda wildcards: model_runtime(wildcards.model, per_billion=60),
         gpu=lambda wildcards: model_gpus(wildcards.model),
     params:
+        code=code_of("calibration_score.py"),
         model=lambda wildcards: model_spec(MODEL_SPECS, wildcards.model),
         datasets=DATASETS,
         edits=CALIBRATION["edits"],
@@ -53,6 +57,7 @@ rule calibration:
         mem_mb=4000,
         runtime=30,
     params:
+        code=code_of("calibration.py"),
         pair=lambda wildcards: CALIBRATION_SCOPE[wildcards.model],
         base_conditions=calibration_base_conditions(),
         edited_conditions=calibration_score_conditions(),

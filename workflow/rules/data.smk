@@ -1,6 +1,9 @@
 # Dataset stage: every benchmark and training set normalised to resources/datasets/.
 
 
+include: "data_helpers.smk"
+
+
 # Downloads run on the submit host: compute nodes of many clusters have no internet.
 localrules:
     download_dataset,
@@ -24,6 +27,7 @@ rule download_dataset:
         mem_mb=4000,
         runtime=30,
     params:
+        code=code_of("download_dataset.py"),
         spec=lambda wildcards: ALL_DATASETS[wildcards.dataset],
         download_dir=DOWNLOADS,
     script:

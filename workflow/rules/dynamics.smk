@@ -4,6 +4,9 @@
 # with the initial model's.
 
 
+include: "dynamics_helpers.smk"
+
+
 if CHECKPOINTS:
 
     # A `train` run: GRPO from its initial model, trl saving checkpoint-<step> folders.
@@ -28,6 +31,7 @@ if CHECKPOINTS:
             ),
             gpu=lambda wildcards: model_gpus(RUNS[wildcards.run]["init"]),
         params:
+            code=code_of("train_dynamics.py"),
             settings=lambda wildcards: runs.grpo_settings(RUNS[wildcards.run]["train"]),
             init=lambda wildcards: model_spec(MODEL_SPECS, RUNS[wildcards.run]["init"]),
             template=lambda wildcards: template_of(RUNS[wildcards.run]["init"]),
@@ -53,6 +57,7 @@ if CHECKPOINTS:
             mem_mb=lambda wildcards: model_mem_mb(wildcards.model),
             runtime=lambda wildcards: model_runtime(wildcards.model, per_billion=5),
         params:
+            code=code_of("merge_adapter.py"),
             init=lambda wildcards: model_spec(
                 MODEL_SPECS, initial_model(wildcards.model)
             ),
@@ -83,6 +88,7 @@ if CHECKPOINTS:
             mem_mb=2000,
             runtime=10,
         params:
+            code=code_of("dynamics_problems.py"),
             dataset=DYNAMICS_EVAL,
             filter=config["filter"],
         script:
@@ -108,6 +114,7 @@ if CHECKPOINTS:
             runtime=lambda wildcards: model_runtime(wildcards.model, per_billion=60),
             gpu=lambda wildcards: model_gpus(wildcards.model),
         params:
+            code=code_of("eap_score_dynamics.py"),
             model=lambda wildcards: model_spec(MODEL_SPECS, wildcards.model),
             role="tuned",
             texts=list(runs.TEXTS),
@@ -155,6 +162,7 @@ if CHECKPOINTS:
             mem_mb=2000,
             runtime=10,
         params:
+            code=code_of("dynamics.py"),
             models=dynamics_models(),
             scored=dynamics_scored(),
             runs=runs.run_steps(config, CHECKPOINTS),

@@ -4,6 +4,9 @@
 # dataset x alpha x text x loss x role file.
 
 
+include: "eap_helpers.smk"
+
+
 rule eap_score:
     input:
         unpack(pair_model_dirs),
@@ -23,6 +26,7 @@ rule eap_score:
         runtime=pair_runtime,
         gpu=pair_resources(model_gpus),
     params:
+        code=code_of("eap_score.py"),
         datasets=DATASETS,
         conditions=pair_score_conditions(),
         losses=EAP_LOSSES,

@@ -3,6 +3,10 @@
 # pair x dataset x role x alpha of `faithfulness.alphas`; it reads the scores rule
 # eap_score wrote for those samples and ablates edges on the role's model.
 
+
+include: "faithfulness_helpers.smk"
+
+
 FAITHFULNESS = config["faithfulness"]
 
 
@@ -33,6 +37,7 @@ rule faithfulness:
         runtime=role_resources(model_runtime, per_billion=10),
         gpu=role_resources(model_gpus),
     params:
+        code=code_of("faithfulness.py"),
         condition=lambda wildcards: {
             "pair": wildcards.pair,
             "dataset": wildcards.dataset,
@@ -81,5 +86,7 @@ if FAITHFULNESS_SCOPE["pairs"]:
         resources:
             mem_mb=2000,
             runtime=10,
+        params:
+            code=code_of("faithfulness_figure.py"),
         script:
             "../scripts/faithfulness_figure.py"

@@ -2,6 +2,9 @@
 # per model answers all its datasets (one start-up and one model load for all of them).
 
 
+include: "generation_helpers.smk"
+
+
 rule generate:
     input:
         datasets=expand(DATASET_ROWS, dataset=DATASETS),
@@ -23,6 +26,7 @@ rule generate:
         runtime=lambda wildcards: model_runtime(wildcards.model, per_billion=120),
         gpu=lambda wildcards: model_gpus(wildcards.model),
     params:
+        code=code_of("generate.py"),
         datasets=DATASETS,
         model=lambda wildcards: model_spec(MODEL_SPECS, wildcards.model),
         fingerprint=lambda wildcards: local_model_fingerprint(wildcards.model),
@@ -59,6 +63,7 @@ rule import_generations:
         runtime=lambda wildcards: model_runtime(wildcards.model, per_billion=30),
         gpu=lambda wildcards: model_gpus(wildcards.model),
     params:
+        code=code_of("import_generations.py"),
         datasets=DATASETS,
         model=lambda wildcards: model_spec(MODEL_SPECS, wildcards.model),
         fingerprint=lambda wildcards: local_model_fingerprint(wildcards.model),

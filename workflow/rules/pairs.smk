@@ -1,6 +1,9 @@
 # Sample pairing: problems both models answered correctly, with comparable lengths.
 
 
+include: "pairs_helpers.smk"
+
+
 localrules:
     pair_samples,
 
@@ -21,6 +24,7 @@ rule pair_samples:
         mem_mb=4000,
         runtime=10,
     params:
+        code=code_of("pair_samples.py"),
         filter=config["filter"],
         datasets=DATASETS,
     script:

@@ -2,13 +2,16 @@
 # files as named inputs (kind -> paths) and their keys as params, in the same order.
 
 
+include: "report_helpers.smk"
+
+
 localrules:
     report,
 
 
 FIGURE_FILES = LAYOUT.figure_files("{pair}", DATASETS, config["eap"]["alphas"])
 PAIR_FIGURES = LAYOUT.pair_figures("{pair}", DATASETS)
-REPORT_FILES = LAYOUT.report_files(config)
+REPORT_FILES = LAYOUT.report_files(report_scope(config))
 
 
 rule figures:
@@ -35,6 +38,7 @@ rule figures:
         mem_mb=4000,
         runtime=20,
     params:
+        code=code_of("figures.py"),
         file_keys=input_keys(FIGURE_FILES),
         figures=list(PAIR_FIGURES),
         pair=lambda wildcards: wildcards.pair,
@@ -69,6 +73,7 @@ if TRAINING_FIGURES:
             mem_mb=2000,
             runtime=10,
         params:
+            code=code_of("training_figures.py"),
             models=list(TRAINING_FIGURES),
             train=[config["models"][m]["train"] for m in TRAINING_FIGURES],
             # each trained model's log, inside the directory its training job writes
@@ -98,6 +103,7 @@ rule report:
         mem_mb=4000,
         runtime=20,
     params:
+        code=code_of("report.py"),
         file_keys=input_keys(REPORT_FILES),
         # the validated config: the report describes it (methods, provenance)
         config=config,

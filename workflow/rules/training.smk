@@ -2,6 +2,9 @@
 # the shipped ones: installed as a study downloads its base model, rebuilt on demand.
 
 
+include: "training_helpers.smk"
+
+
 rule train_model:
     input:
         unpack(train_inputs),
@@ -24,6 +27,7 @@ rule train_model:
         runtime=lambda wildcards: model_runtime(wildcards.model, per_billion=240),
         gpu=lambda wildcards: model_gpus(wildcards.model),
     params:
+        code=code_of("train_model.py"),
         train=lambda wildcards: recipe_of(config["models"][wildcards.model]["train"]),
         template=lambda wildcards: template_of(wildcards.model),
     script:
@@ -78,6 +82,8 @@ rule check_rebuilt:
         "logs/check_rebuilt/{model}.log",
     conda:
         "../../envs/circuitry.yaml"
+    params:
+        code=code_of("check_rebuilt.py"),
     script:
         "../scripts/check_rebuilt.py"
 

@@ -1,10 +1,10 @@
 """Rule calibration: every known-answer pair of one base model, under every reading,
 against its known answer."""
 
-from circuitry.calibration import calibration_table, known_answer_rows, reading_status
+from circuitry.analysis.calibration import calibration_table, known_answer_rows, reading_status
+from circuitry.attribution.scorefile import load_edge_scores
 from circuitry.io import read_json, write_csv
 from circuitry.logs import setup_logging
-from circuitry.scorefile import load_edge_scores
 
 log = setup_logging(snakemake.log[0])
 params = snakemake.params

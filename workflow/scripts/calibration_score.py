@@ -7,13 +7,14 @@ from fractions import Fraction
 import numpy as np
 import torch
 
-from circuitry.eap import model_graph, score_windows, windowed_samples
-from circuitry.edits import apply_edit
-from circuitry.generation import load_model, teacher_forcing
+from circuitry.attribution.eap import model_graph, score_windows, windowed_samples
+from circuitry.attribution.edits import apply_edit
+from circuitry.attribution.scorefile import write_score_files
+from circuitry.generation.pairing import cut_length
+from circuitry.generation.resumable import teacher_forcing
 from circuitry.io import read_json, read_jsonl, write_json
 from circuitry.logs import setup_logging
-from circuitry.pairing import cut_length
-from circuitry.scorefile import write_score_files
+from circuitry.models.loading import load_model
 
 log = setup_logging(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)

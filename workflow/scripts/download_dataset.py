@@ -1,6 +1,6 @@
 """Rule download_dataset: one benchmark, normalised, with a summary of dropped rows."""
 
-from circuitry.data import build_dataset
+from circuitry.data.benchmarks import build_dataset
 from circuitry.io import sha256_file, write_json, write_jsonl
 from circuitry.logs import setup_logging
 

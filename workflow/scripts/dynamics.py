@@ -1,7 +1,7 @@
 """Rule dynamics: accuracy and circuit change along each run, beside its logged series
 (the paper's Figures 4 and 5)."""
 
-from circuitry import dynamics
+from circuitry.analysis import dynamics
 from circuitry.figures.dynamics import plot_metric_dynamics, plot_training_log
 from circuitry.io import read_json, write_csv
 from circuitry.logs import setup_logging

@@ -1,10 +1,10 @@
 """Rule dynamics_problems: an initial model's correct answers, filtered by its lengths, as
 the fixed problem set of every checkpoint of its runs."""
 
-from circuitry.dynamics import problem_set
+from circuitry.analysis.dynamics import problem_set
+from circuitry.generation.pairing import FilterSettings
 from circuitry.io import read_jsonl, write_json, write_jsonl
 from circuitry.logs import setup_logging
-from circuitry.pairing import FilterSettings
 
 log = setup_logging(snakemake.log[0])
 rows, summary = problem_set(

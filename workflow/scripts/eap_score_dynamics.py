@@ -7,13 +7,13 @@ from fractions import Fraction
 import numpy as np
 import torch
 
-from circuitry.dynamics import own_answer_rows
-from circuitry.eap import model_graph, score_distinct_windows, windowed_samples
-from circuitry.generation import load_model
+from circuitry.analysis.dynamics import own_answer_rows
+from circuitry.attribution.eap import model_graph, score_distinct_windows, windowed_samples
+from circuitry.attribution.scorefile import write_score_files
+from circuitry.generation.pairing import cut_length
 from circuitry.io import read_json, read_jsonl
 from circuitry.logs import setup_logging
-from circuitry.pairing import cut_length
-from circuitry.scorefile import write_score_files
+from circuitry.models.loading import load_model
 
 log = setup_logging(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)

@@ -3,9 +3,9 @@ ablations on a sample of its own answers, at one alpha."""
 
 import torch
 
-from circuitry.ablation import ablated_losses
-from circuitry.eap import windowed_samples
-from circuitry.faithfulness import (
+from circuitry.attribution.ablation import ablated_losses
+from circuitry.attribution.eap import windowed_samples
+from circuitry.attribution.faithfulness import (
     Settings,
     choose_samples,
     edge_table,
@@ -14,12 +14,12 @@ from circuitry.faithfulness import (
     run_faithfulness,
     summarise,
 )
-from circuitry.generation import load_model
+from circuitry.attribution.scorefile import load_edge_scores
+from circuitry.generation.pairing import cut_length
 from circuitry.io import read_json, read_jsonl, write_csv, write_json
 from circuitry.logs import setup_logging
-from circuitry.pairing import cut_length
+from circuitry.models.loading import load_model
 from circuitry.paths import PAPER_CONDITION
-from circuitry.scorefile import load_edge_scores
 
 log = setup_logging(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)

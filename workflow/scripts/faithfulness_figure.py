@@ -1,6 +1,6 @@
 """Rule faithfulness_figure: top-k against random-k edges removed, every checked model."""
 
-from circuitry.faithfulness import load_faithfulness
+from circuitry.attribution.faithfulness import load_faithfulness
 from circuitry.figures.faithfulness import plot_faithfulness
 from circuitry.logs import setup_logging
 

@@ -1,7 +1,7 @@
 """Rule fidelity: what the deviations from the paper's code change on one pair, per
 dataset."""
 
-from circuitry.fidelity import measure_pair
+from circuitry.analysis.fidelity import measure_pair
 from circuitry.io import read_json, read_jsonl, write_csv
 from circuitry.logs import setup_logging
 

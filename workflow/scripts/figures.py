@@ -1,8 +1,8 @@
 """Rule figures: every figure of one pair, from its metrics and EAP scores."""
 
+from circuitry.analysis.results import keyed_files, load_pair_results
 from circuitry.figures.pair import make_pair_figures
 from circuitry.logs import setup_logging
-from circuitry.results import keyed_files, load_pair_results
 
 log = setup_logging(snakemake.log[0])
 params = snakemake.params

@@ -6,18 +6,13 @@ done, so a killed job resumes each dataset where it stopped."""
 
 import torch
 
-from circuitry.generation import (
-    generate_rows,
-    load_model,
-    load_tokenizer,
-    partial_path_for,
-    write_generations,
-)
+from circuitry.data.prompts import PromptTemplate
+from circuitry.generation.records import generation_record
+from circuitry.generation.resumable import generate_rows, partial_path_for, write_generations
 from circuitry.io import read_jsonl, write_json
 from circuitry.logs import setup_logging
-from circuitry.prompts import PromptTemplate
-from circuitry.records import generation_record
-from circuitry.runs import check_same_tokenizer
+from circuitry.models.loading import load_model, load_tokenizer
+from circuitry.models.runs import check_same_tokenizer
 
 setup_logging(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)

@@ -4,12 +4,12 @@ and each dataset, graded, and read back with the model's forward like generated 
 
 import torch
 
-from circuitry.generation import load_model
-from circuitry.imported import import_generations
+from circuitry.data.prompts import PromptTemplate
+from circuitry.generation.imported import import_generations
+from circuitry.generation.records import generation_record
 from circuitry.io import read_jsonl, sha256_file, write_json, write_jsonl
 from circuitry.logs import setup_logging
-from circuitry.prompts import PromptTemplate
-from circuitry.records import generation_record
+from circuitry.models.loading import load_model
 
 log = setup_logging(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)

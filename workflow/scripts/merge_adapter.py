@@ -1,7 +1,7 @@
 """Rule merge_adapter: a PEFT adapter checkpoint merged onto its run's initial model."""
 
 from circuitry.logs import setup_logging
-from circuitry.model_files import merge_adapter
+from circuitry.models.files import merge_adapter
 
 log = setup_logging(snakemake.log[0])
 init = snakemake.params.init

@@ -1,11 +1,11 @@
 """Rule metrics: circuit metrics of one pair at every dataset, alpha and loss, and the
 paired tests of every comparison; one dataset after the other, so memory holds one."""
 
-from circuitry.circuit_metrics import load_condition, per_sample_table
+from circuitry.analysis.circuit_metrics import load_condition, per_sample_table
+from circuitry.analysis.stats import pair_dataset_tests
 from circuitry.io import write_csv
 from circuitry.logs import setup_logging
 from circuitry.paths import PAPER_CONDITION
-from circuitry.stats import pair_dataset_tests
 
 log = setup_logging(snakemake.log[0])
 params = snakemake.params

@@ -1,9 +1,9 @@
 """Rule pair_samples: per dataset, the problems both models of a pair got right, filtered
 for comparable lengths."""
 
+from circuitry.generation.pairing import FilterSettings, pair_samples
 from circuitry.io import read_jsonl, write_json, write_jsonl
 from circuitry.logs import setup_logging
-from circuitry.pairing import FilterSettings, pair_samples
 
 log = setup_logging(snakemake.log[0])
 settings = FilterSettings.from_config(snakemake.params.filter)

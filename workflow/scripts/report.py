@@ -2,13 +2,13 @@
 
 import pandas as pd
 
-from circuitry.faithfulness import load_faithfulness
+from circuitry.analysis.results import keyed_files, load_study
+from circuitry.attribution.faithfulness import load_faithfulness
 from circuitry.logs import setup_logging
 from circuitry.provenance import collect_provenance
 from circuitry.report.dynamics import dynamics_section
 from circuitry.report.faithfulness import faithfulness_section
 from circuitry.report.render import write_report
-from circuitry.results import keyed_files, load_study
 
 log = setup_logging(snakemake.log[0])
 params = snakemake.params

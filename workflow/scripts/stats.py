@@ -2,9 +2,9 @@
 
 import pandas as pd
 
+from circuitry.analysis.stats import assemble_tests_table
 from circuitry.io import write_csv
 from circuitry.logs import setup_logging
-from circuitry.stats import assemble_tests_table
 
 log = setup_logging(snakemake.log[0])
 table = assemble_tests_table(pd.read_csv(path) for path in snakemake.input)

@@ -2,10 +2,10 @@
 
 import torch
 
+from circuitry.data.prompts import PromptTemplate
 from circuitry.io import read_jsonl
 from circuitry.logs import setup_logging
-from circuitry.prompts import PromptTemplate
-from circuitry.training import train_model
+from circuitry.models.training import train_model
 
 log = setup_logging(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)

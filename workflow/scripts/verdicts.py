@@ -1,11 +1,11 @@
 """Rule verdicts: the verdict of every headline cell, under the calibration of this run."""
 
-from circuitry.calibration import calibration_state
+from circuitry.analysis.calibration import calibration_state
+from circuitry.analysis.results import load_calibration, load_tests
+from circuitry.analysis.verdicts import headline_verdicts
+from circuitry.generation.pairing import cut_length
 from circuitry.io import read_json, write_csv
 from circuitry.logs import setup_logging
-from circuitry.pairing import cut_length
-from circuitry.results import load_calibration, load_tests
-from circuitry.verdicts import headline_verdicts
 
 log = setup_logging(snakemake.log[0])
 tests = load_tests(snakemake.input.tests)

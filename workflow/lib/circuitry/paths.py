@@ -1,10 +1,11 @@
 """Where every stage writes: the one owner of the workflow's output patterns.
 
-Each pattern is a `str.format` template whose fields are the rules' wildcards
-(DESIGN.md, section 3). `Layout` turns them into the lists of files a rule declares and
-its script or loader reads, so what a rule declares is what is read. The module imports
-only the standard library (`circuitry.config`, which builds on it, where a config is
-read), so planning the workflow stays cheap.
+Each pattern is a `str.format` template whose fields are the rules' wildcards (the
+README's "Results layout" says what each file holds). `Layout` turns them into the lists
+of files a rule declares and its script or loader reads, so what a rule declares is what
+is read. It takes names,
+never a config (`circuitry.config` builds on it and reads the config), and imports only
+the standard library, so planning the workflow stays cheap.
 """
 
 from __future__ import annotations
@@ -65,6 +66,18 @@ def edge_change_figure_name(dataset: str) -> str:
 
 
 @dataclass(frozen=True)
+class ReportScope:
+    """What the report covers, by name (`config.report_scope` reads it from a config)."""
+
+    datasets: list[str]
+    pairs: list[str]
+    models: list[str]
+    calibrated: list[str]
+    trained: list[str]
+    alpha: str
+
+
+@dataclass(frozen=True)
 class Layout:
     """Where the workflow's files live under `root` (the Snakemake working directory)."""
 
@@ -81,16 +94,9 @@ class Layout:
         names = [*PAIR_FIGURE_NAMES, *(edge_change_figure_name(d) for d in datasets)]
         return {name: str(self.path(PAIR_FIGURE, pair=pair, name=name)) for name in names}
 
-    def training_figures(self, config: Mapping) -> dict[str, str]:
-        """Training-curve PNG of each model in use that the workflow trained itself."""
-        from circuitry.config import models_in_use, trained_models
-
-        in_use = set(models_in_use(config))
-        return {
-            model: str(self.path(TRAINING_FIGURE, model=model))
-            for model in trained_models(config)
-            if model in in_use
-        }
+    def training_figures(self, models: Iterable[str]) -> dict[str, str]:
+        """Training-curve PNG of each of `models` (those in use the workflow trained)."""
+        return {model: str(self.path(TRAINING_FIGURE, model=model)) for model in models}
 
     def figure_files(
         self, pair: str, datasets: Iterable[str], alphas: Sequence
@@ -115,14 +121,10 @@ class Layout:
             **{role: files(EAP_FILE, role=role, **PAPER_CONDITION) for role in ("base", "tuned")},
         }
 
-    def report_files(self, config: Mapping) -> dict[str, dict]:
+    def report_files(self, scope: ReportScope) -> dict[str, dict]:
         """Every file `load_study` reads (the report rule's inputs), by kind -> {key: path};
         keys are a dataset, a model, or (model or pair, dataset) or (pair, figure name)."""
-        from circuitry.config import calibration_scope, enabled_pairs, models_in_use
-
-        datasets = list(config["datasets"])
-        pairs, models = enabled_pairs(config), models_in_use(config)
-        first_alpha = alpha_labels(config)[0]
+        datasets = scope.datasets
 
         def files(pattern: str, field: str, names: Iterable[str], **fields) -> dict:
             return {
@@ -135,22 +137,21 @@ class Layout:
             "tests": {"tests": str(self.path(TESTS))},
             "verdicts": {"verdicts": str(self.path(VERDICTS))},
             "calibration": {
-                model: str(self.path(CALIBRATION_TABLE, model=model))
-                for model in calibration_scope(config)
+                model: str(self.path(CALIBRATION_TABLE, model=model)) for model in scope.calibrated
             },
             "dataset_rows": {d: str(self.path(DATASET_ROWS, dataset=d)) for d in datasets},
             "dataset_summaries": {d: str(self.path(DATASET_SUMMARY, dataset=d)) for d in datasets},
-            "generations": files(GENERATIONS, "model", models),
-            "generation_provenance": files(GENERATION_PROVENANCE, "model", models),
-            "pair_summaries": files(PAIR_SUMMARY, "pair", pairs),
-            "fidelity": files(FIDELITY_FILE, "pair", pairs),
-            "analysed": files(METRICS_FILE, "pair", pairs, alpha=first_alpha, ext="json"),
+            "generations": files(GENERATIONS, "model", scope.models),
+            "generation_provenance": files(GENERATION_PROVENANCE, "model", scope.models),
+            "pair_summaries": files(PAIR_SUMMARY, "pair", scope.pairs),
+            "fidelity": files(FIDELITY_FILE, "pair", scope.pairs),
+            "analysed": files(METRICS_FILE, "pair", scope.pairs, alpha=scope.alpha, ext="json"),
             "pair_figures": {
                 (pair, name): path
-                for pair in pairs
+                for pair in scope.pairs
                 for name, path in self.pair_figures(pair, datasets).items()
             },
-            "training_figures": self.training_figures(config),
+            "training_figures": self.training_figures(scope.trained),
         }
 
 

@@ -2,15 +2,19 @@
 
 The report shows the config hash, the versions of the packages that did the work, the
 git commit of the project checkout (and whether it had uncommitted changes), the run
-date and the exact `snakemake` command line.
+date and the exact `snakemake` command line. Planning uses `model_fingerprint` (a local
+model's files) and `code_hash` (a rule's library code) so that Snakemake reruns a job
+whose weights or code changed.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import platform
+import re
 import shlex
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -35,6 +39,12 @@ PACKAGES = (
     "circuitry",
 )
 GIT_TIMEOUT_S = 10
+# An import statement at any indentation: `import m` or `from m import a, (b, c)`.
+IMPORT_STATEMENT = re.compile(
+    r"^[ \t]*(?:import[ \t]+(?P<plain>[\w.]+)|from[ \t]+(?P<module>[\w.]+)[ \t]+import[ \t]+"
+    r"(?P<names>\([^)]*\)|[^\n#]+))",
+    re.M,
+)
 # What model_fingerprint reads of each file: its head, and blocks spread over the rest.
 FINGERPRINT_HEAD = 1 << 16
 FINGERPRINT_BLOCK = 1 << 12
@@ -67,6 +77,58 @@ def sampled_bytes(file: Path, size: int) -> bytes:
             f.seek(FINGERPRINT_HEAD + rest * k // (FINGERPRINT_BLOCKS - 1))
             sample.append(f.read(FINGERPRINT_BLOCK))
     return b"".join(sample)
+
+
+def code_hash(script: str | os.PathLike, package: str | os.PathLike) -> str:
+    """A hash of a rule script and of every module of `package` (the circuitry package
+    directory) it imports, directly or through other modules: the rule's `code` param.
+    Snakemake's own code trigger covers the script only, so without it a job whose
+    library code changed would count as up to date."""
+    digest = hashlib.sha256()
+    for path in (Path(script), *sorted(imported_closure(Path(script), Path(package)))):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def imported_closure(source: Path, package: Path) -> set[Path]:
+    """The files of every `package` module that `source` imports, transitively (imports
+    inside functions included)."""
+    found: set[Path] = set()
+    todo = [source]
+    while todo:
+        for path in _imported_files(todo.pop(), package):
+            if path not in found:
+                found.add(path)
+                todo.append(path)
+    return found
+
+
+@functools.cache
+def _imported_files(source: Path, package: Path) -> tuple[Path, ...]:
+    """The files of the `package` modules one file imports (`from p import m` counts m
+    where m is a module). Read by pattern rather than parsed: planning stays fast."""
+    names = []
+    for statement in IMPORT_STATEMENT.finditer(source.read_text(encoding="utf-8")):
+        plain, module, imported = statement.group("plain", "module", "names")
+        if plain:
+            names.append(plain)
+            continue
+        members = imported.strip("()").replace("\n", " ").split(",")
+        names += [module, *(f"{module}.{m.split(' as ')[0].strip()}" for m in members)]
+    files = (_module_file(name, package) for name in names)
+    return tuple(sorted({f for f in files if f is not None}))
+
+
+def _module_file(name: str, package: Path) -> Path | None:
+    """The file of module `name` when it belongs to `package`, else None."""
+    head, *rest = name.split(".")
+    if head != package.name:
+        return None
+    stem = package.joinpath(*rest)
+    for path in (stem.with_suffix(".py"), stem / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
 
 
 @dataclass(frozen=True)

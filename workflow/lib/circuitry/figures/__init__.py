@@ -12,9 +12,10 @@ The modules, by concept:
   per-sample change of log intensity against the change of the window's cross-entropy;
 - `pair`: every figure of one pair (`make_pair_figures`) and their captions;
 - `training`: per-step training logs of a model the workflow trained;
+- `faithfulness`: EAP scores against full ablations, and the top-k against random-k curve;
 - `dynamics`: what each RL run's trainer logged (Figure 4) and accuracy and each tracked
   metric's change along training (Figure 5).
 
-The figures take their formatting from `circuitry.report.format` only, never from the
+The figures take their formatting from `circuitry.display` only, never from the
 report that shows them. This file imports nothing, so each module loads on its own.
 """

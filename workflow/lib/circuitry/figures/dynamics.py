@@ -9,11 +9,17 @@ from collections.abc import Mapping, Sequence
 import pandas as pd
 import seaborn as sns
 
-from circuitry.dynamics import REWARD_WINDOW, SERIES, TRACKED_METRICS, moving_average, paper_loss
+from circuitry.analysis.dynamics import (
+    REWARD_WINDOW,
+    SERIES,
+    TRACKED_METRICS,
+    moving_average,
+    paper_loss,
+)
+from circuitry.analysis.metrics import METRICS
+from circuitry.analysis.stats import WINDOW_LOSS
 from circuitry.figures.style import grid, report_style, save_png
-from circuitry.metrics import METRICS
-from circuitry.runs import TEXTS
-from circuitry.stats import WINDOW_LOSS
+from circuitry.models.runs import TEXTS
 
 
 def run_colors(runs: Sequence[str]) -> dict[str, str]:

@@ -10,6 +10,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from circuitry.analysis.metrics import ROLES
+from circuitry.display import format_alpha
 from circuitry.figures.style import (
     ROLE_COLORS,
     WIDTH_IN,
@@ -19,8 +21,6 @@ from circuitry.figures.style import (
     save_png,
     tick_step,
 )
-from circuitry.metrics import ROLES
-from circuitry.report.format import format_alpha
 
 CLIP_PERCENTILE = 98
 HIST_BINS = 60

@@ -7,8 +7,8 @@ import os
 
 import pandas as pd
 
+from circuitry.display import format_alpha
 from circuitry.figures.style import ROLE_COLORS, grid, report_style, role_legend, save_png
-from circuitry.report.format import format_alpha
 
 FAITHFULNESS_CAPTION = (
     "Loss change (nats, mean over the checked samples) when the k edges with the largest "
@@ -19,7 +19,7 @@ FAITHFULNESS_CAPTION = (
 
 
 def plot_faithfulness(frame: pd.DataFrame, path: str | os.PathLike) -> None:
-    """`circuitry.faithfulness.load_faithfulness`'s frame: a panel per pair x dataset (x
+    """`circuitry.attribution.faithfulness.load_faithfulness`'s frame: a panel per pair x dataset (x
     alpha where several are checked), the top-k and random-k curves of both roles."""
 
     panels = ["pair", "dataset", "alpha"]

@@ -11,6 +11,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from circuitry.analysis.metrics import HEADLINE_METRICS, METRICS, ROLES
+from circuitry.analysis.stats import WINDOW_LOSS
+from circuitry.display import format_alpha, format_percent
 from circuitry.figures.style import (
     ROLE_COLORS,
     grid,
@@ -19,9 +22,6 @@ from circuitry.figures.style import (
     save_png,
     tick_step,
 )
-from circuitry.metrics import HEADLINE_METRICS, METRICS, ROLES
-from circuitry.report.format import format_alpha, format_percent
-from circuitry.stats import WINDOW_LOSS
 
 CI_LEVEL = 0.95
 DODGE = 0.06

@@ -8,6 +8,9 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from circuitry.analysis.results import PairResults
+from circuitry.attribution.scorefile import load_edge_scores
+from circuitry.display import format_alpha
 from circuitry.figures.edges import (
     EDGE_CHANGE_CAPTION,
     LOG_ABS_W_CAPTION,
@@ -27,9 +30,6 @@ from circuitry.figures.metrics import (
     plot_node_entropy,
 )
 from circuitry.paths import PAIR_FIGURE_NAMES, edge_change_figure_name
-from circuitry.report.format import format_alpha
-from circuitry.results import PairResults
-from circuitry.scorefile import load_edge_scores
 
 
 def diversity_frame(results: PairResults) -> pd.DataFrame:

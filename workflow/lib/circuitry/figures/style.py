@@ -17,8 +17,8 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from circuitry.analysis.metrics import ROLES
 from circuitry.io import atomic_path
-from circuitry.metrics import ROLES
 
 ROLE_COLORS = {"base": "#4C72B0", "tuned": "#DD8452"}
 DPI = 110

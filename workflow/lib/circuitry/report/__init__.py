@@ -2,9 +2,6 @@
 
 The modules, by concept:
 
-- `format`: numbers, percentages, marks and slugs as the report and figures show them
-  (a leaf: it imports nothing from circuitry, so the figures can use it without the
-  report);
 - `blocks`: the blocks a section holds (`Table`, `Figure`, `Text`, `Code`, `Details`,
   `Examples`) and `Section` itself;
 - `calibration`: the known-answer pairs that prove the calibrated reading;
@@ -14,9 +11,10 @@ The modules, by concept:
 - `confidence`: controls, seed replicates and the crossed design;
 - `methods`: the methods text, the sample funnel, models, datasets and provenance;
 - `dynamics`: the training-dynamics section;
+- `faithfulness`: the faithfulness section (EAP against full ablations);
 - `sections`: the sections in order (`build_sections`);
 - `render`: the jinja2 template filled into `report.html` (`write_report`).
 
-Builders take data, not paths, so tests feed them known numbers. This file imports
-nothing, so importing `circuitry.report.format` loads only that leaf.
+Builders take data, not paths, so tests feed them known numbers; numbers are formatted
+by `circuitry.display`, which the figures share.
 """

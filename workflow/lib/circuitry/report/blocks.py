@@ -14,7 +14,7 @@ from typing import ClassVar
 
 from markupsafe import Markup
 
-from circuitry.results import Example, require
+from circuitry.analysis.results import Example, require
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -1,5 +1,5 @@
 """The Calibration section: whether the calibrated reading read the known answers right
-(`circuitry.calibration`), each edit under every reading, and ce_unit's temperature bias;
+(`circuitry.analysis.calibration`), each edit under every reading, and ce_unit's temperature bias;
 and the methods text of the readings, the known-answer pairs and the verdict rule.
 
 The section comes before the headline results: a verdict rests on the calibrated reading
@@ -8,12 +8,12 @@ only where it passed here.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import pandas as pd
 from markupsafe import Markup
 
-from circuitry.calibration import (
+from circuitry.analysis.calibration import (
     CALIBRATED_LOSS,
     DETECT_MIN_PCT,
     DETECT_P,
@@ -24,10 +24,9 @@ from circuitry.calibration import (
     describe_edit,
     reading_status,
 )
-from circuitry.config import calibration_alpha, calibration_scope
-from circuitry.metrics import HEADLINE_METRICS, METRICS
-from circuitry.report.blocks import Cell, Row, Table, Text
-from circuitry.report.format import (
+from circuitry.analysis.metrics import HEADLINE_METRICS, METRICS
+from circuitry.analysis.verdicts import SIGNIFICANCE_LEVEL, UNCALIBRATED, UNIT_LOSS
+from circuitry.display import (
     MISSING,
     format_alpha,
     format_number,
@@ -35,7 +34,7 @@ from circuitry.report.format import (
     is_missing,
     slug,
 )
-from circuitry.verdicts import SIGNIFICANCE_LEVEL, UNCALIBRATED, UNIT_LOSS
+from circuitry.report.blocks import Cell, Row, Table, Text
 
 READING_ORDER = (CALIBRATED_LOSS, *(loss for loss in READINGS if loss != CALIBRATED_LOSS))
 
@@ -266,9 +265,11 @@ LOSSES_TEXT = Markup(
 )
 
 
-def calibration_text(config: Mapping) -> Markup:
-    """The known-answer pairs of this run, from the config (or that none ran)."""
-    models = list(calibration_scope(config))
+def calibration_text(config: Mapping, models: Sequence[str], alpha: str) -> Markup:
+    """The known-answer pairs of this run (or that none ran): the calibrated `models` and
+    the `alpha` they were scored at (`Study.calibrated`, `Study.calibration_alpha`), the
+    edits from the config."""
+    models = list(models)
     if not models:
         return Markup(
             "Known-answer pairs: calibration did not run, so every verdict of this run is "
@@ -290,7 +291,7 @@ def calibration_text(config: Mapping) -> Markup:
         "checks pass."
     ).format(
         models=", ".join(models),
-        alpha=calibration_alpha(config),
+        alpha=alpha,
         edits=edits,
         zero=f"{ZERO_TOLERANCE_PCT:g}",
         detect=f"{DETECT_MIN_PCT:g}",

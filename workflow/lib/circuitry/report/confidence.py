@@ -8,7 +8,10 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from circuitry.config import enabled_pairs
+from circuitry.analysis.results import pair_label
+from circuitry.analysis.stats import WINDOW_LOSS
+from circuitry.analysis.verdicts import replicate_agreement
+from circuitry.display import MISSING, format_alpha, format_number
 from circuitry.paths import PAPER_CONDITION
 from circuitry.report.blocks import Cell, Row, Table
 from circuitry.report.findings import (
@@ -20,10 +23,6 @@ from circuitry.report.findings import (
     metric_label,
     verdict_index,
 )
-from circuitry.report.format import MISSING, format_alpha, format_number
-from circuitry.results import pair_label
-from circuitry.stats import WINDOW_LOSS
-from circuitry.verdicts import replicate_agreement
 
 DECOMPOSED = (("intensity", "intensity"), (WINDOW_LOSS, "window loss"))
 
@@ -78,9 +77,9 @@ def decomposition_table(
     )
 
 
-def pair_role(config: Mapping, pair: str) -> str:
-    """How a pair enters the controls table: study pair, seed replicate, or control."""
-    spec = config["pairs"][pair]
+def pair_role(spec: Mapping) -> str:
+    """How a pair (its config entry) enters the controls table: study pair, seed
+    replicate, or control."""
     if spec.get("control"):
         return f"control: {spec['control']}"
     if spec.get("replicate_of"):
@@ -89,23 +88,28 @@ def pair_role(config: Mapping, pair: str) -> str:
 
 
 def controls_table(
-    verdicts: pd.DataFrame, config: Mapping, datasets: Sequence[str], alpha: float, neutral: bool
+    verdicts: pd.DataFrame,
+    pairs: Mapping[str, str],
+    specs: Mapping[str, Mapping],
+    datasets: Sequence[str],
+    alpha: float,
+    neutral: bool,
 ) -> Table:
-    """Activation intensity of every pair (study pairs, seed replicates, controls) side by side."""
+    """Activation intensity of every pair (study pairs, seed replicates, controls) side by
+    side: `pairs` is enabled pair -> method (`Study.pairs`), `specs` the config's `pairs`."""
     index = verdict_index(verdicts)
-    pairs = enabled_pairs(config)
     rows = [
         Row(
             [
-                Cell(pair_label(pair, config["pairs"][pair]["method"])),
-                Cell(pair_role(config, pair)),
+                Cell(pair_label(pair, method)),
+                Cell(pair_role(specs[pair])),
                 *(
                     headline_cell(index.get((pair, dataset, float(alpha), "intensity")), neutral)
                     for dataset in datasets
                 ),
             ]
         )
-        for pair in pairs
+        for pair, method in pairs.items()
     ]
     return Table(
         columns=["pair", "role", *datasets],

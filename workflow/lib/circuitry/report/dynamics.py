@@ -8,18 +8,18 @@ from collections.abc import Mapping
 
 import pandas as pd
 
-from circuitry.dynamics import TRACKED_METRICS, paper_loss
-from circuitry.figures.dynamics import METRIC_DYNAMICS_CAPTION, TRAINING_LOG_CAPTION
-from circuitry.metrics import METRICS
-from circuitry.report.blocks import Cell, Row, Section, Table, Text, figure
-from circuitry.report.format import (
+from circuitry.analysis.dynamics import TRACKED_METRICS, paper_loss
+from circuitry.analysis.metrics import METRICS
+from circuitry.analysis.stats import WINDOW_LOSS
+from circuitry.display import (
     format_number,
     format_percent,
     format_percent_plain,
     format_signed,
 )
-from circuitry.runs import TEXTS, source_of
-from circuitry.stats import WINDOW_LOSS
+from circuitry.figures.dynamics import METRIC_DYNAMICS_CAPTION, TRAINING_LOG_CAPTION
+from circuitry.models.runs import TEXTS, source_of
+from circuitry.report.blocks import Cell, Row, Section, Table, Text, figure
 
 
 def dynamics_table(summary: pd.DataFrame) -> Table:

@@ -9,9 +9,9 @@ from collections.abc import Mapping
 
 import pandas as pd
 
+from circuitry.display import format_number, format_percent_plain, format_signed
 from circuitry.figures.faithfulness import FAITHFULNESS_CAPTION
 from circuitry.report.blocks import Cell, Row, Section, Table, Text, figure
-from circuitry.report.format import format_number, format_percent_plain, format_signed
 
 # Below this Spearman correlation a model's scores are flagged: |w| then ranks edges
 # differently from what removing them does.

@@ -1,6 +1,6 @@
 """The headline findings: each headline metric's change under the calibrated reading
 (target_unit), beside the paper's loss, ce_unit and the window loss, with the verdict the
-workflow gave it (`circuitry.verdicts`), at one alpha and across alphas (the paper's
+workflow gave it (`circuitry.analysis.verdicts`), at one alpha and across alphas (the paper's
 Table 1 layout)."""
 
 from __future__ import annotations
@@ -10,21 +10,9 @@ from collections.abc import Callable, Mapping, Sequence
 import pandas as pd
 from markupsafe import Markup
 
-from circuitry.config import enabled_pairs
-from circuitry.metrics import HEADLINE_METRICS, METRICS
-from circuitry.paths import PAPER_CONDITION
-from circuitry.report.blocks import Cell, Row, Table
-from circuitry.report.format import (
-    MISSING,
-    arrow,
-    format_alpha,
-    format_number,
-    format_percent,
-    is_missing,
-    significance_mark,
-)
-from circuitry.results import pair_label
-from circuitry.verdicts import (
+from circuitry.analysis.metrics import HEADLINE_METRICS, METRICS
+from circuitry.analysis.results import pair_label
+from circuitry.analysis.verdicts import (
     AGAINST,
     CONSISTENT,
     EXPLAINED,
@@ -35,6 +23,17 @@ from circuitry.verdicts import (
     UNCALIBRATED,
     VERDICTS,
 )
+from circuitry.display import (
+    MISSING,
+    arrow,
+    format_alpha,
+    format_number,
+    format_percent,
+    is_missing,
+    significance_mark,
+)
+from circuitry.paths import PAPER_CONDITION
+from circuitry.report.blocks import Cell, Row, Table
 
 SIGNIFICANCE_LEGEND = (
     "Significance from Benjamini–Hochberg q-values within each pair's families of tests "
@@ -128,12 +127,14 @@ def is_pipeline_check(config: Mapping) -> bool:
     return all(spec["source"] == "toy" for spec in config["datasets"].values())
 
 
-def headline_pairs(config: Mapping) -> dict[str, str]:
-    """The study's own pairs (no controls, no seed replicates) -> method, in config order."""
+def headline_pairs(pairs: Mapping[str, str], specs: Mapping[str, Mapping]) -> dict[str, str]:
+    """The study's own pairs (no controls, no seed replicates) -> method, in config order:
+    `pairs` (enabled pair -> method, `Study.pairs`) narrowed by their `specs` (the config's
+    `pairs`)."""
     return {
-        p: config["pairs"][p]["method"]
-        for p in enabled_pairs(config)
-        if not config["pairs"][p].get("control") and not config["pairs"][p].get("replicate_of")
+        p: method
+        for p, method in pairs.items()
+        if not specs[p].get("control") and not specs[p].get("replicate_of")
     }
 
 

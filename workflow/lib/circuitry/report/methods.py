@@ -4,20 +4,19 @@ deviations from the paper's code, and the provenance that reproduces the run."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from fractions import Fraction
 
 import pandas as pd
 from markupsafe import Markup
 
-from circuitry.config import enabled_pairs, models_in_use
-from circuitry.fidelity import DEVIATIONS, configured, effects
-from circuitry.metrics import ROLES
-from circuitry.pairing import cut_length
+from circuitry.analysis.fidelity import DEVIATIONS, configured, effects
+from circuitry.analysis.metrics import ROLES
+from circuitry.display import MISSING, format_alpha, format_number, format_percent_plain
+from circuitry.generation.pairing import cut_length
 from circuitry.provenance import Provenance
 from circuitry.report.blocks import Cell, Row, Table
 from circuitry.report.calibration import LOSSES_TEXT, VERDICT_RULE_TEXT, calibration_text
-from circuitry.report.format import MISSING, format_alpha, format_number, format_percent_plain
 
 
 def funnel_table(summaries: Mapping[str, dict], alphas: Sequence) -> Table:
@@ -158,12 +157,24 @@ def answers_origin(records: Mapping[str, dict]) -> str:
     return f"imported ({file_format}; sha256 {hashes})"
 
 
-def models_table(config: Mapping, provenance: Mapping[tuple[str, str], dict]) -> Table:
+def models_table(
+    config: Mapping,
+    provenance: Mapping[tuple[str, str], dict],
+    models: Sequence[str] | None = None,
+) -> Table:
     """Models in use: where they come from, the revision that ran (a local model's file
-    fingerprint), template, token limit, and whether their answers were imported."""
+    fingerprint), template, token limit, and whether their answers were imported.
+
+    `models`: the models in use (`Study.models`); by default every configured model with
+    a generation record in `provenance`, in config order (the same models: the report
+    reads the records of exactly the models in use).
+    """
     datasets = list(config["datasets"])
+    if models is None:
+        recorded = {model for model, _ in provenance}
+        models = [model for model in config["models"] if model in recorded]
     rows = []
-    for model in models_in_use(config):
+    for model in models:
         spec = config["models"][model]
         record = provenance.get((model, datasets[0]), {})
         rows.append(
@@ -197,7 +208,8 @@ def models_table(config: Mapping, provenance: Mapping[tuple[str, str], dict]) ->
     )
 
 
-def pairs_table(config: Mapping) -> Table:
+def pairs_table(config: Mapping, pairs: Iterable[str]) -> Table:
+    """The enabled `pairs` (`Study.pairs`) with their method and models from the config."""
     rows = [
         Row(
             [
@@ -207,13 +219,14 @@ def pairs_table(config: Mapping) -> Table:
                 Cell(config["pairs"][pair]["tuned"]),
             ]
         )
-        for pair in enabled_pairs(config)
+        for pair in pairs
     ]
     return Table(["pair", "method", "base", "tuned"], rows, caption="Model pairs")
 
 
-def templates_table(config: Mapping) -> Table:
-    used = {config["models"][m]["template"] for m in models_in_use(config)}
+def templates_table(config: Mapping, models: Iterable[str]) -> Table:
+    """The prompt templates of the models in use (`Study.models`)."""
+    used = {config["models"][m]["template"] for m in models}
     rows = [
         Row(
             [
@@ -310,9 +323,13 @@ def batching_text(generation: Mapping) -> str:
     return f"in fixed left-padded batches of {generation['batch_size']}"
 
 
-def methods_paragraphs(config: Mapping, n_tests: int) -> list[Markup]:
+def methods_paragraphs(
+    config: Mapping, n_tests: int, *, calibrated: Sequence[str], calibration_alpha: str
+) -> list[Markup]:
     """The methods text, generated from the config (values escaped): the answers, the
-    filter, EAP, the statistics, the readings, the known-answer pairs and the verdicts."""
+    filter, EAP, the statistics, the readings, the known-answer pairs (of the
+    `calibrated` models at `calibration_alpha`: `Study.calibrated` and
+    `Study.calibration_alpha`) and the verdicts."""
     filters = config["filter"]
     stats = config["stats"]
     alphas = ", ".join(str(a) for a in config["eap"]["alphas"])
@@ -378,14 +395,14 @@ def methods_paragraphs(config: Mapping, n_tests: int) -> list[Markup]:
             "samples. Random seed {seed}."
         ).format(n_resamples=stats["n_resamples"], n_tests=n_tests, seed=stats["seed"]),
         LOSSES_TEXT,
-        calibration_text(config),
+        calibration_text(config, calibrated, calibration_alpha),
         VERDICT_RULE_TEXT,
     ]
 
 
 def fidelity_table(config: Mapping, measured: pd.DataFrame) -> Table:
     """Every known deviation from the paper's code, this study's setting of it, and its
-    measured effect (`circuitry.fidelity`)."""
+    measured effect (`circuitry.analysis.fidelity`)."""
     found = effects(measured, config)
     rows = [
         Row(

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import jinja2
 
+from circuitry.analysis.results import Study
 from circuitry.io import write_text
 from circuitry.provenance import Provenance
 from circuitry.report.blocks import Section
 from circuitry.report.sections import build_sections
-from circuitry.results import Study
 
 # workflow/report/report.html.j2 of this checkout (workflow/lib/circuitry/report/render.py)
 DEFAULT_TEMPLATE = Path(__file__).resolve().parents[3] / "report" / "report.html.j2"

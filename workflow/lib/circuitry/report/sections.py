@@ -10,7 +10,8 @@ from collections.abc import Sequence
 
 from markupsafe import Markup
 
-from circuitry.config import control_pairs, replicate_groups
+from circuitry.analysis.results import EXAMPLE_CHARS, N_EXAMPLES, Study, pair_label
+from circuitry.display import format_alpha, slug
 from circuitry.figures.metrics import CONFIDENCE_CAPTION
 from circuitry.figures.pair import pair_figure_captions
 from circuitry.provenance import Provenance
@@ -31,7 +32,6 @@ from circuitry.report.findings import (
     is_pipeline_check,
     overview_text,
 )
-from circuitry.report.format import format_alpha, slug
 from circuitry.report.methods import (
     accuracy_table,
     agreement_table,
@@ -52,7 +52,6 @@ from circuitry.report.variants import (
     variant_conclusion,
     variant_table,
 )
-from circuitry.results import EXAMPLE_CHARS, N_EXAMPLES, Study, pair_label
 
 
 def pair_section(study: Study, pair: str) -> Section:
@@ -93,7 +92,8 @@ def calibration_section(study: Study) -> Section:
 
 
 def headline_section(study: Study, alpha: float) -> Section:
-    pairs, neutral = headline_pairs(study.config), is_pipeline_check(study.config)
+    pairs = headline_pairs(study.pairs, study.config["pairs"])
+    neutral = is_pipeline_check(study.config)
     verdicts = study.verdicts
     others = [a for a in study.alphas if a != alpha]
     intro = [PIPELINE_CHECK_NOTE] if neutral else []
@@ -126,8 +126,8 @@ def confidence_section(study: Study, alpha: float) -> Section:
     """Confidence beside every change: controls, seed agreement, crossed design, scatters."""
     neutral = is_pipeline_check(study.config)
     verdicts = study.verdicts
-    controls = control_pairs(study.config)
-    groups = replicate_groups(study.config)
+    controls = study.controls
+    groups = study.replicates
     intro = [
         "A change in the EAP scores can come from the circuit or from the model's "
         "confidence: under the paper's loss (mean cross-entropy of the answer window) every "
@@ -146,7 +146,9 @@ def confidence_section(study: Study, alpha: float) -> Section:
     ]
     blocks: list = [
         Text(intro),
-        controls_table(verdicts, study.config, study.datasets, alpha, neutral),
+        controls_table(
+            verdicts, study.pairs, study.config["pairs"], study.datasets, alpha, neutral
+        ),
     ]
     if groups:
         blocks.append(replicate_table(verdicts, groups))
@@ -240,9 +242,16 @@ def methods_section(study: Study) -> Section:
         "methods",
         "Methods",
         [
-            Text(methods_paragraphs(study.config, n_tests)),
-            pairs_table(study.config),
-            templates_table(study.config),
+            Text(
+                methods_paragraphs(
+                    study.config,
+                    n_tests,
+                    calibrated=list(study.calibrated),
+                    calibration_alpha=study.calibration_alpha,
+                )
+            ),
+            pairs_table(study.config, study.pairs),
+            templates_table(study.config, study.models),
         ],
     )
 
@@ -270,7 +279,7 @@ def provenance_section(study: Study, provenance: Provenance) -> Section:
         "Provenance and reproduction",
         [
             provenance_table(provenance),
-            models_table(study.config, study.generation_provenance),
+            models_table(study.config, study.generation_provenance, study.models),
             datasets_table(study.dataset_summaries),
             Code(reproduce_text(provenance), caption="Reproduce this report"),
         ],

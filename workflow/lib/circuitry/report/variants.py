@@ -7,7 +7,9 @@ from collections.abc import Mapping
 
 import pandas as pd
 
-from circuitry.metrics import METRICS, metric_definitions
+from circuitry.analysis.metrics import METRICS, metric_definitions
+from circuitry.analysis.results import pair_label
+from circuitry.display import MISSING, format_number, format_percent, is_missing
 from circuitry.paths import PAPER_CONDITION
 from circuitry.report.blocks import Cell, Row, Table
 from circuitry.report.findings import (
@@ -17,12 +19,10 @@ from circuitry.report.findings import (
     tests_index,
     verdict,
 )
-from circuitry.report.format import MISSING, format_number, format_percent, is_missing
-from circuitry.results import pair_label
 
 
 def definitions_table() -> Table:
-    """The metric definitions of `circuitry.metrics.metric_definitions()`."""
+    """The metric definitions of `circuitry.analysis.metrics.metric_definitions()`."""
     definitions = metric_definitions()
     rows = [
         Row(

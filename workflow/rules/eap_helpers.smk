@@ -1,0 +1,73 @@
+# Helpers of rules/eap.smk, which includes this file at its top (Snakemake's lint keeps
+# functions out of the files that hold rules).
+# analysis.smk reads a pair's score files by these lists too, and faithfulness.smk a
+# pair's models by pair_models.
+
+
+def pair_models(wildcards):
+    """role -> model name of the pair."""
+    pair = config["pairs"][wildcards.pair]
+    return {role: pair[role] for role in ("base", "tuned")}
+
+
+def pair_model_dirs(wildcards):
+    """The pair's models built by the workflow, as inputs of its EAP job."""
+    return {role: model_dir(model) for role, model in pair_models(wildcards).items()}
+
+
+def pair_model_specs(wildcards):
+    return {
+        role: model_spec(MODEL_SPECS, model)
+        for role, model in pair_models(wildcards).items()
+    }
+
+
+def pair_resources(resource, **kwargs):
+    """A per-model resource of the pair's EAP job: the larger of its two models'."""
+    return lambda wildcards: max(
+        resource(model, **kwargs) for model in pair_models(wildcards).values()
+    )
+
+
+def pair_runtime(wildcards):
+    """The EAP job scores one model after the other, on every dataset: their runtimes add up."""
+    return len(DATASETS) * sum(
+        model_runtime(model, per_billion=60)
+        for model in pair_models(wildcards).values()
+    )
+
+
+def score_conditions(alphas):
+    """alpha x text x loss x role of every score file of one pair x dataset, in the order
+    the EAP job writes them and the metrics job reads them."""
+    return [
+        {"alpha": alpha, "text": text, "loss": loss, "role": role}
+        for alpha in alphas
+        for text in EAP_TEXTS
+        for loss in EAP_LOSSES
+        for role in ("base", "tuned")
+    ]
+
+
+def pair_score_conditions():
+    """dataset x alpha x text x loss x role of every score file of one pair, in the order
+    the EAP job writes them."""
+    return [
+        {"dataset": dataset, **condition}
+        for dataset in DATASETS
+        for condition in score_conditions(ALPHAS)
+    ]
+
+
+def pair_score_files():
+    """Every score file of one pair, with a {pair} wildcard."""
+    return [EAP_FILE.format(pair="{pair}", **c) for c in pair_score_conditions()]
+
+
+def eap_files():
+    return [
+        EAP_FILE.format(pair=pair, dataset=dataset, **condition)
+        for pair in PAIRS
+        for dataset in DATASETS
+        for condition in score_conditions(ALPHAS)
+    ]

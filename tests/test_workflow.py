@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import shutil
 import subprocess
@@ -312,3 +313,19 @@ def test_a_change_to_a_jobs_library_code_plans_it_again_and_only_it(tmp_path):
     with open(library / "data" / "toy.py", "a") as f:
         f.write("# imported by the download, through circuitry.data.benchmarks\n")
     assert "rule download_dataset:" in planned()
+
+
+def test_the_weight_diff_of_the_identity_pair_reads_nothing_changed(tmp_path):
+    """`snakemake stage_weights` plans one job per pair; on the toy's identity pair (the
+    shipped toy-sft against itself) every tensor is unchanged."""
+    planned = [job for job in dry_run_jobs("stage_weights") if job["rule"] == "weight_diff"]
+    assert sorted(job["wildcards"]["pair"] for job in planned) == sorted(
+        yaml.safe_load((ROOT / "config" / "toy.yaml").read_text())["pairs"]
+    )
+    target = "results/weights/toy-identity.json"
+    result = run_snakemake(target, "--cores", "1", workdir=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = json.loads((tmp_path / target).read_text())
+    assert summary["model"]["unchanged_exact"] == summary["model"]["unchanged_tol"] == 1.0
+    assert summary["model"]["rel_update_norm"] == 0.0
+    assert summary["notes"] == []

@@ -32,6 +32,30 @@ rule metrics:
         "../scripts/metrics.py"
 
 
+# Where post-training changed the weights, tensor by tensor (never a whole model in memory).
+rule weight_diff:
+    input:
+        unpack(pair_model_dirs),
+    output:
+        table=WEIGHT_DIFF_TABLE,
+        summary=WEIGHT_DIFF_SUMMARY,
+    log:
+        "logs/weight_diff/{pair}.log",
+    benchmark:
+        "benchmarks/weight_diff/{pair}.tsv"
+    conda:
+        "../../envs/circuitry.yaml"
+    threads: 1
+    resources:
+        mem_mb=16000,
+        runtime=60,
+    params:
+        code=code_of("weight_diff.py"),
+        models=pair_model_specs,
+    script:
+        "../scripts/weight_diff.py"
+
+
 rule fidelity:
     input:
         unpack(pair_generations),

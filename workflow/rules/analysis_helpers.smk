@@ -16,6 +16,10 @@ def paper_score_files():
     return [EAP_FILE.format(pair="{pair}", **c) for c in paper_score_conditions()]
 
 
+def weight_diff_files():
+    return expand(WEIGHT_DIFF_SUMMARY, pair=PAIRS)
+
+
 def fidelity_files():
     return expand(FIDELITY_FILE, pair=PAIRS, dataset=DATASETS)
 

@@ -66,6 +66,8 @@ from circuitry.paths import (
     TRAINED_MODEL_DIR,
     TRAINING_LOG,
     VERDICTS,
+    WEIGHT_DIFF_SUMMARY,
+    WEIGHT_DIFF_TABLE,
     Layout,
 )
 from circuitry.config import (

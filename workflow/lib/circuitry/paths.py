@@ -37,6 +37,9 @@ EAP_FILE = "results/eap/{pair}/{dataset}/alpha{alpha}/{loss}/{role}_on_{text}.np
 PAIRS_FILE = "results/pairs/{pair}/{dataset}.jsonl"
 PAIR_SUMMARY = "results/pairs/{pair}/{dataset}.summary.json"
 FIDELITY_FILE = "results/fidelity/{pair}/{dataset}.csv"
+# Where post-training changed the weights: one row per tensor, and the summary.
+WEIGHT_DIFF_TABLE = "results/weights/{pair}.csv"
+WEIGHT_DIFF_SUMMARY = "results/weights/{pair}.json"
 CALIBRATION_EAP_FILE = "results/calibration/{model}/{dataset}/{edit}/{loss}.npz"
 CALIBRATION_AGREEMENT = "results/calibration/{model}/agreement.json"
 CALIBRATION_TABLE = "results/calibration/{model}.csv"

@@ -9,5 +9,6 @@
 - `verdicts`: what each headline change means once confidence is accounted for;
 - `fidelity`: where circuitry differs from the paper's code, and by how much;
 - `dynamics`: accuracy and circuit metrics along RL runs;
+- `weights`: the weight-space diff of a pair: unchanged fractions, update norms and ranks;
 - `results`: the study's outputs loaded as the report reads them.
 """

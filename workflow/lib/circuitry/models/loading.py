@@ -140,6 +140,20 @@ def model_source(spec: dict) -> tuple[str, str | None, str | None, str]:
     raise ValueError("model entry has neither `path` nor `hub_id`")
 
 
+def weights_dir(spec: dict) -> Path:
+    """The local directory holding a `models` entry's weight files: its `path`, or the
+    snapshot of its hub revision in the local cache (the revision generation loads)."""
+    source, revision, _, _ = model_source(spec)
+    if spec.get("path"):
+        return Path(source)
+    try:
+        return Path(
+            huggingface_hub.snapshot_download(source, revision=revision, local_files_only=True)
+        )
+    except (OSError, ValueError) as e:
+        raise ModelUnavailableError(unavailable_message(spec, revision)) from e
+
+
 def load_tokenizer(spec: dict) -> transformers.PreTrainedTokenizerBase:
     """The tokenizer of one `models` config entry, without its weights."""
     source, revision, _, _ = model_source(spec)

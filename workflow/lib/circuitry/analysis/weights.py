@@ -1,0 +1,341 @@
+"""Weight-space diff of a pair: which parameters tuning changed, by how much, and along
+which directions.
+
+Both models' safetensors are read tensor by tensor (`safe_open`), so a pair of any size is
+compared holding one tensor of each side (and its float32 copies) at a time. Every tensor
+goes through `tensor_diff`; one row per tensor, with dW = tuned - base and W = base:
+
+- `unchanged_exact`: fraction of elements bit-identical in the stored dtype (value-equal
+  when the two sides store different dtypes, which a note reports);
+- `unchanged_tol`: fraction with |tuned - base| <= `TOLERANCE` (1e-5), the difference
+  taken in float32 from the stored values. This is the tolerance rule of "RL fine-tunes
+  small subnetworks" (arXiv 2505.11711), under which RL leaves ~70-95% of parameters
+  unchanged and SFT ~6-15%;
+- `rel_update_norm`: ||dW||_F / ||W||_F (0 when both are zero, inf when only W is), with
+  the two norms in `update_norm` and `base_norm`.
+
+Matrices (2-D tensors) also get, all 0 when dW = 0:
+
+- `stable_rank` = ||dW||_F^2 / sigma_max(dW)^2;
+- `rank90`, `rank99`: the smallest k whose top-k singular values of dW hold 90% / 99% of
+  ||dW||_F^2 (2505.11711 finds RL updates nearly full-rank);
+- `principal_angle_deg`: the largest principal angle between the top-k left singular
+  subspaces of W and W + dW, k = min(`TOP_K`, rank W, rank(W + dW)) ("The Path Not
+  Taken", arXiv 2511.08567: RLVR moves weights off the principal directions);
+- `top_sv_change`: sigma_max(W + dW) / sigma_max(W) - 1.
+
+The angle is only as stable as W's gap sigma_k - sigma_(k+1) (Wedin's sin-theta bound:
+roughly ||dW||_2 / gap): on a flat top spectrum, such as a random initialisation's, a
+small update already turns the top-k subspace by degrees.
+
+SVD rule. A matrix whose smaller side is at most `EXACT_SVD_MAX` gets an exact float32 SVD
+(`torch.linalg.svdvals` / `svd`). A larger one gets `torch.svd_lowrank` with q =
+`LOWRANK_Q` components and `LOWRANK_NITER` power iterations; the ranks are read from those
+q values against the exact total ||dW||_F^2 and reported as q + 1, meaning "more than q",
+where q components do not reach the threshold. Error: the q values are the singular
+values of Q^T A for an orthonormal Q, so none exceeds its exact counterpart; the energy
+they hold is never overestimated, so rank90, rank99 and stable_rank are upper bounds of
+the exact ones, and equal them when rank(dW) <= q (the range finder then spans the whole
+range). The top-k subspaces and sigma_max behind `principal_angle_deg` and
+`top_sv_change` are approximate there, more accurate the larger the gap
+sigma_k / sigma_(q+1) and niter (Halko, Martinsson & Tropp 2011).
+
+`layer` and `kind` come from the tensor name (`layer_of`, `kind_of`). `diff_models` notes
+what it cannot compare as is: a tensor on one side only, a resized vocabulary (the common
+rows are compared), other shape changes (skipped), dtype changes. `summarise` pools the
+table by model, layer and kind.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import pandas as pd
+import torch
+from safetensors import SafetensorError, safe_open
+
+from circuitry.models.loading import corrupt_weights_message
+
+TOLERANCE = 1e-5
+TOP_K = 8
+EXACT_SVD_MAX = 2048
+LOWRANK_Q = 128
+LOWRANK_NITER = 4
+ENERGY_SHARES = {"rank90": 0.90, "rank99": 0.99}
+SINGLE_FILE = "model.safetensors"
+INDEX_FILE = "model.safetensors.index.json"
+COLUMNS = (
+    "name", "layer", "kind", "shape", "dtype", "numel", "unchanged_exact", "unchanged_tol",
+    "rel_update_norm", "base_norm", "update_norm", "stable_rank", "rank90", "rank99",
+    "principal_angle_deg", "top_sv_change",
+)  # fmt: skip
+LAYER = re.compile(r"\.(?:layers|h|blocks)\.(\d+)\.")
+KIND_PARTS = {
+    "q": ("q_proj", "query"),
+    "k": ("k_proj", "key"),
+    "v": ("v_proj", "value"),
+    "o": ("o_proj", "out_proj"),
+    "gate": ("gate_proj", "w1"),
+    "up": ("up_proj", "w3", "c_fc", "fc1"),
+    "down": ("down_proj", "w2", "fc2"),
+    "embed": ("embed_tokens", "wte", "wpe", "embed_in"),
+    "head": ("lm_head", "embed_out"),
+}
+SAME_WIDTH_INT = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def layer_of(name: str) -> int | None:
+    """The block index in `model.layers.3.…` or `transformer.h.3.…`; None outside blocks."""
+    found = LAYER.search(name)
+    return int(found.group(1)) if found else None
+
+
+def kind_of(name: str) -> str:
+    """q, k, v, o, gate, up, down, norm, embed, head or other, from the name's parts."""
+    parts = name.split(".")
+    if any("norm" in part or part.startswith("ln_") for part in parts):
+        return "norm"
+    return next((kind for kind, known in KIND_PARTS.items() if set(known) & set(parts)), "other")
+
+
+def weight_files(model_dir: str | Path) -> dict[str, Path]:
+    """Tensor name -> the safetensors file holding it (one file or an index of shards)."""
+    model_dir = Path(model_dir)
+    if (model_dir / INDEX_FILE).is_file():
+        weight_map = json.loads((model_dir / INDEX_FILE).read_text())["weight_map"]
+        files = {name: model_dir / file for name, file in weight_map.items()}
+        missing = sorted({f.name for f in files.values() if not f.is_file()})
+        if missing:
+            raise ValueError(f"{model_dir / INDEX_FILE} lists missing shards: {', '.join(missing)}")
+        return files
+    if (model_dir / SINGLE_FILE).is_file():
+        with open_weights(model_dir / SINGLE_FILE, model_dir) as handle:
+            return dict.fromkeys(handle.keys(), model_dir / SINGLE_FILE)
+    raise ValueError(f"{model_dir} holds no {SINGLE_FILE} or {INDEX_FILE}")
+
+
+def open_weights(path: Path, model_dir: Path):
+    """`safe_open` of one weight file; a corrupt one is reported as generation reports it."""
+    try:
+        return safe_open(path, framework="pt")
+    except SafetensorError as e:
+        raise ValueError(corrupt_weights_message(str(model_dir), e)) from e
+
+
+@contextmanager
+def tensor_reader(model_dir: str | Path) -> Iterator[tuple[list[str], Callable]]:
+    """The model's tensor names, and a function reading one tensor by name."""
+    files = weight_files(model_dir)
+    with ExitStack() as stack:
+        handles = {
+            path: stack.enter_context(open_weights(path, Path(model_dir)))
+            for path in set(files.values())
+        }
+        yield list(files), lambda name: handles[files[name]].get_tensor(name)
+
+
+def tensor_diff(name: str, base: torch.Tensor, tuned: torch.Tensor) -> dict:
+    """One row of the table: how `tuned` differs from `base` (same shape). The float32
+    copies live one step at a time, so the peak is a few copies of this tensor."""
+    row = {
+        "name": name,
+        "layer": layer_of(name),
+        "kind": kind_of(name),
+        "shape": tuple(base.shape),
+        "dtype": dtype_name(base, tuned),
+        "numel": base.numel(),
+        "unchanged_exact": fraction(same_bits(base, tuned)),
+        **elementwise_change(base, tuned),
+    }
+    if base.ndim == 2:
+        row |= spectral_change(base, tuned, row["update_norm"] ** 2)
+    return row
+
+
+def elementwise_change(base: torch.Tensor, tuned: torch.Tensor) -> dict:
+    """`unchanged_tol` and the norms, in float32."""
+    weight = base.float()
+    update = tuned.float() - weight
+    base_norm = torch.linalg.vector_norm(weight).item()
+    update_norm = torch.linalg.vector_norm(update).item()
+    return {
+        "unchanged_tol": fraction(update.abs() <= TOLERANCE),
+        "rel_update_norm": ratio(update_norm, base_norm),
+        "base_norm": base_norm,
+        "update_norm": update_norm,
+    }
+
+
+def dtype_name(base: torch.Tensor, tuned: torch.Tensor) -> str:
+    names = [str(t.dtype).removeprefix("torch.") for t in (base, tuned)]
+    return names[0] if names[0] == names[1] else "->".join(names)
+
+
+def same_bits(base: torch.Tensor, tuned: torch.Tensor) -> torch.Tensor:
+    """Elementwise: bit-identical (value-equal across different dtypes)."""
+    if base.dtype != tuned.dtype:
+        return base == tuned
+    as_int = SAME_WIDTH_INT[base.element_size()]
+    return base.view(as_int) == tuned.view(as_int)
+
+
+def fraction(mask: torch.Tensor) -> float:
+    """The share of True in `mask` (1 for an empty tensor: nothing changed)."""
+    return mask.sum().item() / mask.numel() if mask.numel() else 1.0
+
+
+def ratio(numerator: float, denominator: float) -> float:
+    """numerator / denominator, 0 for 0 / 0 and inf for x / 0."""
+    if denominator:
+        return numerator / denominator
+    return 0.0 if numerator == 0 else math.inf
+
+
+def spectral_change(base: torch.Tensor, tuned: torch.Tensor, energy: float) -> dict:
+    """The matrix columns of a row; `energy` is ||tuned - base||_F^2."""
+    if energy == 0:
+        zeros = ("stable_rank", "rank90", "rank99", "principal_angle_deg", "top_sv_change")
+        return {column: 0 for column in zeros}
+    update_values, _ = singular(tuned.float() - base.float(), vectors=False)
+    held = update_values.double().square().cumsum(0)
+    before_values, before = singular(base.float(), vectors=True)
+    after_values, after = singular(tuned.float(), vectors=True)
+    k = min(TOP_K, rank(before_values, base.shape), rank(after_values, base.shape))
+    return {
+        "stable_rank": energy / update_values[0].item() ** 2,
+        **{column: rank_at(held, share * energy) for column, share in ENERGY_SHARES.items()},
+        "principal_angle_deg": largest_angle_deg(before[:, :k], after[:, :k]),
+        "top_sv_change": ratio(
+            (after_values[0] - before_values[0]).item(), before_values[0].item()
+        ),
+    }
+
+
+def singular(matrix: torch.Tensor, vectors: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Singular values, largest first, and (with `vectors`) the top `TOP_K` left singular
+    vectors: exact up to `EXACT_SVD_MAX`, else the top `LOWRANK_Q` of `svd_lowrank`.
+    LAPACK works on the tall orientation (much faster for a wide row-major matrix)."""
+    tall = matrix.shape[0] >= matrix.shape[1]
+    oriented = matrix if tall else matrix.T
+    if min(matrix.shape) > EXACT_SVD_MAX:
+        q = min(LOWRANK_Q, *matrix.shape)
+        u, values, v = torch.svd_lowrank(oriented, q=q, niter=LOWRANK_NITER)
+    elif vectors:
+        u, values, vh = torch.linalg.svd(oriented, full_matrices=False)
+        v = vh.mT
+    else:
+        return torch.linalg.svdvals(oriented), None
+    return values, (u if tall else v)[:, :TOP_K].contiguous()  # a copy: frees the rest
+
+
+def rank(values: torch.Tensor, shape: torch.Size) -> int:
+    """Numerical rank: singular values above sigma_max * max(m, n) * float32 epsilon."""
+    cutoff = values[0] * max(shape) * torch.finfo(torch.float32).eps
+    return int((values > cutoff).sum())
+
+
+def rank_at(held: torch.Tensor, threshold: float) -> int:
+    """The smallest k with held[k - 1] >= threshold; len(held) + 1 where none reaches it."""
+    return int(torch.searchsorted(held, threshold)) + 1
+
+
+def largest_angle_deg(before: torch.Tensor, after: torch.Tensor) -> float:
+    """The largest principal angle between the spans of two orthonormal bases, in degrees,
+    from its sine and cosine together (accurate near 0 and near 90 degrees alike)."""
+    if before.shape[1] == 0:
+        return 0.0
+    before, after = before.double(), after.double()
+    overlap = before.T @ after
+    cosine = torch.linalg.svdvals(overlap)[-1].item()
+    sine = torch.linalg.matrix_norm(after - before @ overlap, ord=2).item()
+    return math.degrees(math.atan2(sine, cosine))
+
+
+def diff_models(base_dir: str | Path, tuned_dir: str | Path) -> tuple[pd.DataFrame, list[str]]:
+    """One `tensor_diff` row per tensor the two models share, and notes on what could not
+    be compared as is. Names that mostly do not match raise ValueError."""
+    with (
+        tensor_reader(base_dir) as (base_names, base),
+        tensor_reader(tuned_dir) as (tuned_names, tuned),
+    ):
+        common = common_names(base_names, tuned_names)
+        notes = [f"{name}: only in base" for name in sorted(set(base_names) - set(common))]
+        notes += [f"{name}: only in tuned" for name in sorted(set(tuned_names) - set(common))]
+        rows = []
+        for name in sorted(common, key=table_order):
+            before, after, note = aligned(name, base(name), tuned(name))
+            notes += [note] if note else []
+            if before.dtype != after.dtype:
+                notes.append(
+                    f"{name}: stored as {dtype_name(before, after)}; exact compares values"
+                )
+            if before.shape == after.shape:
+                rows.append(tensor_diff(name, before, after))
+    table = pd.DataFrame(rows, columns=list(COLUMNS))
+    return table.astype({"layer": "Int64", "rank90": "Int64", "rank99": "Int64"}), notes
+
+
+def table_order(name: str) -> tuple[int, str]:
+    """Tensors outside the blocks first, then block by block."""
+    layer = layer_of(name)
+    return (-1 if layer is None else layer, name)
+
+
+def common_names(base: list[str], tuned: list[str]) -> list[str]:
+    """The names on both sides; ValueError when fewer than half of either side's are."""
+    common = set(base) & set(tuned)
+    if 2 * len(common) < max(len(base), len(tuned)):
+
+        def first(names: set[str]) -> str:
+            listed = ", ".join(sorted(names)[:5])
+            return listed + (f", ... ({len(names)} in all)" if len(names) > 5 else "")
+
+        raise ValueError(
+            f"the two models' tensor names do not match ({len(common)} in common of "
+            f"{len(base)} and {len(tuned)}): only in base: {first(set(base) - common)}; "
+            f"only in tuned: {first(set(tuned) - common)}"
+        )
+    return sorted(common)
+
+
+def aligned(name: str, base: torch.Tensor, tuned: torch.Tensor):
+    """`(base, tuned, note)`: a resized vocabulary cut to its common rows; shapes that
+    differ otherwise are returned as they are, with a note that they are skipped."""
+    if base.shape == tuned.shape:
+        return base, tuned, None
+    if base.ndim == tuned.ndim >= 1 and base.shape[1:] == tuned.shape[1:]:
+        rows = min(len(base), len(tuned))
+        note = (
+            f"{name}: resized vocabulary ({len(base)} -> {len(tuned)} rows); "
+            f"compared the {rows} common rows"
+        )
+        return base[:rows], tuned[:rows], note
+    note = f"{name}: shapes {tuple(base.shape)} and {tuple(tuned.shape)} differ; skipped"
+    return base, tuned, note
+
+
+def summarise(table: pd.DataFrame) -> dict:
+    """Numel-weighted unchanged fractions and the pooled relative update norm
+    sqrt(sum ||dW||^2 / sum ||W||^2): for the whole model, per layer, per kind."""
+    return {
+        "model": pooled(table),
+        "layers": {int(layer): pooled(rows) for layer, rows in table.groupby("layer")},
+        "kinds": {kind: pooled(rows) for kind, rows in table.groupby("kind")},
+    }
+
+
+def pooled(rows: pd.DataFrame) -> dict:
+    numel = rows["numel"].sum()
+    return {
+        "numel": int(numel),
+        "unchanged_exact": float((rows["unchanged_exact"] * rows["numel"]).sum() / numel),
+        "unchanged_tol": float((rows["unchanged_tol"] * rows["numel"]).sum() / numel),
+        "rel_update_norm": ratio(
+            math.sqrt((rows["update_norm"] ** 2).sum()), math.sqrt((rows["base_norm"] ** 2).sum())
+        ),
+    }

@@ -71,7 +71,8 @@ def type_overrides(config: dict, overrides: Mapping, schema: dict) -> None:
     the type the schema wants, reading each as YAML; a string the schema accepts, or that
     reads as no type it wants, stays as it is for the schema to name."""
     validator = jsonschema.validators.validator_for(schema)(schema)
-    for error in type_errors(validator.iter_errors(config)):
+    # collected first: the loop sets values of the config the validator walks
+    for error in list(type_errors(validator.iter_errors(config))):
         path = list(error.absolute_path)
         if not isinstance(error.instance, str) or not _given(overrides, path):
             continue

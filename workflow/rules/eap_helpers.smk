@@ -1,7 +1,7 @@
 # Helpers of rules/eap.smk, which includes this file at its top (Snakemake's lint keeps
 # functions out of the files that hold rules).
-# analysis.smk reads a pair's score files by these lists too, and faithfulness.smk a
-# pair's models by pair_models.
+# analysis.smk reads a pair's score files by these lists too (and weight_diff its model
+# directories), and faithfulness.smk a pair's models by pair_models.
 
 
 def pair_models(wildcards):
@@ -11,7 +11,8 @@ def pair_models(wildcards):
 
 
 def pair_model_dirs(wildcards):
-    """The pair's models built by the workflow, as inputs of its EAP job."""
+    """The pair's models built by the workflow, as inputs of its jobs that read weights (EAP,
+    weight_diff)."""
     return {role: model_dir(model) for role, model in pair_models(wildcards).items()}
 
 

@@ -143,9 +143,9 @@ def model_source(spec: dict) -> tuple[str, str | None, str | None, str]:
 def weights_dir(spec: dict) -> Path:
     """The local directory holding a `models` entry's weight files: its `path`, or the
     snapshot of its hub revision in the local cache (the revision generation loads)."""
-    source, revision, _, _ = model_source(spec)
     if spec.get("path"):
-        return Path(source)
+        return Path(spec["path"])
+    source, revision, _, _ = model_source(spec)
     try:
         return Path(
             huggingface_hub.snapshot_download(source, revision=revision, local_files_only=True)

@@ -9,8 +9,10 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
+from safetensors.numpy import load_file as load_numpy
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT.parent / "shared" / "fixtures"
@@ -156,3 +158,19 @@ def planned_jobs(
         if match.group(1) != "total":
             jobs[match.group(1)] = int(match.group(2))
     return jobs
+
+
+def numpy_diff(base_dir, tuned_dir) -> dict[str, tuple[float, float, float]]:
+    """(unchanged_exact, unchanged_tol, rel_update_norm) per tensor, in plain numpy."""
+    base = load_numpy(base_dir / "model.safetensors")
+    tuned = load_numpy(tuned_dir / "model.safetensors")
+    found = {}
+    for name, before in base.items():
+        after = tuned[name]
+        bits = f"u{before.dtype.itemsize}"
+        exact = np.mean(before.view(bits) == after.view(bits))
+        update = after.astype(np.float32) - before.astype(np.float32)
+        tol = np.mean(np.abs(update) <= 1e-5)
+        norm = np.linalg.norm(before.astype(np.float64))
+        found[name] = (exact, tol, np.linalg.norm(update.astype(np.float64)) / norm)
+    return found

@@ -33,7 +33,8 @@ from circuitry.generation.resumable import (
     write_generations,
 )
 from circuitry.models import loading
-from circuitry.models.loading import ModelUnavailableError, load_model, resolve_hub_revision
+from circuitry.models.loading import load_model
+from circuitry.models.sources import ModelUnavailableError, resolve_hub_revision
 from circuitry.models.tokenizer import build_char_tokenizer
 from circuitry.provenance import model_fingerprint
 from conftest import model_entry, prompt_template

@@ -44,10 +44,13 @@ from circuitry.paths import (
     FAITHFULNESS_EDGES,
     FAITHFULNESS_FIGURE,
     FAITHFULNESS_SUMMARY,
+    TRAINED_MODEL_DIR,
     VERDICTS,
+    WEIGHT_DIFF_SUMMARY,
+    WEIGHT_DIFF_TABLE,
     Layout,
 )
-from conftest import ROOT, SNAKEMAKE, load_config, run_snakemake
+from conftest import ROOT, SNAKEMAKE, load_config, numpy_diff, run_snakemake
 
 # The whole toy study, built or checked (`-m "not slow"` leaves it out; CI runs it).
 pytestmark = pytest.mark.slow
@@ -215,6 +218,28 @@ def test_identity_pair_is_an_exact_null(toy_study):
     assert (rows["change"] == 0).all()
     assert (rows["p"] == 1).all()
     assert (rows.loc[rows["duplicate_of"].isna(), "q"] == 1).all()
+
+
+def test_the_weight_diff_of_every_toy_pair_agrees_with_a_numpy_recomputation(toy_study):
+    """The per-tensor fractions and norms read back from each pair's table, against plain
+    numpy on the models' safetensors; the identity pair is 100% unchanged, and the report
+    has the section with every pair in it."""
+    report = (toy_study / "results" / "report" / "report.html").read_text()
+    assert 'id="weights"' in report
+    for pair, spec in TOY["pairs"].items():
+        dirs = [toy_study / TRAINED_MODEL_DIR.format(model=spec[role]) for role in ROLES]
+        expected = numpy_diff(*dirs)
+        table = pd.read_csv(toy_study / WEIGHT_DIFF_TABLE.format(pair=pair)).set_index("name")
+        assert sorted(table.index) == sorted(expected)
+        for name, (exact, tol, rel) in expected.items():
+            assert table.loc[name, "unchanged_exact"] == pytest.approx(exact, abs=1e-12)
+            assert table.loc[name, "unchanged_tol"] == pytest.approx(tol, abs=1e-12)
+            assert table.loc[name, "rel_update_norm"] == pytest.approx(rel, rel=1e-5, abs=1e-12)
+        whole = read_json(toy_study / WEIGHT_DIFF_SUMMARY.format(pair=pair))["model"]
+        if spec.get("control") == "identity":
+            assert whole == whole | {"unchanged_exact": 1.0, "unchanged_tol": 1.0}
+            assert whole["rel_update_norm"] == 0
+        assert f"{pair} ({spec['method']})" in report.split('id="weights"')[1]
 
 
 def test_dynamics_score_every_checkpoint_on_one_problem_set(toy_study):

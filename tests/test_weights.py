@@ -9,10 +9,8 @@ import math
 import re
 import shutil
 
-import numpy as np
 import pytest
 import torch
-from safetensors.numpy import load_file as load_numpy
 from safetensors.torch import load_file, save_file
 
 from circuitry.analysis import weights
@@ -25,6 +23,7 @@ from circuitry.analysis.weights import (
 )
 from circuitry.models.sft import toy_model
 from circuitry.models.tokenizer import build_char_tokenizer
+from conftest import numpy_diff
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -303,22 +302,6 @@ def test_layer_and_kind_come_from_the_name(name, layer, kind):
     assert (layer_of(name), kind_of(name)) == (layer, kind)
 
 
-def numpy_diff(base_dir, tuned_dir) -> dict[str, tuple[float, float, float]]:
-    """(unchanged_exact, unchanged_tol, rel_update_norm) per tensor, in plain numpy."""
-    base = load_numpy(base_dir / "model.safetensors")
-    tuned = load_numpy(tuned_dir / "model.safetensors")
-    found = {}
-    for name, before in base.items():
-        after = tuned[name]
-        bits = f"u{before.dtype.itemsize}"
-        exact = np.mean(before.view(bits) == after.view(bits))
-        update = after.astype(np.float32) - before.astype(np.float32)
-        tol = np.mean(np.abs(update) <= 1e-5)
-        norm = np.linalg.norm(before.astype(np.float64))
-        found[name] = (exact, tol, np.linalg.norm(update.astype(np.float64)) / norm)
-    return found
-
-
 @pytest.mark.parametrize("tuned", ["other-seed", "one-tensor-perturbed"])
 def test_an_independent_numpy_diff_agrees_on_tiny_llamas(tmp_path, tuned):
     """Perturbed: 30% of one tensor's elements moved by noise of scale 1e-5, so the exact
@@ -342,3 +325,18 @@ def test_an_independent_numpy_diff_agrees_on_tiny_llamas(tmp_path, tuned):
     if tuned == "one-tensor-perturbed":
         row = table.set_index("name").loc[UP]
         assert 0.6 < row["unchanged_exact"] < 0.8 < row["unchanged_tol"] < 1
+
+
+def test_chunks_read_as_the_whole_tensor_and_leave_both_sides_as_they_were(monkeypatch):
+    """float32 tensors: `.float()` is no copy there, so nothing may be changed in place."""
+    generator = torch.Generator().manual_seed(3)
+    base = torch.randn(37, 29, generator=generator)
+    tuned = base + 1e-5 * torch.randn(37, 29, generator=generator)
+    kept = base.clone(), tuned.clone()
+    whole = weights.tensor_diff("w", base, tuned)
+    monkeypatch.setattr(weights, "CHUNK", 100)
+    chunked = weights.tensor_diff("w", base, tuned)
+    assert torch.equal(base, kept[0]) and torch.equal(tuned, kept[1])
+    assert chunked["unchanged_tol"] == whole["unchanged_tol"]
+    for norm in ("base_norm", "update_norm", "rel_update_norm"):
+        assert chunked[norm] == pytest.approx(whole[norm], rel=1e-6)

@@ -17,7 +17,14 @@ import yaml
 from circuitry.models.files import save_model
 from circuitry.models.sft import toy_model
 from circuitry.models.tokenizer import build_char_tokenizer
-from circuitry.paths import EAP_FILE
+from circuitry.paths import (
+    EAP_FILE,
+    LAYER_INTENSITY,
+    WEIGHT_DIFF_SUMMARY,
+    WEIGHT_DIFF_TABLE,
+    WEIGHT_FIGURES,
+    WEIGHT_JOIN,
+)
 from circuitry.provenance import model_fingerprint
 from conftest import ROOT, dry_run_jobs, run_snakemake
 
@@ -313,6 +320,23 @@ def test_a_change_to_a_jobs_library_code_plans_it_again_and_only_it(tmp_path):
     with open(library / "data" / "toy.py", "a") as f:
         f.write("# imported by the download, through circuitry.data.benchmarks\n")
     assert "rule download_dataset:" in planned()
+
+
+def test_one_job_joins_every_pairs_weight_diff_with_its_layers_for_the_report():
+    jobs = dry_run_jobs()
+    (join,) = [job for job in jobs if job["rule"] == "weight_join"]
+    (report,) = [job for job in jobs if job["rule"] == "report"]
+    pairs = yaml.safe_load((ROOT / "config" / "toy.yaml").read_text())["pairs"]
+    for pair in pairs:
+        for pattern in (WEIGHT_DIFF_SUMMARY, WEIGHT_DIFF_TABLE, LAYER_INTENSITY):
+            assert pattern.format(pair=pair) in join["input"]
+    assert sorted(join["output"]) == sorted([WEIGHT_JOIN, *WEIGHT_FIGURES.values()])
+    assert set(join["output"]) <= set(report["input"])
+    metrics = [job for job in jobs if job["rule"] == "metrics"]
+    assert {LAYER_INTENSITY.format(**job["wildcards"]) for job in metrics} == {
+        LAYER_INTENSITY.format(pair=pair) for pair in pairs
+    }
+    assert all(LAYER_INTENSITY.format(**job["wildcards"]) in job["output"] for job in metrics)
 
 
 def test_the_weight_diff_of_the_identity_pair_reads_nothing_changed(tmp_path):

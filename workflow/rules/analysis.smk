@@ -56,6 +56,40 @@ rule weight_diff:
         "../scripts/weight_diff.py"
 
 
+# Each pair's layers: the weight update beside the intensity change on the layer's edges,
+# under the paper's loss and the calibrated reading; one job draws every pair's figures.
+rule weight_join:
+    input:
+        summaries=expand(WEIGHT_DIFF_SUMMARY, pair=PAIRS),
+        tables=expand(WEIGHT_DIFF_TABLE, pair=PAIRS),
+        layers=expand(LAYER_INTENSITY, pair=PAIRS),
+    output:
+        **{
+            name: report(
+                path,
+                caption=f"../report/weights_{name}.rst",
+                category="Weights",
+                labels={"figure": name},
+            )
+            for name, path in WEIGHT_FIGURES.items()
+        },
+        join=WEIGHT_JOIN,
+    log:
+        "logs/weight_join.log",
+    benchmark:
+        "benchmarks/weight_join.tsv"
+    conda:
+        "../../envs/circuitry.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        code=code_of("weight_join.py"),
+        pairs=PAIRS,
+    script:
+        "../scripts/weight_join.py"
+
+
 rule fidelity:
     input:
         unpack(pair_generations),
@@ -85,6 +119,7 @@ rule fidelity:
 localrules:
     stats,
     verdicts,
+    weight_join,
 
 
 rule stats:

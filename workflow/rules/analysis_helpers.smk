@@ -25,7 +25,8 @@ def fidelity_files():
 
 
 def metrics_outputs():
-    """One pair's metrics (CSV, JSON) of every dataset x alpha, and its tests per dataset."""
+    """One pair's metrics (CSV, JSON) of every dataset x alpha, its tests per dataset, and
+    the intensity on each layer's edges (every dataset, alpha and loss)."""
     per_alpha = {
         ext: [
             METRICS_FILE.format(pair="{pair}", dataset=dataset, alpha=alpha, ext=ext)
@@ -34,7 +35,7 @@ def metrics_outputs():
         ]
         for ext in ("csv", "json")
     }
-    return per_alpha | {"tests": per_dataset(PAIR_TESTS)}
+    return per_alpha | {"tests": per_dataset(PAIR_TESTS), "layers": LAYER_INTENSITY}
 
 
 def metric_files(kind="csv"):

@@ -53,6 +53,7 @@ from circuitry.paths import (
     FIDELITY_FILE,
     GENERATION_PROVENANCE,
     GENERATIONS,
+    LAYER_INTENSITY,
     METRICS_FILE,
     PAIR_SUMMARY,
     PAIR_TESTS,
@@ -68,6 +69,8 @@ from circuitry.paths import (
     VERDICTS,
     WEIGHT_DIFF_SUMMARY,
     WEIGHT_DIFF_TABLE,
+    WEIGHT_FIGURES,
+    WEIGHT_JOIN,
     Layout,
 )
 from circuitry.config import (

@@ -90,6 +90,7 @@ rule report:
             f"faithfulness_{name}": path
             for name, path in faithfulness_report_inputs().items()
         },
+        **{f"weights_{name}": path for name, path in weights_report_inputs().items()},
         template=REPORT_TEMPLATE,
     output:
         REPORT,
@@ -105,6 +106,7 @@ rule report:
     params:
         code=code_of("report.py"),
         file_keys=input_keys(REPORT_FILES),
+        weight_figures=list(WEIGHT_FIGURES),
         # the validated config: the report describes it (methods, provenance)
         config=config,
         command=reproduce_command(

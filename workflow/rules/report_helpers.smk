@@ -15,6 +15,15 @@ def faithfulness_report_inputs():
     return {"summaries": summaries, "figure": FAITHFULNESS_FIGURE} if summaries else {}
 
 
+def weights_report_inputs():
+    """Every pair's weight-diff summary, the layer join and its figures."""
+    return {
+        "summaries": expand(WEIGHT_DIFF_SUMMARY, pair=PAIRS),
+        "join": WEIGHT_JOIN,
+        **WEIGHT_FIGURES,
+    }
+
+
 def dynamics_report_inputs():
     """The dynamics outputs the report shows (none when dynamics is off)."""
     return DYNAMICS_OUTPUTS if CHECKPOINTS else {}

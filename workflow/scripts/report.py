@@ -4,11 +4,13 @@ import pandas as pd
 
 from circuitry.analysis.results import keyed_files, load_study
 from circuitry.attribution.faithfulness import load_faithfulness
+from circuitry.io import read_json
 from circuitry.logs import setup_logging
 from circuitry.provenance import collect_provenance
 from circuitry.report.dynamics import dynamics_section
 from circuitry.report.faithfulness import faithfulness_section
 from circuitry.report.render import write_report
+from circuitry.report.weights import weights_section
 
 log = setup_logging(snakemake.log[0])
 params = snakemake.params
@@ -35,6 +37,14 @@ if "faithfulness_figure" in snakemake.input.keys():
             snakemake.input.faithfulness_figure,
         )
     )
+extra.append(
+    weights_section(
+        dict(zip(study.pairs, map(read_json, snakemake.input.weights_summaries), strict=True)),
+        pd.read_csv(snakemake.input.weights_join),
+        study.pairs,
+        {name: snakemake.input[f"weights_{name}"] for name in params.weight_figures},
+    )
+)
 write_report(
     snakemake.output[0],
     study,

@@ -3,7 +3,7 @@
 from circuitry.analysis.weights import diff_models, summarise
 from circuitry.io import write_csv, write_json
 from circuitry.logs import setup_logging
-from circuitry.models.loading import weights_dir
+from circuitry.models.sources import weights_dir
 
 log = setup_logging(snakemake.log[0])
 models = snakemake.params.models

@@ -33,6 +33,7 @@ RUN_DIR = "resources/dynamics/{run}"
 TESTS = "results/stats/tests.csv"
 METRICS_FILE = "results/metrics/{pair}/{dataset}/alpha{alpha}.{ext}"
 PAIR_TESTS = "results/metrics/{pair}/{dataset}/tests.csv"
+LAYER_INTENSITY = "results/metrics/{pair}/layers.csv"
 EAP_FILE = "results/eap/{pair}/{dataset}/alpha{alpha}/{loss}/{role}_on_{text}.npz"
 PAIRS_FILE = "results/pairs/{pair}/{dataset}.jsonl"
 PAIR_SUMMARY = "results/pairs/{pair}/{dataset}.summary.json"
@@ -40,6 +41,11 @@ FIDELITY_FILE = "results/fidelity/{pair}/{dataset}.csv"
 # Where post-training changed the weights: one row per tensor, and the summary.
 WEIGHT_DIFF_TABLE = "results/weights/{pair}.csv"
 WEIGHT_DIFF_SUMMARY = "results/weights/{pair}.json"
+WEIGHT_JOIN = "results/weights/layers.csv"
+WEIGHT_FIGURES = {
+    "update_norm": "results/figures/weights/update_norm.png",
+    "layer_join": "results/figures/weights/layer_join.png",
+}
 CALIBRATION_EAP_FILE = "results/calibration/{model}/{dataset}/{edit}/{loss}.npz"
 CALIBRATION_AGREEMENT = "results/calibration/{model}/agreement.json"
 CALIBRATION_TABLE = "results/calibration/{model}.csv"

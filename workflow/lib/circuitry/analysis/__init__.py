@@ -10,5 +10,6 @@
 - `fidelity`: where circuitry differs from the paper's code, and by how much;
 - `dynamics`: accuracy and circuit metrics along RL runs;
 - `weights`: the weight-space diff of a pair: unchanged fractions, update norms and ranks;
+- `weight_join`: each layer's weight update beside the intensity change on its edges;
 - `results`: the study's outputs loaded as the report reads them.
 """

@@ -21,6 +21,7 @@ from circuitry.analysis.sample_metrics import (
     node_entropy,
     per_sample_metrics,
 )
+from circuitry.attribution.graph import node_layer
 from circuitry.attribution.scorefile import TEXTS, EdgeScores, load_edge_scores
 from circuitry.io import write_text
 from circuitry.paths import PAPER_CONDITION
@@ -38,6 +39,8 @@ class CircuitMetrics:
     per_sample: pd.DataFrame  # tidy: text, role, idx, metric, value
     pooled: dict[str, dict[str, float]]
     node_entropy: dict[str, np.ndarray]  # role -> [n_samples, n_forward]
+    edge_mean: dict[str, np.ndarray]  # role -> [n_forward, n_backward] sample-mean |w|
+    edge_mask: np.ndarray  # [n_forward, n_backward], True on edges
     edge_change: np.ndarray  # [n_forward, n_backward], NaN on non-edges
     forward_nodes: tuple[str, ...]
     backward_nodes: tuple[str, ...]
@@ -62,6 +65,12 @@ class CircuitMetrics:
         times."""
         groups = self.per_sample.groupby(["metric", "role", "text"], sort=False)["value"]
         return {key: values.to_numpy(dtype=np.float64) for key, values in groups}
+
+    def layer_intensity(self) -> pd.DataFrame:
+        """Activation intensity on each layer's edges, both roles (`layer_intensity`)."""
+        return layer_intensity(
+            self.edge_mean, self.edge_mask, self.forward_nodes, self.backward_nodes
+        )
 
     def window_lengths(self) -> np.ndarray | None:
         """Every scored window's length, all roles and texts (None without diagnostics)."""
@@ -165,16 +174,17 @@ def compute_circuit_metrics(
     }
     stack = PairedEdgeStack(base.edge_values, tuned.edge_values, upper, hist_bins)
     own = {"base": base, "tuned": tuned}
+    edge_mean = {
+        role: np.abs(edges.scores).mean(axis=0, dtype=np.float64) for role, edges in own.items()
+    }
     return CircuitMetrics(
         idx=base.idx,
         per_sample=tidy_per_sample(base.idx, values),
         pooled=stack.pooled_values(),
         node_entropy={role: node_entropy(e.scores, e.edge_mask) for role, e in own.items()},
-        edge_change=edge_relative_change(
-            np.abs(base.scores).mean(axis=0, dtype=np.float64),
-            np.abs(tuned.scores).mean(axis=0, dtype=np.float64),
-            base.edge_mask,
-        ),
+        edge_mean=edge_mean,
+        edge_mask=base.edge_mask,
+        edge_change=edge_relative_change(edge_mean["base"], edge_mean["tuned"], base.edge_mask),
         forward_nodes=base.forward_nodes,
         backward_nodes=base.backward_nodes,
         histogram={"bins": hist_bins, "upper": upper, "upper_quantile": hist_upper_quantile},
@@ -234,3 +244,25 @@ def edge_relative_change(
         change = (tuned_mean - base_mean) / base_mean
     change = np.where(base_mean == 0, np.where(tuned_mean == 0, 0.0, np.nan), change)
     return np.where(edge_mask, change, np.nan)
+
+
+def layer_intensity(
+    edge_mean: Mapping[str, np.ndarray],
+    edge_mask: np.ndarray,
+    forward_nodes: tuple[str, ...],
+    backward_nodes: tuple[str, ...],
+) -> pd.DataFrame:
+    """Activation intensity restricted to each layer's edges: per layer l and role, the
+    mean |w| over the samples and over the edges that l's nodes write (a{l}, m{l}) or read
+    (a{l}.q/k/v, m{l}). Columns `layer, n_edges` and one per role; the weight-space join
+    (`circuitry.analysis.weights.layer_join`) sets it beside l's weight update."""
+    writer = np.array([node_layer(name) for name in forward_nodes], dtype=object)
+    reader = np.array([node_layer(name) for name in backward_nodes], dtype=object)
+    rows = []
+    for layer in sorted({n for n in (*writer, *reader) if n is not None}):
+        edges = edge_mask & ((writer == layer)[:, None] | (reader == layer)[None, :])
+        rows.append(
+            {"layer": layer, "n_edges": int(edges.sum())}
+            | {role: float(mean[edges].mean()) for role, mean in edge_mean.items()}
+        )
+    return pd.DataFrame(rows)

@@ -1,8 +1,10 @@
 """Weight-space diff of a pair: which parameters tuning changed, by how much, and along
 which directions.
 
-Both models' safetensors are read tensor by tensor (`safe_open`), so a pair of any size is
-compared holding one tensor of each side (and its float32 copies) at a time. Every tensor
+Both models' safetensors are read tensor by tensor (`safe_open`, each file closed after
+its read, so no mapping keeps earlier tensors resident), so a pair of any size is compared
+holding one tensor of each side at a time, with float32 chunks for the elementwise
+figures and one float32 copy at a time for the spectra. Every tensor
 goes through `tensor_diff`; one row per tensor, with dW = tuned - base and W = base:
 
 - `unchanged_exact`: fraction of elements bit-identical in the stored dtype (value-equal
@@ -43,7 +45,7 @@ sigma_k / sigma_(q+1) and niter (Halko, Martinsson & Tropp 2011).
 `layer` and `kind` come from the tensor name (`layer_of`, `kind_of`). `diff_models` notes
 what it cannot compare as is: a tensor on one side only, a resized vocabulary (the common
 rows are compared), other shape changes (skipped), dtype changes. `summarise` pools the
-table by model, layer and kind.
+table by model, layer and kind; `layer_kind_norms` by layer x kind.
 """
 
 from __future__ import annotations
@@ -51,21 +53,21 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 import torch
 from safetensors import SafetensorError, safe_open
 
-from circuitry.models.loading import corrupt_weights_message
+from circuitry.models.sources import corrupt_weights_message
 
 TOLERANCE = 1e-5
 TOP_K = 8
 EXACT_SVD_MAX = 2048
 LOWRANK_Q = 128
 LOWRANK_NITER = 4
+CHUNK = 1 << 22  # elements per float32 chunk of the elementwise figures (16 MiB)
 ENERGY_SHARES = {"rank90": 0.90, "rank99": 0.99}
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
@@ -127,16 +129,19 @@ def open_weights(path: Path, model_dir: Path):
         raise ValueError(corrupt_weights_message(str(model_dir), e)) from e
 
 
-@contextmanager
-def tensor_reader(model_dir: str | Path) -> Iterator[tuple[list[str], Callable]]:
-    """The model's tensor names, and a function reading one tensor by name."""
+def tensor_reader(model_dir: str | Path) -> tuple[list[str], Callable[[str], torch.Tensor]]:
+    """The model's tensor names, and a function reading one tensor by name. Each read opens
+    its file and closes it again: an open safetensors file stays memory-mapped, and the
+    pages of every tensor read through it would stay resident until it is closed (a 7B
+    pair would hold both models' bytes by the end)."""
+    model_dir = Path(model_dir)
     files = weight_files(model_dir)
-    with ExitStack() as stack:
-        handles = {
-            path: stack.enter_context(open_weights(path, Path(model_dir)))
-            for path in set(files.values())
-        }
-        yield list(files), lambda name: handles[files[name]].get_tensor(name)
+
+    def read(name: str) -> torch.Tensor:
+        with open_weights(files[name], model_dir) as handle:
+            return handle.get_tensor(name)
+
+    return list(files), read
 
 
 def tensor_diff(name: str, base: torch.Tensor, tuned: torch.Tensor) -> dict:
@@ -158,13 +163,20 @@ def tensor_diff(name: str, base: torch.Tensor, tuned: torch.Tensor) -> dict:
 
 
 def elementwise_change(base: torch.Tensor, tuned: torch.Tensor) -> dict:
-    """`unchanged_tol` and the norms, in float32."""
-    weight = base.float()
-    update = tuned.float() - weight
-    base_norm = torch.linalg.vector_norm(weight).item()
-    update_norm = torch.linalg.vector_norm(update).item()
+    """`unchanged_tol` and the norms, in float32 `CHUNK` elements at a time, so the float32
+    copies stay small whatever the tensor (an 8B model's 128k-token embedding is 2 GB in
+    float32)."""
+    within, base_square, update_square = 0, 0.0, 0.0
+    chunks = zip(base.reshape(-1).split(CHUNK), tuned.reshape(-1).split(CHUNK), strict=True)
+    for before, after in chunks:
+        weight = before.float()
+        update = after.float() - weight
+        within += int((update.abs() <= TOLERANCE).sum())
+        base_square += torch.linalg.vector_norm(weight).item() ** 2
+        update_square += torch.linalg.vector_norm(update).item() ** 2
+    base_norm, update_norm = math.sqrt(base_square), math.sqrt(update_square)
     return {
-        "unchanged_tol": fraction(update.abs() <= TOLERANCE),
+        "unchanged_tol": within / base.numel() if base.numel() else 1.0,
         "rel_update_norm": ratio(update_norm, base_norm),
         "base_norm": base_norm,
         "update_norm": update_norm,
@@ -201,7 +213,7 @@ def spectral_change(base: torch.Tensor, tuned: torch.Tensor, energy: float) -> d
     if energy == 0:
         zeros = ("stable_rank", "rank90", "rank99", "principal_angle_deg", "top_sv_change")
         return {column: 0 for column in zeros}
-    update_values, _ = singular(tuned.float() - base.float(), vectors=False)
+    update_values, _ = singular(tuned.to(torch.float32, copy=True).sub_(base), vectors=False)
     held = update_values.double().square().cumsum(0)
     before_values, before = singular(base.float(), vectors=True)
     after_values, after = singular(tuned.float(), vectors=True)
@@ -259,23 +271,19 @@ def largest_angle_deg(before: torch.Tensor, after: torch.Tensor) -> float:
 def diff_models(base_dir: str | Path, tuned_dir: str | Path) -> tuple[pd.DataFrame, list[str]]:
     """One `tensor_diff` row per tensor the two models share, and notes on what could not
     be compared as is. Names that mostly do not match raise ValueError."""
-    with (
-        tensor_reader(base_dir) as (base_names, base),
-        tensor_reader(tuned_dir) as (tuned_names, tuned),
-    ):
-        common = common_names(base_names, tuned_names)
-        notes = [f"{name}: only in base" for name in sorted(set(base_names) - set(common))]
-        notes += [f"{name}: only in tuned" for name in sorted(set(tuned_names) - set(common))]
-        rows = []
-        for name in sorted(common, key=table_order):
-            before, after, note = aligned(name, base(name), tuned(name))
-            notes += [note] if note else []
-            if before.dtype != after.dtype:
-                notes.append(
-                    f"{name}: stored as {dtype_name(before, after)}; exact compares values"
-                )
-            if before.shape == after.shape:
-                rows.append(tensor_diff(name, before, after))
+    base_names, base = tensor_reader(base_dir)
+    tuned_names, tuned = tensor_reader(tuned_dir)
+    common = common_names(base_names, tuned_names)
+    notes = [f"{name}: only in base" for name in sorted(set(base_names) - set(common))]
+    notes += [f"{name}: only in tuned" for name in sorted(set(tuned_names) - set(common))]
+    rows = []
+    for name in sorted(common, key=table_order):
+        before, after, note = aligned(name, base(name), tuned(name))
+        notes += [note] if note else []
+        if before.dtype != after.dtype:
+            notes.append(f"{name}: stored as {dtype_name(before, after)}; exact compares values")
+        if before.shape == after.shape:
+            rows.append(tensor_diff(name, before, after))
     table = pd.DataFrame(rows, columns=list(COLUMNS))
     return table.astype({"layer": "Int64", "rank90": "Int64", "rank99": "Int64"}), notes
 
@@ -321,21 +329,55 @@ def aligned(name: str, base: torch.Tensor, tuned: torch.Tensor):
 
 def summarise(table: pd.DataFrame) -> dict:
     """Numel-weighted unchanged fractions and the pooled relative update norm
-    sqrt(sum ||dW||^2 / sum ||W||^2): for the whole model, per layer, per kind."""
+    sqrt(sum ||dW||^2 / sum ||W||^2): for the whole model, per layer, per kind; and the
+    medians over the matrices the update touched (`changed_matrices`)."""
     return {
+        "dtypes": sorted(table["dtype"].unique()),
         "model": pooled(table),
         "layers": {int(layer): pooled(rows) for layer, rows in table.groupby("layer")},
         "kinds": {kind: pooled(rows) for kind, rows in table.groupby("kind")},
+        "matrices": changed_matrices(table),
+    }
+
+
+def changed_matrices(table: pd.DataFrame) -> dict:
+    """How many matrices the update touched, and their median stable rank, rank at 99%
+    energy as a share of the smaller side (1: full rank) and largest principal angle."""
+    changed = table[(table["shape"].map(len) == 2) & (table["update_norm"] > 0)]
+    smaller_side = changed["shape"].map(min)
+    medians = {
+        "median_stable_rank": changed["stable_rank"],
+        "median_rank99_share": (changed["rank99"] / smaller_side).clip(upper=1),
+        "median_principal_angle_deg": changed["principal_angle_deg"],
+    }
+    return {"n": len(changed)} | {
+        name: float(values.median()) if len(changed) else None for name, values in medians.items()
     }
 
 
 def pooled(rows: pd.DataFrame) -> dict:
+    """The pooled figures of some rows; `rel_update_norm` is None (JSON null) where the
+    base norm is 0 and the update is not (a relative change from zero is undefined)."""
     numel = rows["numel"].sum()
+    norm = ratio(
+        math.sqrt((rows["update_norm"] ** 2).sum()), math.sqrt((rows["base_norm"] ** 2).sum())
+    )
     return {
         "numel": int(numel),
         "unchanged_exact": float((rows["unchanged_exact"] * rows["numel"]).sum() / numel),
         "unchanged_tol": float((rows["unchanged_tol"] * rows["numel"]).sum() / numel),
-        "rel_update_norm": ratio(
-            math.sqrt((rows["update_norm"] ** 2).sum()), math.sqrt((rows["base_norm"] ** 2).sum())
-        ),
+        "rel_update_norm": norm if math.isfinite(norm) else None,
     }
+
+
+def layer_kind_norms(table: pd.DataFrame) -> pd.DataFrame:
+    """The pooled relative update norm of each kind (rows) in each layer (columns): the
+    report's heatmap. NaN where a layer has no tensor of that kind."""
+    blocks = table.dropna(subset=["layer"])
+    norms = {
+        (kind, int(layer)): pooled(rows)["rel_update_norm"]
+        for (kind, layer), rows in blocks.groupby(["kind", "layer"])
+    }
+    frame = pd.Series(norms, dtype=float).unstack()
+    kinds = [kind for kind in (*KIND_PARTS, "norm", "other") if kind in frame.index]
+    return frame.loc[kinds]

@@ -19,12 +19,14 @@ axes of every saved score matrix.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
 
 GRANULARITIES = ("block",)
 QKV = ("q", "k", "v")
+NODE_LAYER = re.compile(r"[am](\d+)(?:\.[qkv])?")
 
 
 @dataclass(frozen=True, eq=False)
@@ -114,6 +116,12 @@ def build_graph(n_layers: int, granularity: str = "block") -> Graph:
     backward.append("logits")
     n_inputs.append(len(forward))
     return Graph(tuple(forward), tuple(backward), tuple(n_inputs), granularity)
+
+
+def node_layer(name: str) -> int | None:
+    """The layer a node belongs to (`a3`, `a3.q`, `m3` -> 3); None for `input` and `logits`."""
+    found = NODE_LAYER.fullmatch(name)
+    return int(found.group(1)) if found else None
 
 
 def attention_index(layer: int) -> int:

@@ -12,6 +12,8 @@ The modules, by concept:
   per-sample change of log intensity against the change of the window's cross-entropy;
 - `pair`: every figure of one pair (`make_pair_figures`) and their captions;
 - `training`: per-step training logs of a model the workflow trained;
+- `weights`: the relative update norm per layer x module kind, and each layer's update
+  beside the intensity change on its edges;
 - `faithfulness`: EAP scores against full ablations, and the top-k against random-k curve;
 - `dynamics`: what each RL run's trainer logged (Figure 4) and accuracy and each tracked
   metric's change along training (Figure 5).

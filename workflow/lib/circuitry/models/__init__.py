@@ -1,5 +1,7 @@
 """The models (rules/training.smk, and the loading every stage shares).
 
+- `sources`: where a `models` entry's files come from (a directory, a hub commit), and
+  the messages for missing or corrupt weights;
 - `loading`: a `models` entry's weights and tokenizer loaded, and what identifies them;
 - `files`: trained models on disk in save_pretrained layout, with their training log
   and recipe; adapters merged;

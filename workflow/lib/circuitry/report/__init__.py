@@ -12,6 +12,7 @@ The modules, by concept:
 - `methods`: the methods text, the sample funnel, models, datasets and provenance;
 - `dynamics`: the training-dynamics section;
 - `faithfulness`: the faithfulness section (EAP against full ablations);
+- `weights`: where the weights changed, beside the published ranges and the circuit;
 - `sections`: the sections in order (`build_sections`);
 - `render`: the jinja2 template filled into `report.html` (`write_report`).
 

@@ -9,6 +9,9 @@ The measurements:
 - `eap+unit`: `score_windows` with both losses (`ce`, `ce_unit`) from one forward pass;
 - `eap+unit+crossed`: the same on the sample's own answer and on another answer of the
   same length (crossed text), as one EAP job does per alpha;
+- `survival`: one problem of one model in a survival job (`survival.edges` edges drawn,
+  each removed outright under each of `survival.losses`, at the schema's defaults);
+- `ig-edge`: one edge's per-edge integrated gradient (`faithfulness.ig_steps` points);
 - `faithfulness`: one sample's faithfulness check
   (`circuitry.attribution.faithfulness.analyse_sample` at the config schema's defaults:
   50 top + 50 random single-edge ablations and the cumulative curves, batched by
@@ -34,7 +37,10 @@ import sys
 import time
 from pathlib import Path
 
-MODES = ("train", "input-grad", "eap", "eap+unit", "eap+unit+crossed", "faithfulness")
+MODES = (
+    "train", "input-grad", "eap", "eap+unit", "eap+unit+crossed", "faithfulness", "survival",
+    "ig-edge",
+)  # fmt: skip
 SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
 SHAPES = {
     "toy": {
@@ -135,6 +141,10 @@ def make_step(model, mode: str, n_tokens: int, window: float):
         return lambda: [score_windows(model, [sample], LOSSES) for sample in (own, crossed)]
     if mode == "faithfulness":
         return faithfulness_step(model, own)
+    if mode == "survival":
+        return survival_step(model, own)
+    if mode == "ig-edge":
+        return ig_step(model, own)
 
     device = model.get_input_embeddings().weight.device
     input_ids = tokens[None].to(device)
@@ -157,12 +167,51 @@ def make_step(model, mode: str, n_tokens: int, window: float):
     return input_grad_step
 
 
-def faithfulness_defaults() -> dict:
-    """The `faithfulness:` settings' defaults, from the config schema."""
+def schema_defaults(section: str = "faithfulness") -> dict:
+    """A config section's defaults, from the config schema."""
     import yaml
 
-    properties = yaml.safe_load(SCHEMA.read_text())["properties"]["faithfulness"]["properties"]
+    properties = yaml.safe_load(SCHEMA.read_text())["properties"][section]["properties"]
     return {key: spec.get("default") for key, spec in properties.items()}
+
+
+def survival_step(model, sample):
+    """One problem of one model in a survival job at the schema's defaults: every edge of
+    the edge sample removed outright under each default loss."""
+    from circuitry.attribution.ablation import ablated_losses
+    from circuitry.attribution.eap import model_graph
+    from circuitry.attribution.edge_sample import draw_edges
+
+    defaults = schema_defaults("survival")
+    edges = draw_edges(model_graph(model).edge_mask, defaults["edges"], defaults["seed"])
+    rows = [[], *([(int(u), int(v))] for u, v in edges)]
+    return lambda: [
+        ablated_losses(model, sample, rows, loss=loss, batch_size=defaults["batch_size"])
+        for loss in defaults["losses"]
+    ]
+
+
+def survival_removals(n_layers: int) -> int:
+    """Edge removals of one `survival_step`: the sampled edges under each default loss."""
+    from circuitry.attribution.graph import build_graph
+
+    defaults = schema_defaults("survival")
+    return min(defaults["edges"], build_graph(n_layers).n_edges) * len(defaults["losses"])
+
+
+def ig_step(model, sample):
+    """One edge's per-edge integrated gradient at the faithfulness defaults (ig_steps
+    points, one batch row each)."""
+    import numpy as np
+
+    from circuitry.attribution.ablation import integrated_changes
+    from circuitry.attribution.eap import model_graph
+
+    defaults = schema_defaults()
+    edge = tuple(int(i) for i in np.argwhere(model_graph(model).edge_mask)[-1])
+    return lambda: integrated_changes(
+        model, sample, [edge], steps=defaults["ig_steps"], batch_size=defaults["batch_size"]
+    )
 
 
 def faithfulness_step(model, sample):
@@ -172,7 +221,7 @@ def faithfulness_step(model, sample):
     from circuitry.attribution.eap import model_graph, score_samples
     from circuitry.attribution.faithfulness import Settings, analyse_sample
 
-    defaults = faithfulness_defaults()
+    defaults = schema_defaults()
     settings = Settings(**{key: defaults[key] for key in Settings.__dataclass_fields__})
     scores = score_samples(model, [sample])[0]
     mask = model_graph(model).edge_mask
@@ -301,6 +350,13 @@ def report(args: argparse.Namespace, times: dict, peaks: dict) -> None:
             f"eap+unit/eap {t['eap+unit'] / t['eap']:.2f}x, "
             f"eap+unit+crossed/eap {t['eap+unit+crossed'] / t['eap']:.2f}x, "
             f"faithfulness/eap {t['faithfulness'] / t['eap']:.1f}x"
+        )
+        removals = survival_removals(config.num_hidden_layers)
+        print(
+            f"  survival: one problem of one model {t['survival']:.2f} s = "
+            f"{t['survival'] / t['eap']:.1f}x eap ({removals} removals, "
+            f"{t['survival'] / removals * 1e3:.2f} ms each); per-edge IG "
+            f"{t['ig-edge'] * 1e3:.1f} ms per edge = {t['ig-edge'] / t['eap']:.2f}x eap"
         )
         print(
             f"  memory eap/train {m['eap'] / m['train']:.2f}x, "

@@ -7,6 +7,7 @@ LayerNorm keeps every digit; the analysis on inputs whose answers are known.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 
@@ -17,7 +18,7 @@ import torch
 import yaml
 from test_eap import make_samples, tiny_model
 
-from circuitry.attribution.ablation import ablated_losses
+from circuitry.attribution.ablation import ablated_losses, integrated_changes, perturbed_loss
 from circuitry.attribution.eap import model_graph
 from circuitry.attribution.faithfulness import (
     Settings,
@@ -25,6 +26,7 @@ from circuitry.attribution.faithfulness import (
     choose_samples,
     curve_area,
     edge_table,
+    embedding_edges,
     largest_change,
     load_faithfulness,
     log_grid,
@@ -36,8 +38,9 @@ from circuitry.attribution.faithfulness import (
 from circuitry.attribution.samples import Sample
 from circuitry.figures.faithfulness import plot_faithfulness
 from circuitry.io import write_json
+from circuitry.paths import EAP_FILE
 from circuitry.report.faithfulness import faithfulness_section
-from conftest import ROOT, load_config, planned_jobs, run_snakemake
+from conftest import ROOT, dry_run_jobs, load_config, planned_jobs, run_snakemake
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -232,6 +235,40 @@ def test_unfaithful_scores_show_low_correlation_and_overlap():
     assert summary["grid"] == [1, 2, 4, 8, 16]
 
 
+def test_ig_and_the_embedding_stratum_split_the_misses_into_nonlinear_and_structural():
+    """Known numbers: IG reads every edge's true change except the embedding edges into
+    layer 0, which jump (true change 50, IG 0); EAP reads half of every change. Without
+    the embedding edges both rank perfectly; every one of IG's largest misses, and as many
+    of EAP's as there are embedding edges, are embedding edges."""
+    forward, backward = ["input", "a0", "m0"], ["a0.q", "a0.k", "a0.v", "m0", "logits"]
+    graph_mask = np.array([[1, 1, 1, 1, 1], [0, 0, 0, 1, 1], [0, 0, 0, 0, 1]], dtype=bool)
+    embedding = embedding_edges(forward, backward)
+    assert embedding.tolist() == [[True] * 4 + [False], [False] * 5, [False] * 5]
+    smooth = np.arange(15, dtype=float).reshape(3, 5) + 1
+    exact = np.where(embedding, 50.0, smooth)
+    scores = 0.5 * smooth
+
+    def integrate(position, edges):
+        return np.array([0.0 if embedding[e] else smooth[e] for e in edges])
+
+    settings = Settings(top_edges=3, random_edges=10, random_draws=1, curve_max=None, seed=0)
+    results = {
+        p: analyse_sample(
+            p, scores, graph_mask, settings, [], fake_ablate(exact), integrate, embedding
+        )
+        for p in range(2)
+    }
+    table = results[0].edges
+    assert table.embedding.sum() == 4 and (table.ig == table.change).sum() == 4
+    summary = summarise(results, settings, n_edges=int(graph_mask.sum()))
+    assert summary["spearman_without_embedding"] == pytest.approx(1.0)
+    assert summary["ig_spearman_without_embedding"] == pytest.approx(1.0)
+    assert summary["ig_spearman"] < 1 and summary["spearman"] < 1
+    assert summary["largest_misses"] == 10 and summary["embedding_edges_checked"] == 8
+    assert summary["ig_largest_misses_embedding"] == 8  # IG misses only the jumps
+    assert summary["largest_misses_embedding"] == 8  # 50 - 0.5 i beats every 0.5 i
+
+
 def test_edge_names_are_parsed_and_unknown_ones_named():
     graph = model_graph(tiny_model("llama", n_layers=2))
     args = (graph.forward_nodes, graph.backward_nodes, graph.edge_mask)
@@ -256,7 +293,9 @@ def test_outputs_load_into_one_tidy_frame(tmp_path):
     settings = Settings(top_edges=3, random_edges=4, random_draws=2, curve_max=None, seed=0)
     result = analyse_sample(0, scores, mask, settings, [], fake_ablate(scores))
     table = edge_table({0: result}, np.array([17]), ["input", "a0", "m0"], list("qkvl"))
-    assert table.columns.tolist() == ["sample", "edge", "score", "change", "stratum"]
+    assert table.columns.tolist() == [
+        "sample", "edge", "score", "ig", "change", "stratum", "embedding",
+    ]  # fmt: skip
     assert (table["sample"] == 17).all() and table.edge.iloc[0] == "input->q"
     paths = []
     for role in ("base", "tuned"):
@@ -280,6 +319,39 @@ def test_toy_config_plans_one_faithfulness_job_per_pair_dataset_role_and_alpha()
     expected = len(section["pairs"]) * len(section["datasets"]) * 2 * len(section["alphas"])
     assert expected > 0
     assert planned_jobs()["faithfulness"] == expected
+
+
+def test_toy_config_plans_one_survival_job_per_pair_dataset_and_alpha_reading_both_roles():
+    section = load_config("toy")["survival"]
+    expected = len(section["pairs"]) * len(section["datasets"]) * len(section["alphas"])
+    assert expected > 0 and planned_jobs()["survival"] == expected
+    (job,) = [
+        j
+        for j in dry_run_jobs()
+        if j["rule"] == "survival" and j["wildcards"]["pair"] == section["pairs"][0]
+    ]
+    where = {"pair": section["pairs"][0], "dataset": section["datasets"][0], "text": "own"}
+    for role, loss in itertools.product(("base", "tuned"), section["losses"]):
+        path = EAP_FILE.format(**where, alpha=section["alphas"][0], role=role, loss=loss)
+        assert path in job["input"]
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("alphas", [0.7], "survival.alphas: 0.7 not among 0.03, 0.1, 0.3, 0.5"),
+        ("losses", ["ce_unit"], None),
+    ],
+)
+def test_survival_settings_outside_the_study_fail_naming_them(tmp_path, key, value, message):
+    config = yaml.safe_load((ROOT / "config" / "toy.yaml").read_text())
+    config["survival"][key] = value
+    config["eap"]["losses"] = ["ce", "target_unit"]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    result = run_snakemake("--dry-run", "--configfile", str(tmp_path / "config.yaml"))
+    assert result.returncode != 0
+    expected = message or "survival.losses: ce_unit not among eap.losses ce, target_unit"
+    assert expected in result.stdout + result.stderr
 
 
 def test_faithfulness_alphas_outside_eap_alphas_fail_naming_them(tmp_path):
@@ -319,6 +391,14 @@ def test_the_section_flags_models_below_the_spearman_floor(tmp_path):
             "largest_change_score": 1e-6,
             "largest_change_rank": 34,
             "largest_change_of": 40,
+            "ig_spearman": 0.8,
+            "ig_pearson": 0.75,
+            "spearman_without_embedding": spearman + 0.05,
+            "ig_spearman_without_embedding": 0.95,
+            "largest_misses_embedding": 6,
+            "ig_largest_misses_embedding": 10,
+            "largest_misses": 10,
+            "embedding_edges_checked": 12,
         }
         write_json(paths[-1], summary)
     frame = load_faithfulness(paths)
@@ -330,7 +410,10 @@ def test_the_section_flags_models_below_the_spearman_floor(tmp_path):
     assert [cell.text for cell in spearman] == ["0.900", "0.300 ⚠"]
     assert [cell.css for cell in spearman] == ["", "warn"]
     assert [row.cells[2].text for row in table.rows] == ["sft (base)", "grpo (tuned)"]
-    assert table.rows[0].cells[8].text == "input->a0.q: +8.50 (rank 34 of 40)"
+    assert [c.text for c in table.rows[1].cells[6:10]] == [
+        "0.800", "0.750", "0.350 / 0.950", "6 / 10 of 10",
+    ]  # fmt: skip
+    assert table.rows[0].cells[12].text == "input->a0.q: +8.50 (rank 34 of 40)"
     assert "1 of 2 checks have a Spearman correlation below 0.5 (p tuned)" in text.paragraphs[1]
     assert "In 1 of 2 checks" in text.paragraphs[2]
     assert figure.src.startswith("data:image/png;base64,")
@@ -356,3 +439,63 @@ def test_the_largest_change_is_found_with_the_rank_of_its_score():
     }
     listed = pd.concat([table, table.iloc[[0]].assign(change=9.0, stratum="listed")])
     assert largest_change(listed)["largest_change_edge"] == "a0->m0"  # checked strata only
+
+
+def quadratic_llama() -> torch.nn.Module:
+    """A one-layer float64 Llama whose norms are identities and whose MLP gate is linear:
+    the MLP is then a product of two linear maps of its input, and target_unit is linear
+    in the logits, so the loss is exactly quadratic in e along any edge into m0."""
+    model = tiny_model("llama", n_layers=1).eval()
+    layer = model.model.layers[0]
+    for owner, name in (
+        (model.model, "norm"),
+        (layer, "input_layernorm"),
+        (layer, "post_attention_layernorm"),
+    ):
+        setattr(owner, name, torch.nn.Identity())
+    layer.mlp.act_fn = torch.nn.Identity()
+    return model
+
+
+def test_per_edge_ig_is_the_true_change_where_the_loss_is_quadratic_in_e():
+    """The midpoint rule integrates a linear derivative exactly: one point reads the true
+    change of removing the edge, where EAP (the derivative at e = 0) does not."""
+    model = quadratic_llama()
+    sample = make_samples(1, seed=6)[0]
+    edges = edge_indices(model, [("input", "m0"), ("a0", "m0")])
+    clean, *removed = ablated_losses(model, sample, [[], *([e] for e in edges)], loss="target_unit")
+    true = np.array(removed) - clean
+    ig = integrated_changes(model, sample, edges, steps=1, loss="target_unit")
+    np.testing.assert_allclose(ig, true, rtol=1e-9, atol=1e-12)
+    first_order = [score_of(model, sample, edge, "target_unit") for edge in edges]
+    assert np.abs(np.array(first_order) - true).max() > 1e-3  # not linear: EAP misses
+
+
+def score_of(model, sample, edge, loss) -> float:
+    """dL/de at e = 0 by autograd through a tensor e: EAP's score of the edge."""
+    graph = model_graph(model)
+    source, target = graph.forward_nodes[edge[0]], graph.backward_nodes[edge[1]]
+    eps = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    (gradient,) = torch.autograd.grad(perturbed_loss(model, sample, target, eps, source, loss), eps)
+    return gradient.item()
+
+
+def test_per_edge_ig_converges_to_the_true_change_as_its_steps_grow(gpt2):
+    """On a nonlinear model the midpoint rule's error falls like 1/m^2; one step reads the
+    derivative at e = 1/2 exactly as autograd through a tensor e does."""
+    sample = make_samples(1, seed=3)[0]
+    names = [("input", "a1.q"), ("a0", "m0"), ("m1", "logits"), ("a1", "a2.v")]
+    edges = edge_indices(gpt2, names)
+    clean, *removed = ablated_losses(gpt2, sample, [[], *([e] for e in edges)])
+    true = np.array(removed) - clean
+    errors = [
+        np.abs(integrated_changes(gpt2, sample, edges, steps=m, batch_size=7) - true).max()
+        for m in (2, 8, 32)
+    ]
+    assert errors[2] < errors[1] < errors[0]
+    assert errors[2] < 1e-3 * np.abs(true).max()
+    for (source, target), edge in zip(names, edges, strict=True):
+        eps = torch.tensor(0.5, dtype=torch.float64, requires_grad=True)
+        (slope,) = torch.autograd.grad(perturbed_loss(gpt2, sample, target, eps, source), eps)
+        (one_point,) = integrated_changes(gpt2, sample, [edge], steps=1)
+        assert one_point == pytest.approx(slope.item(), rel=1e-9)

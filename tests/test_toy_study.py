@@ -44,6 +44,8 @@ from circuitry.paths import (
     FAITHFULNESS_EDGES,
     FAITHFULNESS_FIGURE,
     FAITHFULNESS_SUMMARY,
+    SURVIVAL_CHANGES,
+    SURVIVAL_TESTS,
     TRAINED_MODEL_DIR,
     VERDICTS,
     WEIGHT_DIFF_SUMMARY,
@@ -115,6 +117,7 @@ def test_the_report_says_how_faithful_eap_is_on_each_toy_model(toy_study):
         summary = read_json(toy_study / FAITHFULNESS_SUMMARY.format(**where))
         assert summary["n_samples"] == section["samples"]
         assert -1 <= summary["spearman"] <= 1 and np.isfinite(summary["area"])
+        assert -1 <= summary["ig_spearman"] <= 1
         edges = pd.read_csv(toy_study / FAITHFULNESS_EDGES.format(**where))
         assert summary["largest_change_edge"] in set(edges["edge"])
         checked = section["top_edges"] + section["random_edges"]
@@ -240,6 +243,33 @@ def test_the_weight_diff_of_every_toy_pair_agrees_with_a_numpy_recomputation(toy
             assert whole == whole | {"unchanged_exact": 1.0, "unchanged_tol": 1.0}
             assert whole["rel_update_norm"] == 0
         assert f"{pair} ({spec['method']})" in report.split('id="weights"')[1]
+
+
+def test_the_headline_says_what_survives_exact_ablation_and_the_identity_reads_zero(toy_study):
+    """Each checked pair's survival tests: both readings, both losses, every headline
+    metric; on the identity pair every true change is exactly 0 (the same model twice)."""
+    section = TOY["survival"]
+    verdicts = pd.read_csv(toy_study / VERDICTS)
+    for pair, dataset, alpha in itertools.product(
+        section["pairs"], section["datasets"], section["alphas"]
+    ):
+        where = {"pair": pair, "dataset": dataset, "alpha": alpha}
+        tests = pd.read_csv(toy_study / SURVIVAL_TESTS.format(**where))
+        assert set(tests["reading"]) == {"exact", "eap"}
+        assert set(tests["loss"]) == set(section["losses"])
+        changes = pd.read_csv(toy_study / SURVIVAL_CHANGES.format(**where))
+        assert (
+            changes.groupby(["role", "loss"]).size().eq(section["samples"] * section["edges"]).all()
+        )
+        cells = verdicts[(verdicts["pair"] == pair) & (verdicts["alpha"] == float(alpha))]
+        checked = cells[cells["dataset"] == dataset]
+        assert checked["survival_ce"].notna().all()
+        assert cells.loc[cells["dataset"] != dataset, "survival_ce"].isna().all()
+        if TOY["pairs"][pair].get("control") == "identity":
+            assert (changes["change"] == 0).all()
+            assert (checked["survival_ce"] == "no change").all()
+    report = (toy_study / "results" / "report" / "report.html").read_text()
+    assert "exact ablation: " in report
 
 
 def test_dynamics_score_every_checkpoint_on_one_problem_set(toy_study):

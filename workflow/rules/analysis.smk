@@ -147,6 +147,7 @@ rule verdicts:
         tests=TESTS,
         calibration=calibration_tables(),
         summaries=expand(PAIR_SUMMARY, pair=PAIRS, dataset=DATASETS),
+        survival=survival_files(),
     output:
         VERDICTS,
     log:

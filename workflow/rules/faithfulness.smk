@@ -54,6 +54,7 @@ rule faithfulness:
                 "random_draws",
                 "curve_max",
                 "seed",
+                "ig_steps",
             )
         },
         edges=FAITHFULNESS["edges"],
@@ -90,3 +91,38 @@ if FAITHFULNESS_SCOPE["pairs"]:
             code=code_of("faithfulness_figure.py"),
         script:
             "../scripts/faithfulness_figure.py"
+
+
+# Survival under exact ablation: one job per pair x dataset x alpha of `survival.alphas`
+# removes each edge of a random edge sample from both models (one after the other) and
+# tests the headline metrics of the true loss changes, and of the same edges' EAP scores.
+rule survival:
+    input:
+        unpack(pair_model_dirs),
+        pairs=PAIRS_FILE,
+        summary=PAIR_SUMMARY,
+        scores=survival_score_files(),
+    output:
+        tests=SURVIVAL_TESTS,
+        changes=SURVIVAL_CHANGES,
+    log:
+        "logs/survival/{pair}/{dataset}/alpha{alpha}.log",
+    benchmark:
+        "benchmarks/survival/{pair}/{dataset}/alpha{alpha}.tsv"
+    conda:
+        "../../envs/circuitry.yaml"
+    threads: pair_resources(model_threads)
+    resources:
+        mem_mb=pair_resources(model_mem_mb),
+        runtime=pair_resources(model_runtime, per_billion=20),
+        gpu=pair_resources(model_gpus),
+    params:
+        code=code_of("survival.py"),
+        models=pair_model_specs,
+        score_keys=SURVIVAL_SCORE_KEYS,
+        settings={
+            key: SURVIVAL[key] for key in ("samples", "edges", "batch_size", "seed")
+        },
+        stats=config["stats"],
+    script:
+        "../scripts/survival.py"

@@ -3,12 +3,13 @@ ablations on a sample of its own answers, at one alpha."""
 
 import torch
 
-from circuitry.attribution.ablation import ablated_losses
+from circuitry.attribution.ablation import ablated_losses, integrated_changes
 from circuitry.attribution.eap import windowed_samples
 from circuitry.attribution.faithfulness import (
     Settings,
     choose_samples,
     edge_table,
+    embedding_edges,
     largest_change,
     parse_edges,
     run_faithfulness,
@@ -46,7 +47,22 @@ def ablate(position, edge_rows):
     return ablated_losses(model, samples[position], edge_rows, batch_size=params.batch_size)
 
 
-results = run_faithfulness(scored.scores, scored.edge_mask, positions, settings, listed, ablate)
+def integrate(position, edges):
+    return integrated_changes(
+        model, samples[position], edges, steps=settings.ig_steps, batch_size=params.batch_size
+    )
+
+
+results = run_faithfulness(
+    scored.scores,
+    scored.edge_mask,
+    positions,
+    settings,
+    listed,
+    ablate,
+    integrate if settings.ig_steps else None,
+    embedding_edges(scored.forward_nodes, scored.backward_nodes),
+)
 table = edge_table(results, scored.idx, scored.forward_nodes, scored.backward_nodes)
 write_csv(snakemake.output.edges, table)
 summary = summarise(results, settings, int(scored.edge_mask.sum())) | largest_change(table)
@@ -54,8 +70,10 @@ write_json(
     snakemake.output.summary, {**condition, "model_type": model.config.model_type, **summary}
 )
 log.info(
-    "Spearman %.3f, Pearson %.3f, area %.4f",
+    "Spearman %.3f (IG %.3f), Pearson %.3f (IG %.3f), area %.4f",
     summary["spearman"],
+    summary["ig_spearman"],
     summary["pearson"],
+    summary["ig_pearson"],
     summary["area"],
 )

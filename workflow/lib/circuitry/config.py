@@ -151,8 +151,12 @@ def _is_control_or_replicate(pair: dict) -> bool:
     return bool(pair.get("control") or pair.get("replicate_of"))
 
 
-def faithfulness_candidates(config: dict) -> dict[str, list[str]]:
-    """What each list of the `faithfulness` section may name."""
+# sections that check a sample of the study: which pairs, datasets and alphas they run on
+CHECK_SECTIONS = ("faithfulness", "survival")
+
+
+def check_candidates(config: dict) -> dict[str, list[str]]:
+    """What each list of a `CHECK_SECTIONS` section may name."""
     return {
         "pairs": list(config["pairs"]),
         "datasets": list(config["datasets"]),
@@ -160,12 +164,12 @@ def faithfulness_candidates(config: dict) -> dict[str, list[str]]:
     }
 
 
-def faithfulness_scope(config: dict) -> dict[str, list[str]]:
-    """The pairs, datasets and alphas (as wildcard strings) the faithfulness check runs on,
-    none when it is off. A list left null means all of them; pairs that are disabled or
-    that `only_pairs` leaves out are left out here too."""
-    section = config["faithfulness"]
-    candidates = faithfulness_candidates(config)
+def check_scope(config: dict, name: str) -> dict[str, list[str]]:
+    """The pairs, datasets and alphas (as wildcard strings) the check of section `name`
+    (one of `CHECK_SECTIONS`) runs on, none when it is off. A list left null means all of
+    them; pairs that are disabled or that `only_pairs` leaves out are left out here too."""
+    section = config[name]
+    candidates = check_candidates(config)
     if not section["enabled"]:
         return {key: [] for key in candidates}
     scope = {

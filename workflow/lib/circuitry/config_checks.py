@@ -12,10 +12,11 @@ import json
 from pathlib import Path
 
 from circuitry.config import (
+    CHECK_SECTIONS,
     calibration_alpha,
     calibration_scope,
+    check_candidates,
     enabled_pairs,
-    faithfulness_candidates,
     imported_file,
     models_in_use,
     recipe_of,
@@ -121,22 +122,28 @@ def _model_config_file(spec: dict) -> str | None:
     return cached if isinstance(cached, str) else None
 
 
-def _check_faithfulness(config: dict) -> None:
-    if not config["faithfulness"]["enabled"]:
-        return
-    for key, known in faithfulness_candidates(config).items():
-        unknown = [str(x) for x in config["faithfulness"][key] or () if str(x) not in known]
-        if unknown:
+def _check_sample_checks(config: dict) -> None:
+    """The faithfulness and survival sections name what the study has, enabled."""
+    for name in CHECK_SECTIONS:
+        section = config[name]
+        if not section["enabled"]:
+            continue
+        for key, known in check_candidates(config).items():
+            unknown = [str(x) for x in section[key] or () if str(x) not in known]
+            if unknown:
+                listed = f"{', '.join(unknown)} not among {', '.join(known)}"
+                raise ConfigError(f"{name}.{key}: {listed}")
+        disabled = [p for p in section["pairs"] or () if not config["pairs"][p]["enabled"]]
+        if disabled:
             raise ConfigError(
-                f"faithfulness.{key}: {', '.join(unknown)} not among {', '.join(known)}"
+                f"{name}.pairs: {', '.join(disabled)} disabled (pairs.<name>.enabled), so "
+                f"no {name} check would run on it; enable the pair or leave it out"
             )
-    disabled = [
-        p for p in config["faithfulness"]["pairs"] or () if not config["pairs"][p]["enabled"]
-    ]
-    if disabled:
+    unscored = [x for x in config["survival"]["losses"] if x not in config["eap"]["losses"]]
+    if config["survival"]["enabled"] and unscored:
         raise ConfigError(
-            f"faithfulness.pairs: {', '.join(disabled)} disabled (pairs.<name>.enabled), so "
-            "no faithfulness check would run on it; enable the pair or leave it out"
+            f"survival.losses: {', '.join(unscored)} not among eap.losses "
+            f"{', '.join(config['eap']['losses'])}; the check compares with their EAP scores"
         )
 
 
@@ -392,7 +399,7 @@ def check_config(config: dict) -> None:
             _check_generations(name, model, list(config["datasets"]), name in in_use)
     _check_eap(config["eap"])
     _check_filter(config["filter"])
-    _check_faithfulness(config)
+    _check_sample_checks(config)
     _check_calibration(config)
     shared = config["datasets"].keys() & config["training_data"].keys()
     if shared:

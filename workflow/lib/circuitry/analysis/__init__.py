@@ -7,6 +7,7 @@
 - `stats`: those tests over every condition, with FDR;
 - `calibration`: the known-answer pairs, and whether each reading reads what is known;
 - `verdicts`: what each headline change means once confidence is accounted for;
+- `survival`: whether each headline change survives exact ablation of an edge sample;
 - `fidelity`: where circuitry differs from the paper's code, and by how much;
 - `dynamics`: accuracy and circuit metrics along RL runs;
 - `weights`: the weight-space diff of a pair: unchanged fractions, update norms and ranks;

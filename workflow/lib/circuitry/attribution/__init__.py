@@ -10,5 +10,7 @@ model edits of rules/calibration.smk).
 - `scorefile`: the score file's writer and reader;
 - `ablation`: edges removed outright, through the same hook points;
 - `faithfulness`: EAP's scores against the loss change of those ablations;
+- `edge_sample`: a random edge sample removed outright from both models of a pair, as
+  score sets of true loss changes beside the same edges' EAP scores;
 - `edits`: models changed in a known way at load time (the known-answer pairs).
 """

@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -37,6 +38,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from circuitry.attribution.graph import node_layer
 from circuitry.io import read_json
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,9 @@ CHECKED = ("top", "random")
 Edge = tuple[int, int]
 # ablate(sample position, rows): the loss with each row's edges removed together
 Ablate = Callable[[int, Sequence[Sequence[Edge]]], np.ndarray]
+# integrate(sample position, edges): each edge's per-edge integrated gradient
+Integrate = Callable[[int, Sequence[Edge]], np.ndarray]
+MISSES = 10  # the largest |estimate - true change| counted by stratum
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,7 @@ class Settings:
     random_draws: int
     curve_max: int | None
     seed: int
+    ig_steps: int = 0  # per-edge integrated gradients' points (0: not computed)
 
 
 @dataclass(frozen=True)
@@ -68,6 +74,14 @@ class SampleResult:
     top_curve: np.ndarray
     random_curves: np.ndarray  # [random_draws, len(grid)]
     seconds: float
+
+
+def embedding_edges(forward: Sequence[str], backward: Sequence[str]) -> np.ndarray:
+    """`[n_forward, n_backward]`: the edges from the embedding (`input`) into layer 0's
+    nodes, where the embedding is all (a0.q/k/v) or most (m0) of what a node reads: a
+    scale-invariant norm keeps the loss flat until such an edge is removed entirely, then
+    it jumps, a change no derivative along the path foresees (structural misses)."""
+    return np.array([[u == "input" and node_layer(v) == 0 for v in backward] for u in forward])
 
 
 def parse_edges(names: Iterable[str], forward: Sequence[str], backward: Sequence[str], mask):
@@ -160,9 +174,12 @@ def analyse_sample(
     settings: Settings,
     listed: Sequence[Edge],
     ablate: Ablate,
+    integrate: Integrate | None = None,
+    embedding: np.ndarray | None = None,
 ) -> SampleResult:
     """Per-edge check and cumulative curves of one sample, all its ablations in one call
-    of `ablate` (row 0 is the clean model)."""
+    of `ablate` (row 0 is the clean model); each checked edge's integrated gradient from
+    `integrate` where given (else NaN), and whether it is an `embedding` edge."""
     start = time.perf_counter()
     rng = np.random.default_rng((settings.seed, position))
     ranked = edges_by_magnitude(scores, mask)
@@ -177,13 +194,17 @@ def analyse_sample(
     changes = losses[1:] - losses[0]
     single_changes, curve_changes = np.split(changes, [len(singles)])
     curve_changes = curve_changes.reshape(len(orders), len(grid))
+    no_ig = np.full(len(singles), np.nan)
+    integrated = no_ig if integrate is None else integrate(position, singles)
     edges = pd.DataFrame(
         {
             "source": [int(u) for u, _ in singles],
             "target": [int(v) for _, v in singles],
             "score": [float(scores[edge]) for edge in singles],
+            "ig": np.asarray(integrated, dtype=float),
             "change": single_changes,
             "stratum": strata + ["listed"] * len(extra),
+            "embedding": [bool(embedding is not None and embedding[edge]) for edge in singles],
         }
     )
     return SampleResult(edges, curve_changes[0], curve_changes[1:], time.perf_counter() - start)
@@ -196,11 +217,15 @@ def run_faithfulness(
     settings: Settings,
     listed: Sequence[Edge],
     ablate: Ablate,
+    integrate: Integrate | None = None,
+    embedding: np.ndarray | None = None,
 ) -> dict[int, SampleResult]:
     """`analyse_sample` of each sample position, `scores` `[n_samples, n_forward, n_backward]`."""
     results = {}
     for position in map(int, positions):
-        result = analyse_sample(position, scores[position], mask, settings, listed, ablate)
+        result = analyse_sample(
+            position, scores[position], mask, settings, listed, ablate, integrate, embedding
+        )
         log.info("faithfulness: sample %d in %.2f s", position, result.seconds)
         results[position] = result
     return results
@@ -221,7 +246,7 @@ def edge_table(
         ]
         tables.append(
             pd.DataFrame({"sample": idx[position], "edge": names}).join(
-                table[["score", "change", "stratum"]]
+                table[["score", "ig", "change", "stratum", "embedding"]]
             )
         )
     return pd.concat(tables, ignore_index=True)
@@ -261,6 +286,7 @@ def summarise(
         "pearson": float(np.nanmean([c["pearson"] for c in correlation])),
         "spearman": float(np.nanmean([c["spearman"] for c in correlation])),
         "spearman_per_sample": [c["spearman"] for c in correlation],
+        **estimate_strata(per_sample),
         **{
             f"pooled_{name}": value
             for name, value in correlations(
@@ -276,6 +302,37 @@ def summarise(
         "n_samples": len(results),
         "n_edges": n_edges,
         "seconds_per_sample": float(np.mean([r.seconds for r in results.values()])),
+    }
+
+
+def mean_correlations(tables: Sequence[pd.DataFrame], estimate: str) -> dict[str, float]:
+    """Each sample's Pearson and Spearman of `estimate` (score or ig) with the true
+    change, averaged over samples (NaN where none is defined)."""
+    found = [correlations(t[estimate].to_numpy(), t.change.to_numpy()) for t in tables]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all NaN: IG not computed
+        return {name: float(np.nanmean([c[name] for c in found])) for name in found[0]}
+
+
+def estimate_strata(per_sample: Sequence[pd.DataFrame]) -> dict[str, object]:
+    """Per-edge IG's correlations with the true change; EAP's and IG's without the
+    embedding edges (`embedding_edges`); and how many of the `MISSES` largest |estimate -
+    change| of the pooled checked edges are embedding edges (keys prefixed `ig_` for IG)."""
+    others = [t[~t.embedding] for t in per_sample]
+    pooled = pd.concat(per_sample, ignore_index=True)
+    ig = mean_correlations(per_sample, "ig")
+    found = {"ig_pearson": ig["pearson"], "ig_spearman": ig["spearman"]}
+    for prefix, estimate in (("", "score"), ("ig_", "ig")):
+        miss = (pooled[estimate] - pooled.change).abs().dropna()
+        found |= {
+            f"{prefix}spearman_without_embedding": mean_correlations(others, estimate)["spearman"],
+            f"{prefix}largest_misses_embedding": int(
+                pooled.embedding[miss.nlargest(MISSES).index].sum()
+            ),
+        }
+    return found | {
+        "largest_misses": min(MISSES, len(pooled)),
+        "embedding_edges_checked": int(pooled.embedding.sum()),
     }
 
 

@@ -46,6 +46,15 @@ def largest_change_cell(row: Mapping) -> Cell:
     )
 
 
+def misses_cell(row: Mapping) -> Cell:
+    """How many of the largest misses of EAP and of IG are embedding edges."""
+    return Cell(
+        f"{int(row['largest_misses_embedding'])} / {int(row['ig_largest_misses_embedding'])} "
+        f"of {int(row['largest_misses'])}",
+        title=f"{int(row['embedding_edges_checked'])} embedding edges checked in all",
+    )
+
+
 def faithfulness_table(summaries: pd.DataFrame, pairs: Mapping) -> Table:
     """Per model: its samples, the correlations, the top-k overlap and the curve area."""
     rows = [
@@ -57,6 +66,13 @@ def faithfulness_table(summaries: pd.DataFrame, pairs: Mapping) -> Table:
                 Cell(str(int(row["n_samples"]))),
                 spearman_cell(row["spearman"]),
                 Cell(format_number(row["pearson"])),
+                Cell(format_number(row["ig_spearman"])),
+                Cell(format_number(row["ig_pearson"])),
+                Cell(
+                    f"{format_number(row['spearman_without_embedding'])} / "
+                    f"{format_number(row['ig_spearman_without_embedding'])}"
+                ),
+                misses_cell(row),
                 Cell(format_percent_plain(100 * row["top_k_overlap"])),
                 Cell(format_number(row["area"])),
                 largest_change_cell(row),
@@ -73,6 +89,10 @@ def faithfulness_table(summaries: pd.DataFrame, pairs: Mapping) -> Table:
             "samples",
             "Spearman",
             "Pearson",
+            "IG Spearman",
+            "IG Pearson",
+            "without embedding edges (EAP / IG Spearman)",
+            "largest misses on embedding edges (EAP / IG)",
             "top-k overlap",
             "area",
             "largest change",
@@ -83,7 +103,14 @@ def faithfulness_table(summaries: pd.DataFrame, pairs: Mapping) -> Table:
             "Per sample, the edges with the largest |score| and as many drawn at random from "
             "the rest were each removed outright (O_u subtracted from v's input); Spearman "
             "and Pearson correlate score and true loss change within each sample and are "
-            "averaged over samples. Top-k overlap: the share of the k largest |score| that "
+            "averaged over samples. IG: per-edge integrated gradients, the derivative of the "
+            "loss along the edge's removal averaged over the midpoints of its steps (EAP is "
+            "that derivative at the start alone), against the same true changes. Without "
+            "embedding edges: the same correlations leaving out the edges from the embedding "
+            "into layer 0, where a scale-invariant norm keeps the loss flat until the edge is "
+            "removed entirely (a structural miss no derivative foresees). Largest misses: of "
+            "the checked edges with the largest |estimate − true change|, how many are "
+            "embedding edges. Top-k overlap: the share of the k largest |score| that "
             "are also among the k largest true |change| (k = the top edges checked). Area: "
             "the mean gap, over log k, between the loss change of removing the top-k edges "
             "and k random ones (nats). Largest change: the checked edge whose removal moved "

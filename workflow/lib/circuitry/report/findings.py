@@ -82,7 +82,10 @@ HEADLINE_CELL_NOTE = (
     "proven on known answers: see Calibration) and its q; ce, the change under the paper's "
     "loss; unit, the change under ce_unit (biased by the model's temperature); loss, the "
     "change of the window's mean cross-entropy (negative: the tuned model is surer of its "
-    "answer); then the verdict, and a note where one applies. Intensity changes are "
+    "answer); then the verdict; where the check ran, whether its direction survives exact "
+    "ablation (the same metric built from the true loss change of removing each edge of a "
+    "random edge sample: survives, same direction but not significant, or opposite); and a "
+    "note where one applies. Intensity changes are "
     "geometric means of per-sample ratios. Hover a cell for every q, the window loss's "
     "bootstrap CI and the Spearman correlation between the per-sample intensity and loss "
     "changes."
@@ -236,9 +239,24 @@ def headline_cell(cell: Mapping | None, neutral: bool = False) -> Cell:
         (reading_text("loss", cell, "loss"), ""),
         (cell["verdict"], verdict_css(cell["verdict"], neutral)),
     )
+    survived = survival_text(cell)
+    if survived:
+        parts += ((survived, "cell-note"),)
     if cell["note"]:
         parts += ((f"note: {cell['note']}", "cell-note"),)
     return Cell(parts=parts, title=headline_tooltip(cell))
+
+
+def survival_text(cell: Mapping) -> str:
+    """`exact ablation: survives (calibrated +1.2%*); ...` where the survival check ran on
+    this cell (`circuitry.analysis.survival`), else empty."""
+    checks = []
+    for name in ("calibrated", "ce"):
+        result = cell.get(f"survival_{name}")
+        if isinstance(result, str) and result:
+            change = format_percent(cell[f"exact_{name}_change_pct"])
+            checks.append(f"{result} ({name} {change}{significance_mark(cell[f'exact_{name}_q'])})")
+    return f"exact ablation: {'; '.join(checks)}" if checks else ""
 
 
 def headline_table(

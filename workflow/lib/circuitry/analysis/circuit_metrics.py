@@ -114,13 +114,22 @@ def _json_list(values: np.ndarray) -> list:
 def tidy_per_sample(
     idx: np.ndarray, by_file: Mapping[tuple[str, str], Mapping[str, np.ndarray]]
 ) -> pd.DataFrame:
-    """Long table `text, role, idx, metric, value` from `{(role, text): {metric: values}}`."""
-    frames = [
-        pd.DataFrame({"text": text, "role": role, "idx": idx, "metric": metric, "value": values})
-        for (role, text), by_metric in by_file.items()
-        for metric, values in by_metric.items()
-    ]
-    return pd.concat(frames, ignore_index=True)
+    """Long table `text, role, idx, metric, value` from `{(role, text): {metric: values}}`,
+    built from whole columns at once (a frame per metric cost more than the metrics)."""
+    keys = [(t, r, m) for (r, t), by_metric in by_file.items() for m in by_metric]
+    values = [by_file[r, t][m] for t, r, m in keys]
+    texts, roles, metrics = (
+        np.repeat(np.array(column, dtype=object), len(idx)) for column in zip(*keys, strict=True)
+    )
+    return pd.DataFrame(
+        {
+            "text": texts,
+            "role": roles,
+            "idx": np.tile(idx, len(keys)),
+            "metric": metrics,
+            "value": np.concatenate(values),
+        }
+    )
 
 
 def per_sample_table(by_loss: Mapping[str, CircuitMetrics]) -> pd.DataFrame:

@@ -337,6 +337,7 @@ def study_config(tmp_path) -> dict:
     config["datasets"]["toy-gsm8k"]["toy"]["n"] = 4
     del config["dynamics"]
     config["faithfulness"]["enabled"] = False
+    config["survival"]["enabled"] = False
     config["calibration"]["enabled"] = False
     config["eap"].update(alphas=[0.5], losses=["ce"], texts=["own"])
     formats = (("base-model", "circuitry"), ("tuned-model", "qwen-math"))

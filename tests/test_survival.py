@@ -160,6 +160,7 @@ def test_the_survival_columns_of_a_small_table_computed_by_hand():
 
     def test_row(metric, loss, reading, change, p):
         cell = {"pair": "a", "dataset": "d", "alpha": 0.3, "metric": metric, "loss": loss}
+        cell |= {"comparison": "own"}
         return cell | {"reading": reading, "change": change, "change_pct": 100 * change, "p": p}
 
     tests = pd.DataFrame(

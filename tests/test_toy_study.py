@@ -324,6 +324,7 @@ def sources_config(tmp_path, toy_root, runs: list[dict]) -> str:
     config["models"] = {"toy-sft": {**init, "path": str(tmp_path / "toy-sft")}}
     config["pairs"] = {"toy-identity": config["pairs"]["toy-identity"]}
     config["faithfulness"]["enabled"] = False
+    config["survival"]["enabled"] = False
     config["calibration"]["enabled"] = False
     config["dynamics"]["runs"] = runs
     path = tmp_path / "config.yaml"
@@ -436,6 +437,7 @@ def reduced_toy_config(tmp_path, n_problems: int, batch_size: int) -> str:
     config["generation"]["batch_size"] = batch_size
     del config["dynamics"]
     config["faithfulness"]["enabled"] = False
+    config["survival"]["enabled"] = False
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     return str(path)

@@ -279,3 +279,20 @@ def test_the_section_shows_each_pair_beside_its_range_and_says_what_correlates(t
     layer_rows = details.blocks[0].rows
     assert len(layer_rows) == 6 and layer_rows[0].group == "toy-grpo (GRPO)"
     assert [c.text for c in layer_rows[1].cells] == ["1", "0.0400", "50.0%", "-20.0%", "-20.0%"]
+
+
+def test_a_model_without_numbered_blocks_gets_a_section_that_says_so(tmp_path):
+    """Tensor names with no block index: no layer to join, figures that say why."""
+    ones = torch.ones(4)
+    table = diffed({"encoder.weight": (ones, ones * 2), "decoder.weight": (ones, ones)})
+    summary = summarise(table) | {"notes": []}
+    assert summary["layers"] == {} and layer_kind_norms(table).empty
+    join = study_join({"p": summary}, {"p": intensities({0: [1.0]})})
+    assert join.empty
+    figures = {"update_norm": tmp_path / "norm.png", "layer_join": tmp_path / "join.png"}
+    plot_update_norms({"p": layer_kind_norms(table)}, figures["update_norm"])
+    plot_layer_join(join, layer_correlation(join), figures["layer_join"])
+    assert all(path.read_bytes().startswith(PNG) for path in figures.values())
+    section = weights_section({"p": summary}, join, {"p": "GRPO"}, figures)
+    prose = " ".join(str(p) for b in section.blocks if isinstance(b, Text) for p in b.paragraphs)
+    assert "p (GRPO): no rank correlation across its 0 layers" in prose

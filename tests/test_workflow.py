@@ -58,7 +58,8 @@ def test_full_config_plans_every_stage(tmp_path):
     pair, dataset and role. Dynamics: 2 runs (the temperatures) x 40 checkpoints, each
     answering GSM8K and scored on one problem set of the initial model's answers, which the
     initial model is scored on once. Calibration: one scoring and one analysis job per
-    study pair's base model."""
+    study pair's base model. Weights: one diff per pair and one join; survival: one job per
+    pair and dataset."""
     jobs = dry_run_jobs("--configfile", full_config_with_qwen(tmp_path))
     models, datasets, pairs = 8, 3, 4
     checkpoints = 2 * 400 // 10
@@ -84,6 +85,9 @@ def test_full_config_plans_every_stage(tmp_path):
         "verdicts": 1,
         "report": 1,
         "all": 1,
+        "weight_diff": pairs,
+        "weight_join": 1,
+        "survival": pairs * datasets,  # both roles in one job at one alpha (0.1)
     }
 
 
@@ -91,7 +95,9 @@ def test_gpu_jobs_request_one_gpu_and_memory_scales_with_the_model(tmp_path):
     path = full_config_with_qwen(tmp_path)
     sizes = {name: model["size_b"] for name, model in yaml.safe_load(open(path))["models"].items()}
     jobs = dry_run_jobs("--configfile", path)
-    heavy_rules = ("generate", "eap_score", "faithfulness", "train_dynamics", "calibration_score")
+    heavy_rules = (
+        "generate", "eap_score", "faithfulness", "survival", "train_dynamics", "calibration_score",
+    )  # fmt: skip
     heavy = [job for job in jobs if job["rule"] in heavy_rules]
     assert heavy and all(job["resources"]["gpu"] == "1" for job in heavy)
     generate = [job for job in jobs if job["rule"] in ("generate", "generate_dynamics")]
@@ -145,11 +151,16 @@ def test_one_eap_job_writes_every_condition_and_one_metrics_job_reads_them():
     ]
     assert sorted(metrics["input"]) == sorted(eap["output"])
     assert sorted(metrics["output"]) == sorted(
-        f"results/metrics/toy-grpo/{dataset}/{name}"
-        for dataset in toy["datasets"]
-        for name in [
-            "tests.csv",
-            *(f"alpha{alpha}.{ext}" for alpha in toy["eap"]["alphas"] for ext in ("csv", "json")),
+        [
+            *(
+                f"results/metrics/toy-grpo/{dataset}/{name}"
+                for dataset in toy["datasets"]
+                for name in [
+                    "tests.csv",
+                    *(f"alpha{a}.{ext}" for a in toy["eap"]["alphas"] for ext in ("csv", "json")),
+                ]
+            ),
+            "results/metrics/toy-grpo/layers.csv",
         ]
     )
 
@@ -194,6 +205,7 @@ def test_offline_generation_names_the_missing_model(tmp_path):
     config["datasets"]["toy-gsm8k"]["toy"]["n"] = 4
     del config["dynamics"]
     config["faithfulness"]["enabled"] = False
+    config["survival"]["enabled"] = False
     config["calibration"]["enabled"] = False
     for name in ("base-model", "tuned-model"):
         config["models"][name] = {
@@ -238,6 +250,7 @@ def test_replacing_a_local_models_weights_reruns_its_generations(tmp_path):
     config["datasets"]["toy-gsm8k"]["toy"]["n"] = 4
     del config["dynamics"]
     config["faithfulness"]["enabled"] = False
+    config["survival"]["enabled"] = False
     config["calibration"]["enabled"] = False
     for seed, name in enumerate(("base-model", "tuned-model")):
         save_local_model(tmp_path / name, seed)

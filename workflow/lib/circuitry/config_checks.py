@@ -399,8 +399,8 @@ def check_config(config: dict) -> None:
             _check_generations(name, model, list(config["datasets"]), name in in_use)
     _check_eap(config["eap"])
     _check_filter(config["filter"])
-    _check_sample_checks(config)
     _check_calibration(config)
+    _check_sample_checks(config)
     shared = config["datasets"].keys() & config["training_data"].keys()
     if shared:
         raise ConfigError(f"training_data: {sorted(shared)} also named in datasets; rename one")

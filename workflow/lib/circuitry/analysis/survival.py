@@ -96,7 +96,7 @@ def with_survival(verdicts: pd.DataFrame, tests: pd.DataFrame) -> pd.DataFrame:
     key = ["pair", "dataset", "alpha", "metric"]
     out = verdicts.copy()
     for loss, name in VERDICT_READINGS.items():
-        chosen = tests[tests["loss"] == loss]
+        chosen = tests[(tests["loss"] == loss) & (tests["comparison"] == "own")]
         if chosen.empty:
             continue
         wide = chosen.pivot_table(

@@ -31,6 +31,8 @@ def layer_join(summary: dict, layers: pd.DataFrame) -> pd.DataFrame:
     of one pair (every dataset x alpha x loss). The change of a layer under one loss is
     the geometric mean over datasets and alphas of tuned / base, minus 1, in percent (0
     where both are 0, NaN where only the base is). Rows: layer x loss."""
+    if not summary["layers"]:  # no tensor name with a block index (`weights.layer_of`)
+        return pd.DataFrame(columns=list(JOIN_COLUMNS))
     weights = pd.DataFrame.from_dict(summary["layers"], orient="index")
     weights.index = weights.index.astype(int)
     chosen = layers[layers["loss"].isin(READINGS)]

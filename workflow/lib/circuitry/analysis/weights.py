@@ -372,8 +372,11 @@ def pooled(rows: pd.DataFrame) -> dict:
 
 def layer_kind_norms(table: pd.DataFrame) -> pd.DataFrame:
     """The pooled relative update norm of each kind (rows) in each layer (columns): the
-    report's heatmap. NaN where a layer has no tensor of that kind."""
+    report's heatmap. NaN where a layer has no tensor of that kind; empty where no tensor
+    lies in a numbered block."""
     blocks = table.dropna(subset=["layer"])
+    if blocks.empty:
+        return pd.DataFrame()
     norms = {
         (kind, int(layer)): pooled(rows)["rel_update_norm"]
         for (kind, layer), rows in blocks.groupby(["kind", "layer"])

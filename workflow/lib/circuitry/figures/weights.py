@@ -41,8 +41,20 @@ def panel_grid(n_panels: int, height: float):
     return fig, list(axes.flat[:n_panels])
 
 
+def no_panel(path: str | os.PathLike, message: str) -> None:
+    """A figure that says why it has nothing to show."""
+    with report_style():
+        fig, (ax,) = panel_grid(1, 1.5)
+        ax.text(0.5, 0.5, message, ha="center", va="center")
+        ax.set_axis_off()
+        save_png(fig, path)
+
+
 def plot_update_norms(norms: Mapping[str, pd.DataFrame], path: str | os.PathLike) -> None:
     """One heatmap per pair of `circuitry.analysis.weights.layer_kind_norms` (kind x layer)."""
+    norms = {pair: frame for pair, frame in norms.items() if not frame.empty}
+    if not norms:
+        return no_panel(path, "no tensor lies in a numbered block: nothing to show per layer")
     positive = np.concatenate([frame.to_numpy().ravel() for frame in norms.values()])
     positive = positive[positive > 0]
     scale = LogNorm(positive.min(), positive.max()) if positive.size else None
@@ -71,6 +83,8 @@ def plot_layer_join(
     on x, intensity change per reading (lines) and the update norm (bars, twin axis)."""
     rho = correlations.set_index(["pair", "loss"])["spearman"]
     pairs = list(dict.fromkeys(join["pair"]))
+    if not pairs:
+        return no_panel(path, "no layer could be joined: no tensor lies in a numbered block")
     with report_style():
         fig, axes = panel_grid(len(pairs), 2.8)
         for ax, pair in zip(axes, pairs, strict=False):

@@ -50,6 +50,7 @@ from circuitry.paths import (
     VERDICTS,
     WEIGHT_DIFF_SUMMARY,
     WEIGHT_DIFF_TABLE,
+    WEIGHT_FIGURES,
     Layout,
 )
 from conftest import ROOT, SNAKEMAKE, load_config, numpy_diff, run_snakemake
@@ -247,7 +248,8 @@ def test_the_weight_diff_of_every_toy_pair_agrees_with_a_numpy_recomputation(toy
 
 def test_the_headline_says_what_survives_exact_ablation_and_the_identity_reads_zero(toy_study):
     """Each checked pair's survival tests: both readings, both losses, every headline
-    metric; on the identity pair every true change is exactly 0 (the same model twice)."""
+    metric; on the identity pair (the same model twice) the two roles' true changes are
+    identical, so every exact change of a metric is exactly 0."""
     section = TOY["survival"]
     verdicts = pd.read_csv(toy_study / VERDICTS)
     for pair, dataset, alpha in itertools.product(
@@ -266,7 +268,10 @@ def test_the_headline_says_what_survives_exact_ablation_and_the_identity_reads_z
         assert checked["survival_ce"].notna().all()
         assert cells.loc[cells["dataset"] != dataset, "survival_ce"].isna().all()
         if TOY["pairs"][pair].get("control") == "identity":
-            assert (changes["change"] == 0).all()
+            base, tuned = (changes[changes["role"] == role].reset_index() for role in ROLES)
+            assert base["change"].abs().max() > 0  # removing edges does change the loss
+            pd.testing.assert_series_equal(base["change"], tuned["change"])
+            assert (tests["change"] == 0).all()
             assert (checked["survival_ce"] == "no change").all()
     report = (toy_study / "results" / "report" / "report.html").read_text()
     assert "exact ablation: " in report
@@ -306,6 +311,7 @@ def test_snakemakes_own_report_carries_every_figure(toy_study, tmp_path):
     figures += layout.training_figures(trained_in_use(TOY)).values()
     figures += [DYNAMICS_OUTPUTS[f"{name}_figure"] for name in ("training", "metrics")]
     figures.append(FAITHFULNESS_FIGURE)
+    figures += WEIGHT_FIGURES.values()
     with zipfile.ZipFile(archive) as report:
         archived = Counter(Path(name).name for name in report.namelist() if name.endswith(".png"))
     assert archived == Counter(Path(figure).name for figure in figures)

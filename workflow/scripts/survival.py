@@ -36,7 +36,7 @@ log.info("%d problems x %d edges, cut_len %d", len(positions), len(edges), cut_l
 
 
 def ablator(model, samples, loss):
-    """`ablate(position, rows)` of one model under one loss (`edge_sample.Ablate`)."""
+    """`ablate(position, rows)` of one model under one loss (`faithfulness.Ablate`)."""
 
     def ablate(position, edge_rows):
         return ablated_losses(

@@ -15,16 +15,13 @@ sets are tested on known numbers.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 
+from circuitry.attribution.faithfulness import Ablate
 from circuitry.attribution.scorefile import EdgeScores
-
-Edge = tuple[int, int]
-# ablate(sample position, rows): the loss with each row's edges removed together
-Ablate = Callable[[int, Sequence[Sequence[Edge]]], np.ndarray]
 
 
 def draw_edges(edge_mask: np.ndarray, n_edges: int, seed: int) -> np.ndarray:

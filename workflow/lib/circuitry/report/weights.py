@@ -12,7 +12,13 @@ import pandas as pd
 from circuitry.analysis.results import pair_label
 from circuitry.analysis.weight_join import layer_correlation
 from circuitry.analysis.weights import TOLERANCE, TOP_K
-from circuitry.display import format_number, format_percent, format_percent_plain, is_missing
+from circuitry.display import (
+    MISSING,
+    format_number,
+    format_percent,
+    format_percent_plain,
+    is_missing,
+)
 from circuitry.figures.weights import LAYER_JOIN_CAPTION, UPDATE_NORM_CAPTION
 from circuitry.report.blocks import Cell, Details, Row, Section, Table, Text, figure
 
@@ -47,7 +53,7 @@ def published_range(method: str) -> str:
     """The published unchanged share of the pair's method family, or a dash."""
     family = "RL" if method in RL_METHODS else method if method in PUBLISHED_RANGES else None
     if family is None:
-        return "–"
+        return MISSING
     low, high = PUBLISHED_RANGES[family]
     return f"{low}–{high}% ({family})"
 

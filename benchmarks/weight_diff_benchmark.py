@@ -41,15 +41,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow" / "lib"))
 
+from eap_benchmark import SHAPES as EAP_SHAPES  # noqa: E402 (a sibling script)
+
 SHAPES = {
-    "toy": {
-        "hidden_size": 128,
-        "intermediate_size": 344,
-        "num_hidden_layers": 4,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "vocab_size": 1000,
-    },
+    **{name: EAP_SHAPES[name] for name in ("toy", "7b")},  # the EAP benchmark's Llama shapes
     "1b": {  # Llama-3.2-1B
         "hidden_size": 2048,
         "intermediate_size": 8192,
@@ -57,14 +52,6 @@ SHAPES = {
         "num_attention_heads": 32,
         "num_key_value_heads": 8,
         "vocab_size": 128256,
-    },
-    "7b": {  # Llama-2-7B
-        "hidden_size": 4096,
-        "intermediate_size": 11008,
-        "num_hidden_layers": 32,
-        "num_attention_heads": 32,
-        "num_key_value_heads": 32,
-        "vocab_size": 32000,
     },
 }
 SIDES = ("base", "tuned")

@@ -442,6 +442,11 @@ def test_metrics_and_stats_rules_from_score_files(tmp_path):
     # the same windows at both alphas: 0.3 repeats 0.1 and stays out of BH
     assert (table.loc[table["alpha"] == "0.3", "duplicate_of"] == 0.1).all()
     assert table.loc[table["alpha"] == "0.3", "q"].isna().all()
+    numbers = ["metric", "comparison", "change", "ci_low", "ci_high", "ci_pct_low", "p"]
+    pd.testing.assert_frame_equal(  # copied, not tested again with another generator
+        table.loc[table["alpha"] == "0.3", numbers].reset_index(drop=True),
+        table.loc[table["alpha"] == "0.1", numbers].reset_index(drop=True),
+    )
     rows = table[table["alpha"] == "0.1"].set_index(["comparison", "metric"])
     assert set(rows.index.get_level_values(0)) == {"own", "weights", "text"}
     intensity = rows.xs("intensity", level="metric")

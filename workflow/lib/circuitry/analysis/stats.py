@@ -26,8 +26,8 @@ Multiple testing (`with_fdr`): Benjamini-Hochberg (`scipy.stats.false_discovery_
 within each family of each pair: `primary` (headline metrics, the paper's loss, own
 text), `confidence` (the window diagnostics) and `secondary` (every other loss,
 comparison and variant). An alpha whose answer windows equal a smaller alpha's for every sample
-(`duplicate_alphas`) repeats that condition: its rows keep their numbers, name the
-alpha in `duplicate_of`, and stay out of the correction (q NaN).
+(`duplicate_alphas`) repeats that condition: its rows are copies of that alpha's (not
+tested again), name the alpha in `duplicate_of`, and stay out of the correction (q NaN).
 
 Randomness: each row draws from its own generator, `np.random.default_rng([seed,
 crc32("pair/dataset/alpha/loss/comparison/metric")])` (`row_rng`); `seed` and
@@ -257,10 +257,24 @@ def pair_dataset_tests(
     n_resamples: int,
 ) -> pd.DataFrame:
     """Every test of one pair x dataset, `metrics` keyed by (alpha, loss), duplicate
-    alphas marked (from the paper loss's windows, which every loss shares); no `q` yet."""
-    frames = [
-        compare_roles(
-            m,
+    alphas marked (from the paper loss's windows, which every loss shares); no `q` yet.
+
+    A duplicate alpha is not tested again: its rows are the rows of the alpha it repeats,
+    numbers and all, under its own alpha."""
+    windows = {
+        alpha: m.window_lengths()
+        for (alpha, loss), m in metrics.items()
+        if loss == PAPER_CONDITION["loss"]
+    }
+    duplicates = duplicate_alphas(windows)
+
+    def source(alpha, loss) -> tuple:
+        same = (duplicates.get(alpha), loss)
+        return same if same in metrics else (alpha, loss)
+
+    tested = {
+        (alpha, loss): compare_roles(
+            metrics[alpha, loss],
             pair=pair,
             dataset=dataset,
             alpha=alpha,
@@ -268,14 +282,10 @@ def pair_dataset_tests(
             seed=seed,
             n_resamples=n_resamples,
         )
-        for (alpha, loss), m in metrics.items()
-    ]
-    windows = {
-        alpha: m.window_lengths()
-        for (alpha, loss), m in metrics.items()
-        if loss == PAPER_CONDITION["loss"]
+        for alpha, loss in dict.fromkeys(source(*key) for key in metrics)
     }
-    return mark_duplicates(pd.concat(frames, ignore_index=True), duplicate_alphas(windows))
+    frames = [tested[source(alpha, loss)].assign(alpha=alpha) for alpha, loss in metrics]
+    return mark_duplicates(pd.concat(frames, ignore_index=True), duplicates)
 
 
 def with_fdr(table: pd.DataFrame) -> pd.DataFrame:

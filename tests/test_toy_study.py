@@ -31,7 +31,7 @@ import yaml
 
 from circuitry.analysis.calibration import CALIBRATED_LOSS
 from circuitry.analysis.metrics import ROLES
-from circuitry.attribution.eap import text_role
+from circuitry.attribution.samples import text_role
 from circuitry.attribution.scorefile import DIAGNOSTICS, EdgeScores
 from circuitry.config import trained_in_use
 from circuitry.io import read_json, read_jsonl

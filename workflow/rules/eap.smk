@@ -32,5 +32,6 @@ rule eap_score:
         losses=EAP_LOSSES,
         models=pair_model_specs,
         batch_size=config["eap"]["batch_size"],
+        memory_gib=config["eap"].get("memory_gib"),
     script:
         "../scripts/eap_score.py"

@@ -7,8 +7,9 @@ from fractions import Fraction
 import numpy as np
 import torch
 
-from circuitry.attribution.eap import model_graph, score_windows, windowed_samples
+from circuitry.attribution.eap import model_graph, score_windows
 from circuitry.attribution.edits import apply_edit
+from circuitry.attribution.samples import windowed_samples
 from circuitry.attribution.scorefile import write_score_files
 from circuitry.generation.pairing import cut_length
 from circuitry.generation.resumable import teacher_forcing

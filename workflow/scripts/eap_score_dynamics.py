@@ -8,7 +8,8 @@ import numpy as np
 import torch
 
 from circuitry.analysis.dynamics import own_answer_rows
-from circuitry.attribution.eap import model_graph, score_distinct_windows, windowed_samples
+from circuitry.attribution.eap import model_graph, score_distinct_windows
+from circuitry.attribution.samples import windowed_samples
 from circuitry.attribution.scorefile import write_score_files
 from circuitry.generation.pairing import cut_length
 from circuitry.io import read_json, read_jsonl

@@ -4,7 +4,6 @@ ablations on a sample of its own answers, at one alpha."""
 import torch
 
 from circuitry.attribution.ablation import ablated_losses, integrated_changes
-from circuitry.attribution.eap import windowed_samples
 from circuitry.attribution.faithfulness import (
     Settings,
     choose_samples,
@@ -15,6 +14,7 @@ from circuitry.attribution.faithfulness import (
     run_faithfulness,
     summarise,
 )
+from circuitry.attribution.samples import windowed_samples
 from circuitry.attribution.scorefile import load_edge_scores
 from circuitry.generation.pairing import cut_length
 from circuitry.io import read_json, read_jsonl, write_csv, write_json

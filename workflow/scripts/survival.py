@@ -7,9 +7,9 @@ import torch
 
 from circuitry.analysis.survival import survival_tests
 from circuitry.attribution.ablation import ablated_losses
-from circuitry.attribution.eap import windowed_samples
 from circuitry.attribution.edge_sample import change_table, draw_edges, exact_changes, on_sample
 from circuitry.attribution.faithfulness import choose_samples
+from circuitry.attribution.samples import windowed_samples
 from circuitry.attribution.scorefile import load_edge_scores
 from circuitry.generation.pairing import cut_length
 from circuitry.io import read_json, read_jsonl, write_csv

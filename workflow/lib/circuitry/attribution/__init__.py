@@ -3,8 +3,11 @@ model edits of rules/calibration.smk).
 
 - `graph`: the residual computation graph of a decoder-only transformer;
 - `architectures`: for each model family, the modules EAP hooks;
-- `hooks`: where the forward nodes write and the backward nodes read;
-- `samples`: a prompt, its answer and the window of answer tokens the loss reads;
+- `hooks`: where the forward nodes write and the backward nodes read (and layers
+  checkpointed for long windows);
+- `samples`: a prompt, its answer and the window of answer tokens the loss reads, and
+  the samples of a pair file;
+- `memory`: EAP's peak memory from the model's shape, the tokens and the readings;
 - `window_loss`: that window's inputs, logits, losses and gradients;
 - `eap`: Edge Attribution Patching, every edge in one forward and one backward pass;
 - `scorefile`: the score file's writer and reader;

@@ -81,9 +81,22 @@ from tqdm.auto import tqdm
 
 from circuitry.attribution.architectures import Architecture, architecture_for
 from circuitry.attribution.graph import Graph, build_graph
-from circuitry.attribution.hooks import EdgeScorer, input_device, install_hooks, scoring_mode
-from circuitry.attribution.samples import Sample
-from circuitry.attribution.scorefile import DIAGNOSTICS, LOSSES, TEXTS, write_score_files
+from circuitry.attribution.hooks import (
+    EdgeScorer,
+    checkpointed_layers,
+    input_device,
+    install_hooks,
+    scoring_mode,
+)
+from circuitry.attribution.memory import (
+    ModelShape,
+    batch_peak_bytes,
+    gib,
+    model_shape,
+    sample_peak_bytes,
+)
+from circuitry.attribution.samples import Sample, text_role, windowed_samples
+from circuitry.attribution.scorefile import DIAGNOSTICS, LOSSES, write_score_files
 from circuitry.attribution.window_loss import (
     known_losses,
     logit_gradient,
@@ -98,35 +111,6 @@ from circuitry.attribution.window_loss import (
 from circuitry.generation.pairing import PAPER_CONTEXT_CAPS, cut_length
 
 log = logging.getLogger(__name__)
-
-
-def text_role(role: str, text: str) -> str:
-    """Whose answer the `role` model reads: its own, or the other role's (`crossed`)."""
-    if text not in TEXTS:
-        raise ValueError(f"unknown text {text!r}; known: {', '.join(TEXTS)}")
-    if text == "own":
-        return role
-    return {"base": "tuned", "tuned": "base"}[role]
-
-
-def windowed_samples(
-    pair_rows: Sequence[dict], role: str, cut_len: int, text: str = "own"
-) -> list[Sample]:
-    """The `role` model's prompt with the answer of `text_role(role, text)` for each paired
-    row, its window the first `cut_len` answer tokens (the whole answer where that is
-    shorter: the length filters allow answers down to 0.375 T, shorter than the window of
-    alpha 0.5). Crossed text keeps the scoring model's own prompt: it reads the other
-    answer as if it had written it."""
-    author = text_role(role, text)
-    return [
-        Sample(
-            prompt_token_ids=row[role]["prompt_token_ids"],
-            answer_token_ids=row[author]["completion_token_ids"],
-            cut_len=min(cut_len, len(row[author]["completion_token_ids"])),
-            sample_id=row["idx"],
-        )
-        for row in pair_rows
-    ]
 
 
 def model_graph(model: nn.Module, granularity: str = "block") -> Graph:
@@ -150,6 +134,7 @@ def score_windows(
     losses: Sequence[str] = LOSSES,
     *,
     batch_size: int = 1,
+    memory_budget: int | None = None,
     progress: bool = False,
     dtype: type = np.float32,
 ) -> dict[str, ScoredWindows]:
@@ -161,6 +146,11 @@ def score_windows(
     model's train/eval mode, gradient checkpointing and `requires_grad` flags are restored
     afterwards. Non-finite scores or diagnostics raise a ValueError naming the sample.
     `dtype=np.float64` keeps the full precision of a float64 model (for exactness checks).
+
+    `memory_budget` (bytes beside the weights; None: no limit) caps each batch's predicted
+    peak (`circuitry.attribution.memory`); a sample that fits only with its layers
+    checkpointed is scored alone that way, and one that does not fit at all fails before
+    any is scored (`check_fits`).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -168,6 +158,9 @@ def score_windows(
     arch = architecture_for(model)
     graph = model_graph(model)
     samples = list(samples)
+    shape = model_shape(model) if memory_budget is not None else None
+    if shape is not None:
+        check_fits(shape, samples, len(losses), memory_budget)
     scores = np.zeros((len(losses), len(samples), graph.n_forward, graph.n_backward), dtype=dtype)
     diagnostics = np.zeros((len(losses), len(DIAGNOSTICS), len(samples)))
     log.info(
@@ -182,9 +175,13 @@ def score_windows(
         scoring_mode(model),
         tqdm(total=len(samples), disable=not progress, desc="EAP", unit="sample") as bar,
     ):
-        for indices in _length_sorted_batches(samples, batch_size):
+        for indices in _length_sorted_batches(samples, batch_size, shape, memory_budget, losses):
             batch = [samples[i] for i in indices]
-            batch_scores, batch_diagnostics = _score_batch(model, arch, graph, batch, losses)
+            checkpointing = (
+                shape is not None and batch_peak_bytes(shape, batch, len(losses)) > memory_budget
+            )
+            with checkpointed_layers(model, arch) if checkpointing else contextlib.nullcontext():
+                batch_scores, batch_diagnostics = _score_batch(model, arch, graph, batch, losses)
             _check_finite(batch_scores, batch_diagnostics, batch, indices)
             scores[:, indices] = batch_scores
             diagnostics[:, :, indices] = batch_diagnostics
@@ -193,6 +190,27 @@ def score_windows(
         loss: ScoredWindows(loss, scores[k], dict(zip(DIAGNOSTICS, diagnostics[k], strict=True)))
         for k, loss in enumerate(losses)
     }
+
+
+def check_fits(
+    shape: ModelShape, samples: Sequence[Sample], n_losses: int, memory_budget: int
+) -> None:
+    """Raise before any scoring when a sample exceeds `memory_budget` even with its layers
+    checkpointed: names the longest such sample, its tokens and the memory it needs."""
+    needs = [
+        (sample_peak_bytes(shape, sample, n_losses, checkpointing=True), index, sample)
+        for index, sample in enumerate(samples)
+    ]
+    beyond = [need for need in needs if need[0] > memory_budget]
+    if beyond:
+        need, index, sample = max(beyond, key=lambda item: item[0])
+        raise MemoryError(
+            f"EAP of sample {_sample_name(sample, index)} ({len(sample.tokens)} tokens, a "
+            f"window of {sample.cut_len}) needs {gib(need)} beside the weights even with "
+            f"its layers checkpointed, more than the {gib(memory_budget)} available; "
+            f"{len(beyond)} of {len(samples)} samples do not fit. Use a device with more "
+            "memory, or smaller alphas (shorter windows)"
+        )
 
 
 def score_distinct_windows(
@@ -252,6 +270,23 @@ def paper_context_excess(model: nn.Module, samples: Sequence[Sample]) -> str | N
     )
 
 
+def role_conditions(
+    role: str,
+    pair_rows: Mapping[str, Sequence[dict]],
+    summaries: Mapping[str, Mapping],
+    files: Mapping[tuple[str, str, str, str, str], str | os.PathLike],
+) -> dict[tuple[str, str, str], tuple[int, list[Sample]]]:
+    """`{(dataset, alpha, text): (cut_len, samples)}` of every condition of `role` that
+    `files` names (see `write_role_scores`)."""
+    conditions = {}
+    for r, dataset, alpha, text, _ in files:
+        if r == role and (dataset, alpha, text) not in conditions:
+            cut_len = cut_length(float(alpha), summaries[dataset])
+            samples = windowed_samples(pair_rows[dataset], role, cut_len, text)
+            conditions[dataset, alpha, text] = cut_len, samples
+    return conditions
+
+
 def write_role_scores(
     model: nn.Module,
     role: str,
@@ -261,6 +296,7 @@ def write_role_scores(
     losses: Sequence[str] = LOSSES,
     *,
     batch_size: int = 1,
+    memory_budget: int | None = None,
     progress: bool = False,
 ) -> None:
     """Score one model of a pair (`role`, base or tuned) and write its score file of
@@ -272,38 +308,36 @@ def write_role_scores(
     them. `pair_rows` holds each dataset's paired rows (the pair file), `summaries` its
     pairing summary (`circuitry.generation.pairing.pair_samples`), which gives the window
     of each alpha (`cut_length`) and the reference length T. The samples of every
-    condition are scored together, each distinct window once (`score_distinct_windows`);
-    a condition whose samples read beyond the paper's context (`paper_context_excess`) is
-    logged as a warning when its pairing follows the paper's code (mode `paper`).
+    condition are scored together, each distinct window once (`score_distinct_windows`,
+    batched within `memory_budget`); a condition whose samples read beyond the paper's
+    context (`paper_context_excess`) is logged as a warning when its pairing follows the
+    paper's code (mode `paper`).
     """
     reference = {
         d: Fraction(summary["reference_length_fraction"]) for d, summary in summaries.items()
     }
-    cut_lens: dict[tuple[str, str], int] = {}
-    conditions = {}
-    for r, dataset, alpha, text, _ in files:
-        if r != role or (dataset, alpha, text) in conditions:
-            continue
-        cut_len = cut_lens.setdefault(
-            (dataset, alpha), cut_length(float(alpha), summaries[dataset])
-        )
+    conditions = role_conditions(role, pair_rows, summaries, files)
+    for (dataset, alpha, text), (cut_len, samples) in conditions.items():
         log.info(
             "%s on %s, alpha %s, %s text: %d samples, T = %s, cut_len %d",
             role,
             dataset,
             alpha,
             text,
-            len(pair_rows[dataset]),
+            len(samples),
             reference[dataset],
             cut_len,
         )
-        samples = windowed_samples(pair_rows[dataset], role, cut_len, text)
         excess = paper_context_excess(model, samples)
         if excess and summaries[dataset]["settings"]["mode"] == "paper":
             log.warning("%s on %s, alpha %s, %s text: %s", role, dataset, alpha, text, excess)
-        conditions[dataset, alpha, text] = samples
     scored = score_distinct_windows(
-        model, conditions, losses, batch_size=batch_size, progress=progress
+        model,
+        {condition: samples for condition, (_, samples) in conditions.items()},
+        losses,
+        batch_size=batch_size,
+        memory_budget=memory_budget,
+        progress=progress,
     )
     graph = model_graph(model).as_arrays()
     for (dataset, alpha, text), by_loss in scored.items():
@@ -314,7 +348,7 @@ def write_role_scores(
             graph=graph,
             condition={
                 "alpha": float(alpha),
-                "cut_len": cut_lens[dataset, alpha],
+                "cut_len": conditions[dataset, alpha, text][0],
                 "reference_length": float(reference[dataset]),
                 "role": role,
                 "text": text,
@@ -414,8 +448,27 @@ def _sample_name(sample: Sample, index: int) -> str:
     return f"{sample.sample_id!r} (#{index})"
 
 
-def _length_sorted_batches(samples: Sequence[Sample], batch_size: int) -> Iterator[list[int]]:
-    """Indices in batches of similar length, so right-padding wastes little compute."""
+def _length_sorted_batches(
+    samples: Sequence[Sample],
+    batch_size: int,
+    shape: ModelShape | None,
+    memory_budget: int | None,
+    losses: Sequence[str],
+) -> Iterator[list[int]]:
+    """Indices in batches of similar length, so right-padding wastes little compute; a
+    batch also stops growing where its predicted peak (`shape`) would pass `memory_budget`."""
     order = sorted(range(len(samples)), key=lambda i: len(samples[i].tokens))
-    for start in range(0, len(order), batch_size):
-        yield order[start : start + batch_size]
+    batch: list[int] = []
+    for index in order:
+        grown = [*batch, index]
+        full = len(batch) == batch_size or (
+            memory_budget is not None
+            and batch
+            and batch_peak_bytes(shape, [samples[i] for i in grown], len(losses)) > memory_budget
+        )
+        if full:
+            yield batch
+            grown = [index]
+        batch = grown
+    if batch:
+        yield batch

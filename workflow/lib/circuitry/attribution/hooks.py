@@ -19,6 +19,8 @@ Plain hooks on the Hugging Face modules (named per family by `circuitry.attribut
   frozen during scoring; autograd only runs back to the first layer's input).
 - The edge ablations (`circuitry.attribution.ablation`) use the same hook points with other
   callbacks: q, k or v re-run the norm on their own perturbed copy of its input.
+- `checkpointed_layers` lets a window too long for the device's memory keep only each
+  layer's input and recompute its activations during the backward pass.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from circuitry.attribution.architectures import Architecture, LayerModules, project_slice
 from circuitry.attribution.graph import Graph, attention_index, mlp_column, mlp_index, qkv_columns
@@ -246,6 +249,37 @@ def _writing_output(cb, row: int):
     return hook
 
 
+@contextlib.contextmanager
+def checkpointed_layers(model: nn.Module, arch: Architecture) -> Iterator[None]:
+    """Each decoder layer keeps only its input for the backward pass and recomputes its
+    activations there (non-reentrant `torch.utils.checkpoint`), one layer at a time.
+
+    The recomputation fires the hooks inside the layer again: forward outputs are copied
+    into the buffer again (the same values), and the recomputed input copies get gradient
+    hooks that never fire, since gradients flow through the first pass's graph. The
+    layer's own pre-hook (where EAP's graph starts) runs outside `forward` and is not
+    repeated. Costs one more forward pass of every layer.
+    """
+    layers = arch.decoder_layers(model)
+    own = [layer.__dict__.get("forward") for layer in layers]
+    for layer in layers:
+        layer.forward = _checkpointed(layer.forward)
+    try:
+        yield
+    finally:
+        for layer, forward in zip(layers, own, strict=True):
+            del layer.forward
+            if forward is not None:
+                layer.forward = forward
+
+
+def _checkpointed(forward: Callable) -> Callable:
+    def run(*args, **kwargs):
+        return checkpoint(forward, *args, use_reentrant=False, **kwargs)
+
+    return run
+
+
 def input_device(model: nn.Module) -> torch.device:
     """Where the model reads its input ids."""
     return model.get_input_embeddings().weight.device
@@ -253,8 +287,9 @@ def input_device(model: nn.Module) -> torch.device:
 
 @contextlib.contextmanager
 def scoring_mode(model: nn.Module) -> Iterator[None]:
-    """Eval mode, no gradient checkpointing (a recomputed forward would fire the hooks
-    twice), frozen parameters (only activation gradients are needed) and grad enabled;
+    """Eval mode, no gradient checkpointing of the model's own (it would recompute a layer
+    with its pre-hooks; `checkpointed_layers` is the one that works with EAP's), frozen
+    parameters (only activation gradients are needed) and grad enabled;
     the model's previous state is restored on exit."""
     modes = {module: module.training for module in model.modules()}
     checkpointing = {

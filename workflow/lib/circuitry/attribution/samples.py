@@ -1,10 +1,13 @@
 """What EAP scores: one prompt and its answer, with the window of answer tokens the loss
-reads. Shared by the scoring (`eap`), its losses (`window_loss`) and the ablations."""
+reads, and the samples of a pair file's rows. Shared by the scoring (`eap`), its losses
+(`window_loss`), the ablations and the memory planning (`memory`); no torch."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from circuitry.attribution.scorefile import TEXTS
 
 
 @dataclass(frozen=True)
@@ -38,3 +41,32 @@ class Sample:
         """Positions whose logits predict the window tokens."""
         start = len(self.prompt_token_ids) - 1
         return range(start, start + self.cut_len)
+
+
+def text_role(role: str, text: str) -> str:
+    """Whose answer the `role` model reads: its own, or the other role's (`crossed`)."""
+    if text not in TEXTS:
+        raise ValueError(f"unknown text {text!r}; known: {', '.join(TEXTS)}")
+    if text == "own":
+        return role
+    return {"base": "tuned", "tuned": "base"}[role]
+
+
+def windowed_samples(
+    pair_rows: Sequence[dict], role: str, cut_len: int, text: str = "own"
+) -> list[Sample]:
+    """The `role` model's prompt with the answer of `text_role(role, text)` for each paired
+    row, its window the first `cut_len` answer tokens (the whole answer where that is
+    shorter: the length filters allow answers down to 0.375 T, shorter than the window of
+    alpha 0.5). Crossed text keeps the scoring model's own prompt: it reads the other
+    answer as if it had written it."""
+    author = text_role(role, text)
+    return [
+        Sample(
+            prompt_token_ids=row[role]["prompt_token_ids"],
+            answer_token_ids=row[author]["completion_token_ids"],
+            cut_len=min(cut_len, len(row[author]["completion_token_ids"])),
+            sample_id=row["idx"],
+        )
+        for row in pair_rows
+    ]

@@ -15,13 +15,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from circuitry.attribution.memory import STATISTICS_CHUNK
 from circuitry.attribution.samples import Sample
 from circuitry.attribution.scorefile import LOSSES
 
 IGNORE = -100
-# Logit elements per chunk of the window statistics: two float32 chunks (32 MiB) beside
-# the logits, whatever the vocabulary and window.
-STATISTICS_CHUNK = 1 << 22
 
 
 @dataclass(frozen=True)

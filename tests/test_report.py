@@ -7,6 +7,8 @@ the browser test and the figure tests use it too.
 
 from __future__ import annotations
 
+import base64
+import io
 import re
 import shutil
 import subprocess
@@ -18,6 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from PIL import Image
 from snakemake.utils import validate
 
 from circuitry import paths
@@ -29,6 +32,7 @@ from circuitry.analysis.fidelity import DEVIATIONS, measure_pair
 from circuitry.analysis.metrics import CONFIDENCE_METRICS, HEADLINE_METRICS, METRICS, ROLES
 from circuitry.analysis.results import keyed_files, load_pair_results, load_study
 from circuitry.analysis.stats import COLUMNS, assemble_tests_table, pair_dataset_tests
+from circuitry.analysis.survival import NOT_SIGNIFICANT, OPPOSITE, SURVIVES
 from circuitry.analysis.verdicts import AGAINST, ONE_TOKEN_NOTE, VERDICTS, headline_verdicts
 from circuitry.attribution.graph import build_graph
 from circuitry.attribution.scorefile import DIAGNOSTICS, EdgeScores, write_score_file
@@ -43,6 +47,7 @@ from circuitry.config import (
 )
 from circuitry.display import format_number, format_percent, significance_mark
 from circuitry.figures.pair import make_pair_figures
+from circuitry.figures.style import REPORT_WIDTH_PX
 from circuitry.figures.training import make_training_figure
 from circuitry.generation.pairing import FilterSettings, cut_length, pair_samples
 from circuitry.io import write_csv, write_json, write_jsonl
@@ -56,8 +61,9 @@ from circuitry.provenance import (
     package_versions,
     reproduce_command,
 )
-from circuitry.report.blocks import Cell, Code, Section, Text
+from circuitry.report.blocks import Cell, Code, Details, Figure, Row, Section, Table, Text, figure
 from circuitry.report.calibration import calibration_blocks
+from circuitry.report.confidence import IDENTITY_FAILED
 from circuitry.report.findings import alpha_choice, alpha_sweep_table, headline_table
 from circuitry.report.methods import (
     accuracy_table,
@@ -66,7 +72,14 @@ from circuitry.report.methods import (
     templates_table,
 )
 from circuitry.report.render import render_report, write_report
-from circuitry.report.sections import headline_alpha_of, headline_section
+from circuitry.report.sections import (
+    confidence_section,
+    fold_detail,
+    headline_alpha_of,
+    pairs_section,
+    summary_section,
+)
+from circuitry.report.summary import summary_table
 from circuitry.report.variants import variant_agreement, variant_table
 from conftest import ROOT, filter_settings
 
@@ -75,7 +88,9 @@ XSS = (
     f"{TITLE_SCRIPT}<b>bold?</b>"
     "<img src=x onerror=\"document.body.setAttribute('data-xss', 'ran')\">"
 )
-TUNED_SCALE = {"toy-grpo": 1.4, "toy-dpo": 1.0}  # GRPO: stronger edges; DPO: no change
+# GRPO: stronger edges; DPO: no change; the identity control: the base model's own scores
+TUNED_SCALE = {"toy-grpo": 1.4, "toy-dpo": 1.0, "toy-identity": 1.0}
+STUDY_PAIRS = ("toy-grpo", "toy-dpo", "toy-identity")
 N_PROBLEMS = 24
 N_LAYERS = 2
 
@@ -179,15 +194,18 @@ def write_condition(layout, rng, pair, dataset, alpha, idx) -> dict:
     """EAP npz of both roles under every loss and the metrics CSV/JSON of one pair x
     dataset x alpha: `{(alpha, loss): CircuitMetrics}`. The tuned GRPO model is surer of
     its answers and its paper-loss scores are larger; under ce_unit and target_unit they
-    are not."""
+    are not. The identity control's tuned scores are the base model's."""
     where = {"pair": pair, "dataset": dataset, "alpha": str(alpha)}
     base = edge_scores(rng, idx, 1.0, 0.5)
     scale = TUNED_SCALE[pair]
-    tuned = {
-        "ce": edge_scores(rng, idx, scale, 0.5 * scale),
-        "ce_unit": edge_scores(rng, idx, 1.0, 0.5),
-        "target_unit": edge_scores(rng, idx, 1.0, 0.5),
-    }
+    if pair == "toy-identity":
+        tuned = dict.fromkeys(("ce", "ce_unit", "target_unit"), base)
+    else:
+        tuned = {
+            "ce": edge_scores(rng, idx, scale, 0.5 * scale),
+            "ce_unit": edge_scores(rng, idx, 1.0, 0.5),
+            "target_unit": edge_scores(rng, idx, 1.0, 0.5),
+        }
     by_loss = {}
     for loss, tuned_edges in tuned.items():
         files = {}
@@ -432,7 +450,7 @@ def build_report(root: Path, config: dict) -> Path:
 @pytest.fixture(scope="module")
 def study_root(tmp_path_factory) -> tuple[Path, dict]:
     root = tmp_path_factory.mktemp("study")
-    config = synthetic_config()
+    config = synthetic_config(pairs=STUDY_PAIRS)
     build_report(root, config)
     return root, config
 
@@ -613,6 +631,71 @@ def test_alpha_sweep_shows_every_alpha_in_order_and_names_duplicate_windows():
     assert cells_by_metric(same, 1)["activation intensity"].text == "same window as α = 0.1"
 
 
+def test_the_summary_gives_each_pair_one_line_of_verdicts_calibration_and_survival():
+    tests = pd.DataFrame(
+        [
+            known_row("p1", "window_ce", -8.0, 0.001),  # p1 is surer of its answers
+            known_row("p1", "intensity", 12.0, 0.004),
+            known_row("p1", "intensity", 10.0, 0.012, loss="target_unit"),  # consistent
+            known_row("p1", "kurtosis", -40.0, 0.0001),
+            known_row("p1", "kurtosis", -1.0, 0.6, loss="target_unit"),  # confidence
+            known_row("p1", "entropy", 5.0, 0.2),  # no change
+            known_row("more", "intensity", 3.0, 0.3),
+            known_row("id", "intensity", 0.0, 1.0),
+            known_row("id", "entropy", 0.0, 1.0),
+        ]
+    )
+    verdicts = headline_verdicts(tests, "passed")
+    # (calibrated, ce) where the exact-ablation check ran
+    survival = {
+        ("p1", "intensity"): (SURVIVES, SURVIVES),
+        ("p1", "kurtosis"): (OPPOSITE, NOT_SIGNIFICANT),
+    }
+    keys = verdicts[["pair", "metric"]].itertuples(index=False, name=None)
+    checked = [survival.get(key, (np.nan, np.nan)) for key in keys]
+    verdicts["survival_calibrated"], verdicts["survival_ce"] = zip(*checked, strict=True)
+    pairs = {"more": "SFT", "id": "none", "p1": "GRPO"}
+    specs = {"more": {"control": "more-training"}, "id": {"control": "identity"}, "p1": {}}
+
+    def rows_of(table) -> dict[str, list[Cell]]:
+        return {row.cells[0].parts[0][0]: row.cells for row in table.rows}
+
+    table = summary_table(verdicts, tests, pairs, specs, ["gsm", "math"], 0.5)
+    assert table.columns[1] == "verdicts at α = 0.5 (of 8 results each)"
+    rows = rows_of(table)
+    assert list(rows) == ["p1 (GRPO)", "more (SFT)", "id (none)"]  # the study pair first
+    pair, verdict, calibration, survival = rows["p1 (GRPO)"]
+    assert pair.parts[1] == ("study pair", "cell-note")
+    assert verdict.parts == (
+        ("1 consistent with the paper", "expected sig"),
+        ("1 explained by confidence", "confidence"),
+        ("1 no change", "ns"),
+    )
+    assert (calibration.text, calibration.css) == ("passed", "pass")
+    assert survival.parts == (
+        ("gsm at α = 0.5", "cell-note"),
+        ("calibrated: 1 of 2 survive (1 opposite direction)", ""),
+        ("ce: 1 of 2 survive (1 same direction, not significant)", ""),
+    )
+    pair, verdict, _, survival = rows["more (SFT)"]
+    assert pair.parts[1] == ("control: more-training", "cell-note")
+    assert verdict.parts == (("1 no change", "ns"),)
+    assert (survival.text, survival.css) == ("not checked", "na")
+    identity = rows["id (none)"][1]
+    assert (identity.text, identity.css) == ("every change exactly 0: passed", "pass")
+    # a pipeline check greys confirmation; an uncalibrated run says so on every line
+    neutral = rows_of(summary_table(verdicts, tests, pairs, specs, ["gsm"], 0.5, neutral=True))
+    assert neutral["p1 (GRPO)"][1].parts[0] == ("1 consistent with the paper", "neutral")
+    failed = summary_table(headline_verdicts(tests, "failed"), tests, pairs, specs, ["gsm"], 0.5)
+    _, verdict, calibration, _ = rows_of(failed)["p1 (GRPO)"]
+    assert verdict.parts == (("3 uncalibrated", "uncalibrated"),)
+    assert (calibration.text, calibration.css) == ("failed", "fail")
+    # an identity control with any change is no exact null: the failure leads its line
+    moved = tests.assign(change=np.where(tests["pair"] == "id", [0.0] * 7 + [1e-6, 0.0], 0.0))
+    identity = rows_of(summary_table(verdicts, moved, pairs, specs, ["gsm"], 0.5))["id (none)"]
+    assert identity[1].parts[0] == (IDENTITY_FAILED, "fail")
+
+
 def test_variants_are_compared_with_the_headline_of_their_quantity():
     tests = pd.DataFrame(
         [
@@ -636,9 +719,9 @@ def test_variants_are_compared_with_the_headline_of_their_quantity():
     assert {row.cells[1].css for row in neutral.rows} <= {"neutral", "", "na"}
 
 
-def calibration_rows_of(table, edit: str, dataset: str) -> dict[str, list[Cell]]:
+def calibration_rows_of(folds, edit: str, dataset: str) -> dict[str, list[Cell]]:
     """The calibration table's rows of one edit and dataset, by reading label."""
-    (model_table,) = table
+    ((model_table,),) = (fold.blocks for fold in folds)
     return {
         row.cells[0].text: row.cells
         for row in model_table.rows
@@ -659,6 +742,7 @@ def test_a_failed_calibrated_reading_makes_every_verdict_uncalibrated_and_is_fla
     status = " ".join(text.paragraphs)
     assert "FAILED its calibration: 5 of its 18 known-answer checks fail" in status
     assert "every verdict of this run is “uncalibrated”" in status
+    assert [fold.open for fold in tables] == [True]  # a failure unfolds
     cells = calibration_rows_of(tables, "sharper", "toy-gsm8k")["calibrated (target_unit)"]
     assert [cell.text for cell in cells[2:4]] == ["+3.00%", "+0.100%"]
     assert [cell.css for cell in cells[2:4]] == ["fail", "pass"]
@@ -677,6 +761,7 @@ def test_calibration_shows_the_planted_node_and_ce_units_temperature_bias():
     text, *tables = calibration_blocks(calibration_frame(config, "toy-sft", "toy-grpo"))
     status = " ".join(text.paragraphs)
     assert "The calibrated (target_unit) reading passed all 18 of its known-answer checks" in status
+    assert [fold.open for fold in tables] == [False]  # a pass folds its table
     assert "paper's loss (ce) failed, ce_unit failed" in status
     assert "+60.0% under logits x 1.5 (toy-sft, toy-gsm8k)" in status
     assert "largest |change| on any headline metric there: 0.200%" in status
@@ -844,8 +929,10 @@ def test_headline_alpha_must_be_configured(study_root):
 
 
 def test_report_is_one_file_with_every_figure_embedded(html, study_root):
+    """Every figure but the identity control's, which is the exact null it must be."""
     root, config = study_root
-    n_figures = sum(len(Layout(root).pair_figures(p, config["datasets"])) for p in config["pairs"])
+    shown = [pair for pair in config["pairs"] if pair != "toy-identity"]
+    n_figures = sum(len(Layout(root).pair_figures(p, config["datasets"])) for p in shown)
     n_figures += len(Layout(root).training_figures(trained_in_use(config)))
     images = re.findall(r'<img src="([^"]*)"', html)
     assert len(images) == n_figures
@@ -853,11 +940,83 @@ def test_report_is_one_file_with_every_figure_embedded(html, study_root):
     assert not re.search(r'(src|href)="(?!data:|#)', html)  # nothing outside the file
 
 
+def test_figures_are_drawn_for_the_report_column_with_a_palette(html):
+    """As wide as the report's content column, so never rescaled, and 256 colours."""
+    src = re.search(r'<img src="data:image/png;base64,([^"]*)"', html).group(1)
+    image = Image.open(io.BytesIO(base64.b64decode(src)))
+    assert image.mode == "P" and len(image.getcolors()) <= 256
+    assert image.width == REPORT_WIDTH_PX
+
+
+def section_html(html: str, section: str) -> str:
+    return html.split(f'<section id="{section}">')[1].split("</section>")[0]
+
+
+def outside_details(html: str, tag: str) -> int:
+    """How many `tag`s of `html` sit outside every <details>."""
+    outside, depth = 0, 0
+    for match in re.finditer(rf"<details|</details>|{tag}", html):
+        if match.group(0) == "<details":
+            depth += 1
+        elif match.group(0) == "</details>":
+            depth -= 1
+        else:
+            outside += depth == 0
+    return outside
+
+
+def test_the_report_opens_with_the_summary_and_folds_the_detail(html):
+    order = re.findall(r'<section id="([^"]+)"', html)
+    assert order[:3] == ["summary", "calibration", "headline"]
+    summary = section_html(html, "summary")
+    assert summary.index('id="summary-table"') < summary.index('id="headline-table"')
+    assert "<details" not in summary  # the answer is never folded
+    assert outside_details(html, "<img ") == 0
+    assert outside_details(html, '<article class="example">') == 0
+    assert outside_details(html, 'id="alpha-sweep-table"') == 0
+    # the identity control reads as one line, its figures left out
+    assert "toy-identity (none): every change exactly 0: passed." in section_html(html, "pairs")
+    assert "toy-identity (none):" not in " ".join(re.findall(r'alt="([^"]*)"', html))
+    # folded content prints, with no script
+    assert "@media print { details::details-content { content-visibility: visible; } }" in html
+
+
+def test_an_identity_control_that_is_not_an_exact_null_unfolds(study_root):
+    root, config = study_root
+    study = study_of(root, config)
+    pairs = {b.paragraphs[0] for b in pairs_section(study).blocks if isinstance(b, Text)}
+    assert "toy-identity (none): every change exactly 0: passed." in pairs
+    identity = study.tests["pair"] == "toy-identity"
+    study.tests.loc[identity & (study.tests["metric"] == "intensity"), "change"] = 1e-6
+    (unfolded,) = [b for b in pairs_section(study).blocks if isinstance(b, Details) and b.open]
+    assert unfolded.summary == f"toy-identity (none): {IDENTITY_FAILED}"
+    assert sum(isinstance(b, Figure) for b in unfolded.blocks) == 3  # + the α sweep fold
+    scatters = confidence_section(study, 0.5).blocks[-1].blocks
+    assert any("toy-identity (none)" in figure.caption for figure in scatters)
+
+
+def test_extra_sections_fold_their_figures_and_tables_under_their_captions(study_root):
+    root, _ = study_root
+    png = next((root / "results" / "figures").rglob("*.png"))
+    table = Table(["a"], [Row([Cell("1")])], caption="Counts & more")
+    section = Section("extra", "Extra", [Text(["Found."]), figure(png, "Curves <k>."), table])
+    text, curves, counts = fold_detail(section).blocks
+    assert text is section.blocks[0]
+    assert (curves.summary, curves.blocks[0].caption) == ("Curves <k>.", "")
+    assert curves.blocks[0].alt == "Curves <k>."  # the image still says what it shows
+    assert (counts.summary, counts.blocks[0].caption, counts.open) == ("Counts & more", "", False)
+    assert section.blocks[1].caption == "Curves <k>."  # the section itself is left as it was
+    html = render_report([fold_detail(section)])
+    assert '<details class="caption"><summary>Curves &lt;k&gt;.</summary>' in html
+    assert "<figcaption>" not in html and "<caption>" not in html  # each said once
+
+
 def test_report_has_the_sections_and_every_toc_link_resolves(html):
     ids = set(re.findall(r'<section id="([^"]+)"', html))
     links = set(re.findall(r'<a href="#([^"]+)"', html))
     assert links == ids
     for section in (
+        "summary",
         "calibration",
         "headline",
         "pairs",
@@ -887,10 +1046,13 @@ def test_the_report_shows_the_verdicts_the_workflow_wrote(study_root):
     root, config = study_root
     study = study_of(root, config)
     study.verdicts = study.verdicts.assign(verdict=AGAINST, duplicate_of=np.nan)
-    _, table, *_ = headline_section(study, 0.5).blocks
+    _, summary, table = summary_section(study, 0.5).blocks
     assert table.id == "headline-table"
     shown = {part for row in table.rows for cell in row.cells[1:] for part in cell.parts}
     assert {part for part in shown if part[0] in VERDICTS} == {(AGAINST, "neutral")}
+    lines = {row.cells[0].parts[0][0]: row.cells[1] for row in summary.rows}
+    assert lines["toy-grpo (GRPO)"].parts == (("8 against the paper", "neutral"),)
+    assert lines["toy-identity (none)"].text == "every change exactly 0: passed"
 
 
 def test_model_output_is_escaped_text(html):

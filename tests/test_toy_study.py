@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from test_report_browser import CHROMIUM, NO_CHROMIUM, assert_reads_in_one_screen, probed_dom
 
 from circuitry.analysis.calibration import CALIBRATED_LOSS
 from circuitry.analysis.metrics import ROLES
@@ -148,6 +149,24 @@ def test_the_calibrated_reading_passes_the_toys_known_answers(toy_study):
     assert "uncalibrated" not in set(verdicts["verdict"])
     report = (toy_study / "results" / "report" / "report.html").read_text()
     assert report.index('<section id="calibration">') < report.index('<section id="headline">')
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM)
+def test_the_toy_report_gives_the_answer_first_and_folds_the_detail(toy_study, tmp_path):
+    """One file under 4 MB; in Chromium at 1,400 px wide the summary is in the first screen,
+    every fold opens, and folded the page is under 15,000 px; the identity control, an
+    exact null, is one line."""
+    path = toy_study / "results" / "report" / "report.html"
+    assert path.stat().st_size < 4_000_000
+    report = path.read_text()
+    assert re.findall(r'<section id="([^"]+)"', report)[:2] == ["summary", "calibration"]
+    summary = report.split('<section id="summary">')[1].split("</section>")[0]
+    assert summary.count('<td class="pass">passed</td>') == len(PAIRS)  # every calibration
+    assert "toy-identity (none): every change exactly 0: passed." in report
+    assert "toy-math at α = 0.3" in summary  # where the exact-ablation check ran
+    copy = tmp_path / "report.html"
+    shutil.copy(path, copy)
+    assert_reads_in_one_screen(probed_dom(copy, tmp_path / "profile"))
 
 
 def test_every_model_reproduces_its_own_answers_under_teacher_forcing(toy_study):

@@ -1,5 +1,5 @@
 """The figures' common look: seaborn's style in a context manager, report width, role
-colours, and atomic PNG writing.
+colours, and atomic PNG writing at the report's own resolution.
 
 Figures are built on `matplotlib.figure.Figure` objects, which render with the Agg
 canvas without going through pyplot: no global backend switch (importing this package
@@ -14,15 +14,22 @@ import os
 from collections.abc import Iterator
 
 import seaborn as sns
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from PIL import Image
 
 from circuitry.analysis.metrics import ROLES
 from circuitry.io import atomic_path
 
 ROLE_COLORS = {"base": "#4C72B0", "tuned": "#DD8452"}
-DPI = 110
+# The width of a figure in the report (report.html.j2: the 1,180 px column less 2 rem of
+# padding each side and the image's 1 px border): a figure of report width is drawn with
+# exactly as many pixels, so the browser never rescales it.
+REPORT_WIDTH_PX = 1114
 WIDTH_IN = 11.0
+DPI = REPORT_WIDTH_PX / WIDTH_IN
+PALETTE_COLORS = 256
 MAX_TICK_LABELS = 30
 
 
@@ -34,9 +41,16 @@ def report_style() -> Iterator[None]:
 
 
 def save_png(fig: Figure, path: str | os.PathLike) -> None:
-    """Write `fig` as a PNG atomically."""
+    """Write `fig` as a PNG atomically, drawn at `DPI` and stored with a palette of 256
+    colours (median cut): a third of the bytes of full colour, which the report embeds,
+    with no visible loss on plots of a few hundred colours."""
+    canvas = FigureCanvasAgg(fig)
+    fig.set_dpi(DPI)
+    canvas.draw()
+    pixels = Image.frombuffer("RGBA", canvas.get_width_height(), canvas.buffer_rgba())
+    palette = pixels.convert("RGB").quantize(PALETTE_COLORS, method=Image.Quantize.MEDIANCUT)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=DPI)
+        palette.save(tmp, format="png")
 
 
 def grid(n_rows: int, n_cols: int, panel_height: float, **kwargs):

@@ -4,6 +4,7 @@ The modules, by concept:
 
 - `blocks`: the blocks a section holds (`Table`, `Figure`, `Text`, `Code`, `Details`,
   `Examples`) and `Section` itself;
+- `summary`: the one-screen answer that opens the report, one line per pair;
 - `calibration`: the known-answer pairs that prove the calibrated reading;
 - `findings`: the headline verdicts (as the workflow wrote them) at each alpha and
   across alphas;
@@ -13,7 +14,7 @@ The modules, by concept:
 - `dynamics`: the training-dynamics section;
 - `faithfulness`: the faithfulness section (EAP against full ablations);
 - `weights`: where the weights changed, beside the published ranges and the circuit;
-- `sections`: the sections in order (`build_sections`);
+- `sections`: the sections in order, the detail folded (`build_sections`);
 - `render`: the jinja2 template filled into `report.html` (`write_report`).
 
 Builders take data, not paths, so tests feed them known numbers; numbers are formatted

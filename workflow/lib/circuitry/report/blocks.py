@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
 from markupsafe import Markup
@@ -69,12 +69,13 @@ class Code:
 
 @dataclass
 class Details:
-    """A collapsible group of blocks (closed unless `open`)."""
+    """A collapsible group of blocks (closed unless `open`); `css` styles its summary."""
 
     kind: ClassVar[str] = "details"
     summary: str
     blocks: list
     open: bool = False
+    css: str = ""
 
 
 @dataclass
@@ -85,12 +86,11 @@ class Examples:
 
 @dataclass
 class Section:
-    """A titled part of the report; its subsections appear nested in the table of contents."""
+    """A titled part of the report, listed in the contents."""
 
     id: str
     title: str
     blocks: list = field(default_factory=list)
-    subsections: list[Section] = field(default_factory=list)
 
 
 def data_uri(path: str | os.PathLike) -> str:
@@ -104,3 +104,8 @@ def data_uri(path: str | os.PathLike) -> str:
 def figure(path: str | os.PathLike, caption: str) -> Figure:
     """A PNG embedded in the report, its caption doubling as the alt text."""
     return Figure(src=data_uri(path), caption=caption, alt=caption)
+
+
+def fold(block: Figure | Table, *, open: bool = False) -> Details:
+    """`block` folded under its caption, which it then does not repeat."""
+    return Details(block.caption, [replace(block, caption="")], open=open, css="caption")

@@ -34,7 +34,7 @@ from circuitry.display import (
     is_missing,
     slug,
 )
-from circuitry.report.blocks import Cell, Row, Table, Text
+from circuitry.report.blocks import Cell, Row, Table, Text, fold
 
 READING_ORDER = (CALIBRATED_LOSS, *(loss for loss in READINGS if loss != CALIBRATED_LOSS))
 
@@ -236,12 +236,14 @@ def model_table(table: pd.DataFrame, model: str) -> Table:
 
 
 def calibration_blocks(table: pd.DataFrame) -> list:
-    """The section's blocks: the status, ce_unit's bias, and one table per calibrated model."""
+    """The section's blocks: the status, ce_unit's bias, and one table per calibrated model,
+    folded unless the calibrated reading failed."""
     if table.empty:
         return [Text([INTRO, NOT_RUN])]
     paragraphs = [INTRO, status_text(table), other_readings_text(table), unit_bias_text(table)]
+    failed = calibration_state(table) != "passed"
     tables = [model_table(table, model) for model in table["model"].unique()]
-    return [Text([p for p in paragraphs if p]), *tables]
+    return [Text([p for p in paragraphs if p]), *(fold(known, open=failed) for known in tables)]
 
 
 LOSSES_TEXT = Markup(

@@ -15,9 +15,7 @@ from circuitry.display import MISSING, format_alpha, format_number
 from circuitry.paths import PAPER_CONDITION
 from circuitry.report.blocks import Cell, Row, Table
 from circuitry.report.findings import (
-    HEADLINE_CELL_NOTE,
     SIGNIFICANCE_LEGEND,
-    VERDICT_LEGEND,
     change_text,
     headline_cell,
     metric_label,
@@ -118,9 +116,8 @@ def controls_table(
         notes=[
             "identity: a model against itself (every change must be exactly 0); "
             "more-training: the base model's own training continued for as long as the RL "
-            "run, without RL; seed replicates: the same training recipe with another seed.",
-            HEADLINE_CELL_NOTE,
-            VERDICT_LEGEND,
+            "run, without RL; seed replicates: the same training recipe with another seed. "
+            "Each cell reads as the headline table's (its notes say how).",
         ],
         id="controls-table",
         css="headline",
@@ -152,19 +149,32 @@ def replicate_table(verdicts: pd.DataFrame, groups: Mapping[str, Sequence[str]])
     )
 
 
-def identity_sentence(tests: pd.DataFrame, pair: str, config: Mapping) -> str:
-    """Whether an identity control came out as the exact null it must be."""
+IDENTITY_PASSED = "every change exactly 0: passed"
+IDENTITY_FAILED = "NOT an exact null: the same model scored twice gave different results"
+
+
+def null_check(tests: pd.DataFrame, pair: str) -> tuple[float, float]:
+    """The largest |change| and the smallest q over every test of `pair`."""
     rows = tests[tests["pair"] == pair]
     largest = float(np.nanmax(np.abs(rows["change"]))) if len(rows) else float("nan")
     smallest_q = float(np.nanmin(rows["q"])) if rows["q"].notna().any() else float("nan")
-    exact = largest == 0 and smallest_q == 1
-    verdict_text = (
-        "an exact null, as it must be"
-        if exact
-        else "NOT an exact null: the same model scored twice gave different results"
-    )
+    return largest, smallest_q
+
+
+def is_exact_null(tests: pd.DataFrame, pair: str) -> bool:
+    """Whether every test of `pair` reads a change of exactly 0 with q = 1, as an identity
+    control must."""
+    largest, smallest_q = null_check(tests, pair)
+    return largest == 0 and smallest_q == 1
+
+
+def identity_sentence(tests: pd.DataFrame, pair: str, config: Mapping) -> str:
+    """Whether an identity control came out as the exact null it must be."""
+    largest, smallest_q = null_check(tests, pair)
+    n_tests = int((tests["pair"] == pair).sum())
+    verdict_text = "an exact null, as it must be" if is_exact_null(tests, pair) else IDENTITY_FAILED
     return (
-        f"{pair} compares {config['pairs'][pair]['base']} with itself: over its {len(rows)} "
+        f"{pair} compares {config['pairs'][pair]['base']} with itself: over its {n_tests} "
         f"tests the largest |change| is {format_number(largest)} and the smallest q is "
         f"{format_number(smallest_q)}: {verdict_text}."
     )

@@ -92,6 +92,9 @@ HEADLINE_CELL_NOTE = (
 )
 
 
+# the readings whose survival under exact ablation a headline cell records, the calibrated first
+SURVIVAL_READINGS = ("calibrated", "ce")
+
 PIPELINE_CHECK_NOTE = (
     "This study runs on the embedded toy: tiny character-level models on synthetic "
     "arithmetic, trained for minutes. It checks that the pipeline works end to end; its "
@@ -139,6 +142,12 @@ def headline_pairs(pairs: Mapping[str, str], specs: Mapping[str, Mapping]) -> di
         for p, method in pairs.items()
         if not specs[p].get("control") and not specs[p].get("replicate_of")
     }
+
+
+def study_pairs_first(pairs: Mapping[str, str], specs: Mapping[str, Mapping]) -> dict[str, str]:
+    """`pairs` (pair -> method) with the study's own pairs first, then their controls and
+    seed replicates, each in config order."""
+    return {**headline_pairs(pairs, specs), **pairs}
 
 
 def verdict(row: Mapping | None) -> str:
@@ -251,7 +260,7 @@ def survival_text(cell: Mapping) -> str:
     """`exact ablation: survives (calibrated +1.2%*); ...` where the survival check ran on
     this cell (`circuitry.analysis.survival`), else empty."""
     checks = []
-    for name in ("calibrated", "ce"):
+    for name in SURVIVAL_READINGS:
         result = cell.get(f"survival_{name}")
         if isinstance(result, str) and result:
             change = format_percent(cell[f"exact_{name}_change_pct"])
@@ -337,23 +346,12 @@ def alpha_sweep_table(
     )
 
 
-def overview_text(verdicts: pd.DataFrame, pairs: Mapping[str, str], alpha: float) -> list[str]:
-    """One sentence per pair: how many headline cells at the headline alpha get each verdict
-    (uncalibrated and same window only where some are)."""
-    sentences = []
-    for pair, method in pairs.items():
-        rows = verdicts[(verdicts["pair"] == pair) & (verdicts["alpha"] == float(alpha))]
-        counts = rows["verdict"].value_counts()
-        shown = ", ".join(
-            f"{int(counts.get(v, 0))} {v}"
-            for v in VERDICTS
-            if v in counts or v not in (UNCALIBRATED, SAME_WINDOW)
-        )
-        sentences.append(
-            f"{pair_label(pair, method)}: of {len(rows)} headline results at "
-            f"{format_alpha(alpha)}: {shown}."
-        )
-    return sentences
+def verdict_counts(verdicts: pd.DataFrame, pair: str, alpha: float) -> dict[str, int]:
+    """How many of a pair's headline cells at `alpha` get each verdict that any gets, in
+    `VERDICTS` order."""
+    rows = verdicts[(verdicts["pair"] == pair) & (verdicts["alpha"] == float(alpha))]
+    counts = rows["verdict"].value_counts()
+    return {v: int(counts[v]) for v in VERDICTS if v in counts}
 
 
 def alpha_choice(alpha: float, alphas: Sequence[float]) -> str:

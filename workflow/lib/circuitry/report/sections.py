@@ -1,26 +1,44 @@
-"""The report's sections in order, each built from the study's outputs.
+"""The report's sections in order, each built from the study's outputs: the answer first
+(the summary and the headline table), the detail after it, folded.
 
-Optional sections (training curves, training dynamics) are just more `Section`s: pass
-them as `extra_sections` to `build_sections`; the template renders any block list.
+Every section shows what it found in words; its tables and figures fold (`Details`) where
+they are detail, and unfold where a check failed. Optional sections (training dynamics,
+faithfulness, weights) are just more `Section`s: pass them as `extra_sections` to
+`build_sections`, which folds their figures and tables under their captions.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 from markupsafe import Markup
 
 from circuitry.analysis.results import EXAMPLE_CHARS, N_EXAMPLES, Study, pair_label
-from circuitry.display import format_alpha, slug
+from circuitry.display import slug
 from circuitry.figures.metrics import CONFIDENCE_CAPTION
 from circuitry.figures.pair import pair_figure_captions
 from circuitry.provenance import Provenance
-from circuitry.report.blocks import Code, Details, Examples, Section, Text, figure
+from circuitry.report.blocks import (
+    Code,
+    Details,
+    Examples,
+    Figure,
+    Section,
+    Table,
+    Text,
+    figure,
+    fold,
+)
 from circuitry.report.calibration import calibration_blocks
 from circuitry.report.confidence import (
+    IDENTITY_FAILED,
+    IDENTITY_PASSED,
     controls_table,
     decomposition_table,
     identity_sentence,
+    is_exact_null,
+    pair_role,
     replicate_table,
 )
 from circuitry.report.findings import (
@@ -30,7 +48,7 @@ from circuitry.report.findings import (
     headline_pairs,
     headline_table,
     is_pipeline_check,
-    overview_text,
+    study_pairs_first,
 )
 from circuitry.report.methods import (
     accuracy_table,
@@ -46,6 +64,7 @@ from circuitry.report.methods import (
     reproduce_text,
     templates_table,
 )
+from circuitry.report.summary import summary_table
 from circuitry.report.variants import (
     all_tests_table,
     definitions_table,
@@ -53,18 +72,36 @@ from circuitry.report.variants import (
     variant_table,
 )
 
+# The figures of a pair that sweep alpha: its metrics against alpha and each dataset's
+# per-edge change at every alpha (`circuitry.paths.edge_change_figure_name`).
+ALPHA_SWEEP_FIGURES = ("metrics_vs_alpha", "edge_change/")
 
-def pair_section(study: Study, pair: str) -> Section:
-    """One pair: its models, the filtering funnel, and its figures."""
+
+def exact_nulls(study: Study) -> set[str]:
+    """The identity controls that came out as the exact null they must be: one line each
+    in the report, no figures."""
+    return {
+        pair
+        for pair, kind in study.controls.items()
+        if kind == "identity" and is_exact_null(study.tests, pair)
+    }
+
+
+def is_alpha_sweep(name: str) -> bool:
+    return name.startswith(ALPHA_SWEEP_FIGURES)
+
+
+def pair_blocks(study: Study, pair: str) -> list:
+    """One pair's models, filtering funnel and figures, the alpha sweeps folded once more."""
     spec = study.config["pairs"][pair]
     label = pair_label(pair, spec["method"])
     summaries = {d: study.pair_summaries[pair, d] for d in study.datasets}
     captions = pair_figure_captions(label, study.datasets)
-    figures = [
-        figure(path, captions[name])
+    figures = {
+        name: figure(path, captions[name])
         for name, path in study.pair_figures[pair].items()
         if name != "confidence"
-    ]
+    }
     intro = Text(
         [
             Markup("Base <code>{base}</code> → tuned <code>{tuned}</code> ({method}).").format(
@@ -72,9 +109,41 @@ def pair_section(study: Study, pair: str) -> Section:
             )
         ]
     )
-    return Section(
-        f"pair-{slug(pair)}", label, [intro, funnel_table(summaries, study.alphas), *figures]
+    sweeps = [block for name, block in figures.items() if is_alpha_sweep(name)]
+    return [
+        intro,
+        funnel_table(summaries, study.alphas),
+        *(block for name, block in figures.items() if not is_alpha_sweep(name)),
+        Details("α sweep: the headline metrics and each edge's change at every α", sweeps),
+    ]
+
+
+def pair_details(study: Study, pair: str, exact_null: bool) -> Details | Text:
+    """One pair folded under its name and role; an identity control that is the exact
+    null it must be reads as one line, one that is not unfolds under its failure."""
+    label = pair_label(pair, study.pairs[pair])
+    if exact_null:
+        return Text([f"{label}: {IDENTITY_PASSED}."])
+    if study.controls.get(pair) == "identity":
+        return Details(f"{label}: {IDENTITY_FAILED}", pair_blocks(study, pair), open=True)
+    role = pair_role(study.config["pairs"][pair])
+    return Details(f"{label}: {role}", pair_blocks(study, pair))
+
+
+def pairs_section(study: Study) -> Section:
+    intro = Text(
+        [
+            "Per pair, folded: its models, the filtering funnel and the figures; inside, the "
+            "α sweep figures fold once more. The study pairs first, then their controls "
+            "and seed replicates."
+        ]
     )
+    nulls = exact_nulls(study)
+    folds = [
+        pair_details(study, pair, pair in nulls)
+        for pair in study_pairs_first(study.pairs, study.config["pairs"])
+    ]
+    return Section("pairs", "Pairs", [intro, *folds])
 
 
 def headline_alpha_of(study: Study, alpha: float | None) -> float:
@@ -91,35 +160,56 @@ def calibration_section(study: Study) -> Section:
     return Section("calibration", "Calibration", calibration_blocks(study.calibration))
 
 
+def summary_section(study: Study, alpha: float) -> Section:
+    """The answer in one screen: each pair's verdicts, calibration and survival, then the
+    headline table."""
+    neutral = is_pipeline_check(study.config)
+    intro = [Text([PIPELINE_CHECK_NOTE])] if neutral else []
+    return Section(
+        "summary",
+        "Summary",
+        [
+            *intro,
+            summary_table(
+                study.verdicts,
+                study.tests,
+                study.pairs,
+                study.config["pairs"],
+                study.datasets,
+                alpha,
+                neutral=neutral,
+            ),
+            headline_table(
+                study.verdicts,
+                headline_pairs(study.pairs, study.config["pairs"]),
+                study.datasets,
+                alpha,
+                neutral=neutral,
+            ),
+        ],
+    )
+
+
 def headline_section(study: Study, alpha: float) -> Section:
+    """The headline results at every alpha: side by side, and one table per other alpha."""
     pairs = headline_pairs(study.pairs, study.config["pairs"])
     neutral = is_pipeline_check(study.config)
     verdicts = study.verdicts
-    others = [a for a in study.alphas if a != alpha]
-    intro = [PIPELINE_CHECK_NOTE] if neutral else []
-    intro += [*overview_text(verdicts, pairs, alpha), alpha_choice(alpha, study.alphas)]
-    blocks = [
-        Text(intro),
-        headline_table(verdicts, pairs, study.datasets, alpha, neutral=neutral),
-        alpha_sweep_table(verdicts, pairs, study.datasets, study.alphas, neutral=neutral),
-    ]
-    blocks += [
-        Details(
-            f"Table at {format_alpha(other)}",
-            [
-                headline_table(
-                    verdicts,
-                    pairs,
-                    study.datasets,
-                    other,
-                    neutral=neutral,
-                    table_id=f"headline-table-alpha-{slug(str(other))}",
-                )
-            ],
+    others = [
+        headline_table(
+            verdicts,
+            pairs,
+            study.datasets,
+            other,
+            neutral=neutral,
+            table_id=f"headline-table-alpha-{slug(str(other))}",
         )
-        for other in others
+        for other in study.alphas
+        if other != alpha
     ]
-    return Section("headline", "Headline results", blocks)
+    sweep = alpha_sweep_table(verdicts, pairs, study.datasets, study.alphas, neutral=neutral)
+    blocks = [Text([alpha_choice(alpha, study.alphas)]), *map(fold, [sweep, *others])]
+    return Section("headline", "Headline results at every α", blocks)
 
 
 def confidence_section(study: Study, alpha: float) -> Section:
@@ -153,14 +243,17 @@ def confidence_section(study: Study, alpha: float) -> Section:
     if groups:
         blocks.append(replicate_table(verdicts, groups))
     if (study.tests["comparison"] != "own").any():
-        blocks.append(decomposition_table(study.tests, study.pairs, study.datasets, alpha))
-    blocks += [
+        blocks.append(fold(decomposition_table(study.tests, study.pairs, study.datasets, alpha)))
+    nulls = exact_nulls(study)
+    scatters = [
         figure(
             study.pair_figures[pair]["confidence"],
             CONFIDENCE_CAPTION.format(pair=pair_label(pair, method)),
         )
         for pair, method in study.pairs.items()
+        if pair not in nulls
     ]
+    blocks.append(Details("Intensity change against confidence change, per pair", scatters))
     return Section("confidence", "Confidence and controls", blocks)
 
 
@@ -178,23 +271,15 @@ def metrics_section(study: Study) -> Section:
                     *variant_conclusion(study.tests),
                 ]
             ),
-            definitions_table(),
-            variant_table(study.tests, study.pairs, neutral),
+            fold(definitions_table()),
+            fold(variant_table(study.tests, study.pairs, neutral)),
             Details("Tests under the paper's loss", [all_tests_table(study.tests, neutral)]),
         ],
     )
 
 
 def examples_section(study: Study) -> Section:
-    subsections = [
-        Section(
-            f"examples-{slug(pair)}-{slug(dataset)}",
-            f"{pair_label(pair, method)} on {dataset}",
-            [Examples(study.examples[pair, dataset])],
-        )
-        for pair, method in study.pairs.items()
-        for dataset in study.datasets
-    ]
+    """Each pair's example problems and both models' answers, folded per pair."""
     intro = Text(
         [
             f"The first {N_EXAMPLES} analysed problems (by id) of each pair and dataset, with "
@@ -202,7 +287,18 @@ def examples_section(study: Study) -> Section:
             "output is shown as plain text)."
         ]
     )
-    return Section("examples", "Example completions", [intro], subsections)
+    folds = [
+        Details(
+            pair_label(pair, method),
+            [
+                block
+                for dataset in study.datasets
+                for block in (Text([f"On {dataset}:"]), Examples(study.examples[pair, dataset]))
+            ],
+        )
+        for pair, method in study.pairs.items()
+    ]
+    return Section("examples", "Example completions", [intro, *folds])
 
 
 def accuracy_section(study: Study) -> Section:
@@ -225,12 +321,13 @@ def training_section(study: Study) -> Section | None:
     """Training curves of the models the workflow trained; None when it trained none."""
     if not study.training_figures:
         return None
+    curves = [
+        figure(path, f"{model}: {model_source(study.config['models'][model])}")
+        for model, path in study.training_figures.items()
+    ]
     blocks = [
         Text(["Per-step training logs of the models this workflow trained itself."]),
-        *(
-            figure(path, f"{model}: {model_source(study.config['models'][model])}")
-            for model, path in study.training_figures.items()
-        ),
+        Details(f"Training curves of {len(curves)} models", curves),
     ]
     return Section("training", "Training curves", blocks)
 
@@ -268,7 +365,10 @@ def fidelity_section(study: Study) -> Section:
     return Section(
         "fidelity",
         "Fidelity to the paper's code",
-        [intro, fidelity_table(study.config, study.fidelity)],
+        [
+            intro,
+            Details("Each choice and its effect", [fidelity_table(study.config, study.fidelity)]),
+        ],
     )
 
 
@@ -279,11 +379,25 @@ def provenance_section(study: Study, provenance: Provenance) -> Section:
         "Provenance and reproduction",
         [
             provenance_table(provenance),
-            models_table(study.config, study.generation_provenance, study.models),
-            datasets_table(study.dataset_summaries),
             Code(reproduce_text(provenance), caption="Reproduce this report"),
+            Details(
+                "Models and datasets",
+                [
+                    models_table(study.config, study.generation_provenance, study.models),
+                    datasets_table(study.dataset_summaries),
+                ],
+            ),
         ],
     )
+
+
+def fold_detail(section: Section) -> Section:
+    """`section` with its figures and tables folded under their captions, its words shown."""
+    blocks = [
+        fold(block) if isinstance(block, Figure | Table) and block.caption else block
+        for block in section.blocks
+    ]
+    return replace(section, blocks=blocks)
 
 
 def build_sections(
@@ -293,23 +407,21 @@ def build_sections(
     headline_alpha: float | None = None,
     extra_sections: Sequence[Section] = (),
 ) -> list[Section]:
-    """The report's sections in order; `extra_sections` go after the results, before methods."""
+    """The report's sections in order: the summary, the calibration its verdicts rest on,
+    the detail; `extra_sections` go after the results, before methods, their figures and
+    tables folded."""
     alpha = headline_alpha_of(study, headline_alpha)
     sections = [
+        summary_section(study, alpha),
         calibration_section(study),
         headline_section(study, alpha),
         confidence_section(study, alpha),
-        Section(
-            "pairs",
-            "Pairs",
-            [Text(["Per pair: the filtering funnel and the figures."])],
-            [pair_section(study, pair) for pair in study.pairs],
-        ),
+        pairs_section(study),
         metrics_section(study),
         accuracy_section(study),
         examples_section(study),
         training_section(study),
-        *extra_sections,
+        *map(fold_detail, extra_sections),
         methods_section(study),
         fidelity_section(study),
         provenance_section(study, provenance),

@@ -236,7 +236,8 @@ def test_paper_settings():
 
 
 def test_loss_and_text_names_of_the_schema_are_the_engines():
-    from circuitry.attribution.scorefile import LOSSES, TEXTS
+    from circuitry.attribution.samples import TEXTS
+    from circuitry.attribution.scorefile import LOSSES
 
     schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
     eap = schema["properties"]["eap"]["properties"]

@@ -35,10 +35,9 @@ from circuitry.attribution.eap import (
     score_distinct_windows,
     score_samples,
     score_windows,
-    windowed_samples,
     write_role_scores,
 )
-from circuitry.attribution.samples import Sample
+from circuitry.attribution.samples import Sample, windowed_samples
 from circuitry.attribution.scorefile import DIAGNOSTICS, LOSSES, load_edge_scores
 from circuitry.attribution.window_loss import PositionStatistics
 

@@ -6,6 +6,8 @@ refused before any is scored."""
 from __future__ import annotations
 
 import importlib.util
+import json
+import math
 import sys
 from pathlib import Path
 
@@ -19,8 +21,10 @@ from circuitry.attribution.memory import (
     GIB,
     ModelShape,
     batch_peak_bytes,
+    eap_peak_bytes,
     memory_budget,
     model_shape,
+    planned_job_device_mb,
     sample_peak_bytes,
 )
 from circuitry.attribution.samples import Sample
@@ -130,3 +134,37 @@ def test_the_budget_comes_from_the_setting_or_the_gpu():
     assert memory_budget(shape, None, None) is None
     assert memory_budget(shape, None, 2.0) == memory_budget(shape, 2 * GIB, None)
     assert memory_budget(shape, 80 * GIB, None) < 80 * GIB - shape.weights_bytes
+
+
+def pair_files(n_rows: int, prompt: int, answer: int):
+    rows = [
+        {
+            "idx": i,
+            **{
+                role: {"prompt_token_ids": [1] * prompt, "completion_token_ids": [2] * answer}
+                for role in ("base", "tuned")
+            },
+        }
+        for i in range(n_rows)
+    ]
+    summary = {"reference_length_fraction": str(answer), "settings": {"mode": "exact"}}
+    return {"d": rows}, {"d": summary}
+
+
+def test_the_planned_gpu_memory_is_the_longest_window_beside_the_weights(tmp_path):
+    """What the eap_score and faithfulness jobs ask for (resource gpu_mem_mb): from the
+    model's config.json and the pair files, before any weights exist."""
+    config = {
+        "num_hidden_layers": 32, "hidden_size": 4096, "intermediate_size": 11008,
+        "num_attention_heads": 32, "num_key_value_heads": 32, "vocab_size": 32000,
+    }  # fmt: skip
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    spec = {"path": str(tmp_path), "dtype": "bfloat16"}
+    rows, summaries = pair_files(3, prompt=200, answer=8000)
+    conditions = [("d", "0.1", "own"), ("d", "0.5", "own"), ("d", "0.5", "crossed")]
+    planned = planned_job_device_mb({"base": spec}, rows, summaries, conditions, 3)
+    shape = ModelShape.from_config(config, "bfloat16")
+    longest = eap_peak_bytes(shape, 200 + 4000, 4000, losses=3)
+    assert planned == math.ceil((longest + GIB + shape.weights_bytes) / 0.92 / 1e6)
+    assert shape.weights_bytes / 1e6 < planned < 80_000  # 7B at 4k tokens: under 80 GB
+    assert planned_job_device_mb({}, rows, summaries, conditions, 3) == 0

@@ -25,6 +25,7 @@ rule eap_score:
         mem_mb=pair_resources(model_mem_mb),
         runtime=pair_runtime,
         gpu=pair_resources(model_gpus),
+        gpu_mem_mb=planned_gpu_mem_mb(pair_models, pair_conditions, len(EAP_LOSSES)),
     params:
         code=code_of("eap_score.py"),
         datasets=DATASETS,

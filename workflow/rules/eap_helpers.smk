@@ -3,6 +3,10 @@
 # analysis.smk reads a pair's score files by these lists too (and weight_diff its model
 # directories), and faithfulness.smk a pair's models by pair_models.
 
+from circuitry.attribution.memory import planned_job_device_mb
+from circuitry.io import read_json, read_jsonl
+from circuitry.models.sources import ModelUnavailableError
+
 
 def pair_models(wildcards):
     """role -> model name of the pair."""
@@ -28,6 +32,48 @@ def pair_resources(resource, **kwargs):
     return lambda wildcards: max(
         resource(model, **kwargs) for model in pair_models(wildcards).values()
     )
+
+
+def planned_gpu_mem_mb(roles, conditions, n_losses):
+    """A resource callable: the GPU memory (MB) a job's GPU models need for its samples
+    (`circuitry.attribution.memory.planned_job_device_mb`), from its pair files and each
+    model's config.json. `roles(wildcards)`: role -> model, `conditions(wildcards)`: its
+    (dataset, alpha, text). 0 without a GPU model, and while those files do not exist yet:
+    Snakemake evaluates resources again before it schedules a job."""
+
+    def resource(wildcards):
+        models = {r: m for r, m in roles(wildcards).items() if uses_gpu(m)}
+        listed = conditions(wildcards)
+        datasets = sorted({dataset for dataset, _, _ in listed})
+        files = {
+            d: (
+                PAIRS_FILE.format(pair=wildcards.pair, dataset=d),
+                PAIR_SUMMARY.format(pair=wildcards.pair, dataset=d),
+            )
+            for d in datasets
+        }
+        if not models or not all(os.path.exists(p) for d in files for p in files[d]):
+            return 0
+        try:
+            return planned_job_device_mb(
+                {
+                    role: model_spec(MODEL_SPECS, model)
+                    for role, model in models.items()
+                },
+                {d: read_jsonl(rows) for d, (rows, _) in files.items()},
+                {d: read_json(summary) for d, (_, summary) in files.items()},
+                listed,
+                n_losses,
+            )
+        except (FileNotFoundError, ModelUnavailableError):  # no config.json yet
+            return 0
+
+    return resource
+
+
+def pair_conditions(wildcards):
+    """(dataset, alpha, text) of every condition an EAP job scores."""
+    return [(d, a, t) for d in DATASETS for a in ALPHAS for t in EAP_TEXTS]
 
 
 def pair_runtime(wildcards):

@@ -36,6 +36,11 @@ rule faithfulness:
         mem_mb=role_resources(model_mem_mb),
         runtime=role_resources(model_runtime, per_billion=10),
         gpu=role_resources(model_gpus),
+        gpu_mem_mb=planned_gpu_mem_mb(
+            lambda wildcards: {wildcards.role: role_model(wildcards)},
+            lambda wildcards: [(wildcards.dataset, wildcards.alpha, "own")],
+            1,
+        ),
     params:
         code=code_of("faithfulness.py"),
         condition=lambda wildcards: {

@@ -6,13 +6,11 @@ import gc
 
 import torch
 
-from circuitry.attribution.eap import check_fits, role_conditions, write_role_scores
-from circuitry.attribution.memory import ModelShape, memory_budget
+from circuitry.attribution.eap import role_memory_budget, write_role_scores
 from circuitry.generation.pairing import ROLES, check_shared_vocabulary
 from circuitry.io import read_json, read_jsonl
 from circuitry.logs import setup_logging
-from circuitry.models.loading import choose_device, choose_dtype, load_model, load_tokenizer
-from circuitry.models.sources import weights_dir
+from circuitry.models.loading import load_model, load_tokenizer
 
 setup_logging(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
@@ -29,21 +27,12 @@ if any(text == "crossed" for *_, text, _ in files):  # checked before the weight
     tokenizers = {role: load_tokenizer(models[role]) for role in ROLES}
     check_shared_vocabulary(pair, tokenizers, [row for d in rows for row in rows[d]])
 
-budgets = {}
-for role in ROLES:  # every sample checked against the device before any weights load
-    spec, device = models[role], choose_device(models[role])
-    dtype = str(choose_dtype(spec, device)).removeprefix("torch.")
-    shape = ModelShape.from_config(read_json(weights_dir(spec) / "config.json"), dtype)
-    total = torch.cuda.get_device_properties(device).total_memory if device.type == "cuda" else None
-    budgets[role] = memory_budget(shape, total, params.memory_gib)
-    if budgets[role] is not None:
-        conditions = role_conditions(role, rows, summaries, files).values()
-        check_fits(
-            shape,
-            [s for _, samples in conditions for s in samples],
-            len(params.losses),
-            budgets[role],
-        )
+budgets = {  # every sample checked against its device before any weights load
+    role: role_memory_budget(
+        models[role], role, rows, summaries, files, params.losses, params.memory_gib
+    )
+    for role in ROLES
+}
 
 for role in ROLES:
     loaded = load_model(models[role])

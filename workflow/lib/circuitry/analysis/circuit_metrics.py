@@ -22,7 +22,8 @@ from circuitry.analysis.sample_metrics import (
     per_sample_metrics,
 )
 from circuitry.attribution.graph import node_layer
-from circuitry.attribution.scorefile import TEXTS, EdgeScores, load_edge_scores
+from circuitry.attribution.samples import TEXTS
+from circuitry.attribution.scorefile import EdgeScores, load_edge_scores
 from circuitry.io import write_text
 from circuitry.paths import PAPER_CONDITION
 

@@ -92,10 +92,11 @@ from circuitry.attribution.memory import (
     ModelShape,
     batch_peak_bytes,
     gib,
+    memory_budget,
     model_shape,
     sample_peak_bytes,
 )
-from circuitry.attribution.samples import Sample, text_role, windowed_samples
+from circuitry.attribution.samples import Sample, condition_samples, text_role
 from circuitry.attribution.scorefile import DIAGNOSTICS, LOSSES, write_score_files
 from circuitry.attribution.window_loss import (
     known_losses,
@@ -108,7 +109,9 @@ from circuitry.attribution.window_loss import (
     window_logits,
     window_mean,
 )
-from circuitry.generation.pairing import PAPER_CONTEXT_CAPS, cut_length
+from circuitry.generation.pairing import PAPER_CONTEXT_CAPS
+from circuitry.models.loading import choose_device, choose_dtype
+from circuitry.models.sources import model_config
 
 log = logging.getLogger(__name__)
 
@@ -270,21 +273,30 @@ def paper_context_excess(model: nn.Module, samples: Sequence[Sample]) -> str | N
     )
 
 
-def role_conditions(
+def role_memory_budget(
+    spec: dict,
     role: str,
     pair_rows: Mapping[str, Sequence[dict]],
     summaries: Mapping[str, Mapping],
     files: Mapping[tuple[str, str, str, str, str], str | os.PathLike],
-) -> dict[tuple[str, str, str], tuple[int, list[Sample]]]:
-    """`{(dataset, alpha, text): (cut_len, samples)}` of every condition of `role` that
-    `files` names (see `write_role_scores`)."""
-    conditions = {}
-    for r, dataset, alpha, text, _ in files:
-        if r == role and (dataset, alpha, text) not in conditions:
-            cut_len = cut_length(float(alpha), summaries[dataset])
-            samples = windowed_samples(pair_rows[dataset], role, cut_len, text)
-            conditions[dataset, alpha, text] = cut_len, samples
-    return conditions
+    losses: Sequence[str],
+    memory_gib: float | None = None,
+) -> int | None:
+    """The memory budget (`score_windows`) of scoring `role`'s conditions of `files` on the
+    device its model will load on, every sample checked against it (`check_fits`) from
+    the model's config alone, before its weights load. None on CPU without `memory_gib`."""
+    device = choose_device(spec)
+    dtype = str(choose_dtype(spec, device)).removeprefix("torch.")
+    shape = ModelShape.from_config(model_config(spec), dtype)
+    total = torch.cuda.get_device_properties(device).total_memory if device.type == "cuda" else None
+    budget = memory_budget(shape, total, memory_gib)
+    if budget is not None:
+        conditions = condition_samples(
+            role, pair_rows, summaries, [key[1:4] for key in files if key[0] == role]
+        )
+        samples = [sample for _, listed in conditions.values() for sample in listed]
+        check_fits(shape, samples, len(losses), budget)
+    return budget
 
 
 def write_role_scores(
@@ -316,7 +328,9 @@ def write_role_scores(
     reference = {
         d: Fraction(summary["reference_length_fraction"]) for d, summary in summaries.items()
     }
-    conditions = role_conditions(role, pair_rows, summaries, files)
+    conditions = condition_samples(
+        role, pair_rows, summaries, [key[1:4] for key in files if key[0] == role]
+    )
     for (dataset, alpha, text), (cut_len, samples) in conditions.items():
         log.info(
             "%s on %s, alpha %s, %s text: %d samples, T = %s, cut_len %d",

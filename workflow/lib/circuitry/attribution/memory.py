@@ -33,10 +33,12 @@ A batch of samples costs its padded length times the batch size.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from circuitry.attribution.samples import Sample
+from circuitry.attribution.samples import Sample, condition_samples
+from circuitry.models.sources import model_config
 
 GIB = 1 << 30
 # Logit elements per chunk of the window statistics (`circuitry.attribution.window_loss`):
@@ -182,3 +184,32 @@ def memory_budget(
     without a setting."""
     total = memory_gib * GIB if memory_gib else device_total_bytes
     return None if total is None else device_budget(int(total), shape)
+
+
+def planned_device_mb(shape: ModelShape, samples: Sequence[Sample], n_losses: int) -> int:
+    """Device memory (MB) to ask for a job scoring `samples` with a model of `shape`: the
+    largest sample's peak scored alone and unchecked (the job batches further within
+    what it gets), the weights and the reserve (the inverse of `device_budget`)."""
+    peak = max((sample_peak_bytes(shape, s, n_losses) for s in samples), default=0)
+    needed = peak + DEVICE_RESERVE_BYTES + shape.weights_bytes
+    return math.ceil(needed / DEVICE_USABLE_FRACTION / 1e6)
+
+
+def planned_job_device_mb(
+    specs: Mapping[str, dict],
+    pair_rows: Mapping[str, Sequence[dict]],
+    summaries: Mapping[str, Mapping],
+    conditions: Iterable[tuple[str, str, str]],
+    n_losses: int,
+) -> int:
+    """`planned_device_mb` of a job scoring the (dataset, alpha, text) `conditions` of each
+    role in `specs` (role -> `models` entry, run in its `dtype`), one model after the
+    other: the larger of the roles'. Reads each model's `config.json`, not its weights."""
+    conditions = list(conditions)
+    needs = []
+    for role, spec in specs.items():
+        shape = ModelShape.from_config(model_config(spec), spec["dtype"])
+        by_condition = condition_samples(role, pair_rows, summaries, conditions)
+        samples = [sample for _, listed in by_condition.values() for sample in listed]
+        needs.append(planned_device_mb(shape, samples, n_losses))
+    return max(needs, default=0)

@@ -4,10 +4,13 @@ reads, and the samples of a pair file's rows. Shared by the scoring (`eap`), its
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from circuitry.attribution.scorefile import TEXTS
+from circuitry.generation.pairing import cut_length
+
+# The texts a model is scored on: its own answer, or the other model's (crossed).
+TEXTS = ("own", "crossed")
 
 
 @dataclass(frozen=True)
@@ -70,3 +73,20 @@ def windowed_samples(
         )
         for row in pair_rows
     ]
+
+
+def condition_samples(
+    role: str,
+    pair_rows: Mapping[str, Sequence[dict]],
+    summaries: Mapping[str, Mapping],
+    conditions: Iterable[tuple[str, str, str]],
+) -> dict[tuple[str, str, str], tuple[int, list[Sample]]]:
+    """`{(dataset, alpha, text): (cut_len, samples)}` of `role` in each condition, from
+    each dataset's pair rows and pairing summary (which sets the window of an alpha)."""
+    result = {}
+    for dataset, alpha, text in conditions:
+        if (dataset, alpha, text) not in result:
+            cut_len = cut_length(float(alpha), summaries[dataset])
+            samples = windowed_samples(pair_rows[dataset], role, cut_len, text)
+            result[dataset, alpha, text] = cut_len, samples
+    return result

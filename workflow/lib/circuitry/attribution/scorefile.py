@@ -32,10 +32,8 @@ import numpy as np
 
 from circuitry.io import write_npz
 
-# The EAP losses and the texts a model is scored on; the paper's condition is its loss,
-# each model on its own answer.
+# The EAP losses; the paper's condition is its loss, each model on its own answer.
 LOSSES = ("ce", "ce_unit", "target_unit")
-TEXTS = ("own", "crossed")
 GRAPH = ("scores", "idx", "edge_mask", "forward_nodes", "backward_nodes")
 DIAGNOSTICS = (
     "window_ce",

@@ -5,6 +5,7 @@ only reads weight files (rule weight_diff) starts fast."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -95,3 +96,8 @@ def weights_dir(spec: dict) -> Path:
         )
     except (OSError, ValueError) as e:
         raise ModelUnavailableError(unavailable_message(spec, revision)) from e
+
+
+def model_config(spec: dict) -> dict:
+    """A `models` entry's `config.json`, read from its local files (no weights load)."""
+    return json.loads((weights_dir(spec) / "config.json").read_text())

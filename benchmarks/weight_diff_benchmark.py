@@ -162,6 +162,7 @@ def measure(args: argparse.Namespace) -> dict:
     import torch
 
     from circuitry.analysis import weights
+    from circuitry.analysis.weight_table import layer_of
 
     torch.set_num_threads(args.threads)
     seconds = {}
@@ -171,7 +172,7 @@ def measure(args: argparse.Namespace) -> dict:
     table, notes = weights.diff_models(args.dir / "base", args.dir / "tuned")
     total = time.perf_counter() - start
     peak_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    in_blocks = sum(t for name, t in seconds.items() if weights.layer_of(name) is not None)
+    in_blocks = sum(t for name, t in seconds.items() if layer_of(name) is not None)
     return {
         "seconds": total,
         "block_seconds": in_blocks,

@@ -14,13 +14,13 @@ import torch
 
 from circuitry.analysis.circuit_metrics import compute_circuit_metrics, layer_intensity
 from circuitry.analysis.weight_join import layer_correlation, layer_join, study_join
-from circuitry.analysis.weights import (
+from circuitry.analysis.weight_table import (
     COLUMNS,
     changed_matrices,
     layer_kind_norms,
     summarise,
-    tensor_diff,
 )
+from circuitry.analysis.weights import tensor_diff
 from circuitry.attribution.graph import build_graph, node_layer
 from circuitry.attribution.scorefile import EdgeScores
 from circuitry.figures.weights import plot_layer_join, plot_update_norms

@@ -14,13 +14,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from circuitry.analysis import weights
-from circuitry.analysis.weights import (
-    diff_models,
-    kind_of,
-    layer_of,
-    summarise,
-    weight_files,
-)
+from circuitry.analysis.weight_table import kind_of, layer_of, summarise
+from circuitry.analysis.weights import diff_models, weight_files
 from circuitry.models.sft import toy_model
 from circuitry.models.tokenizer import build_char_tokenizer
 from conftest import numpy_diff

@@ -4,7 +4,7 @@ figures of where the weights changed."""
 import pandas as pd
 
 from circuitry.analysis.weight_join import layer_correlation, study_join
-from circuitry.analysis.weights import layer_kind_norms
+from circuitry.analysis.weight_table import layer_kind_norms
 from circuitry.figures.weights import plot_layer_join, plot_update_norms
 from circuitry.io import read_json, write_csv
 from circuitry.logs import setup_logging

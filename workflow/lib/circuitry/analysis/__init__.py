@@ -11,6 +11,8 @@
 - `fidelity`: where circuitry differs from the paper's code, and by how much;
 - `dynamics`: accuracy and circuit metrics along RL runs;
 - `weights`: the weight-space diff of a pair: unchanged fractions, update norms and ranks;
+- `weight_table`: that diff's per-tensor table read without torch: its columns, names
+  and summaries;
 - `weight_join`: each layer's weight update beside the intensity change on its edges;
 - `results`: the study's outputs loaded as the report reads them.
 """

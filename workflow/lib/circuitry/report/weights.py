@@ -11,7 +11,7 @@ import pandas as pd
 
 from circuitry.analysis.results import pair_label
 from circuitry.analysis.weight_join import layer_correlation
-from circuitry.analysis.weights import TOLERANCE, TOP_K
+from circuitry.analysis.weight_table import TOLERANCE, TOP_K
 from circuitry.display import (
     MISSING,
     format_number,

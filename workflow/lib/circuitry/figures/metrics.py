@@ -12,6 +12,7 @@ import pandas as pd
 from scipy import stats
 
 from circuitry.analysis.metrics import HEADLINE_METRICS, METRICS, ROLES
+from circuitry.analysis.paired_tests import loss_correlation
 from circuitry.analysis.stats import WINDOW_LOSS
 from circuitry.display import format_alpha, format_percent
 from circuitry.figures.style import (
@@ -235,8 +236,11 @@ def plot_confidence(
             )
             ax.axhline(0, color="grey", lw=0.8)
             ax.axvline(0, color="grey", lw=0.8)
-            rho = stats.spearmanr(panel["window_ce_change"], panel["log_intensity_change"])[0]
-            ax.set_title(f"{dataset}: Spearman {rho:.2f}", fontsize=10)
+            rho, _ = loss_correlation(
+                panel["log_intensity_change"].to_numpy(), panel["window_ce_change"].to_numpy()
+            )
+            reading = "undefined (a constant change)" if np.isnan(rho) else f"{rho:.2f}"
+            ax.set_title(f"{dataset}: Spearman {reading}", fontsize=10)
             ax.set_xlabel("Δ window cross-entropy (nats)")
         axes[0, 0].set_ylabel("Δ log intensity")
         fig.suptitle(title)

@@ -199,7 +199,7 @@ def check_fits(
     shape: ModelShape, samples: Sequence[Sample], n_losses: int, memory_budget: int
 ) -> None:
     """Raise before any scoring when a sample exceeds `memory_budget` even with its layers
-    checkpointed: names the longest such sample, its tokens and the memory it needs."""
+    checkpointed: names the sample that needs most, its tokens and the memory it needs."""
     needs = [
         (sample_peak_bytes(shape, sample, n_losses, checkpointing=True), index, sample)
         for index, sample in enumerate(samples)

@@ -4,7 +4,12 @@ Chain-of-thought answer lengths spread from tens to thousands of tokens. A stati
 runs until its longest answer ends; continuous batching retires each row when it ends.
 This benchmark gives both backends the same prompts and the same answer lengths, through
 `circuitry.generation.resumable.generate_rows` (the `generate` rule's code), and prints completion
-tokens per second and their ratio.
+tokens per second and their ratio, at equal concurrency: on CPU the continuous backend
+runs at most `--batch-size` rows per step, as the `generate` rule does there; the rows it
+actually ran per step (peak and mean, counted at transformers' scheduler) are printed,
+and static runs again at that peak where it differs from `--batch-size`. Each figure is
+the median of `--rounds` interleaved rounds (the backends take turns, so a busy machine
+slows both alike), with its range.
 
 The model is a random-initialised Llama (toy shape on CPU, Llama-7B shape in bf16 on
 CUDA: the real model's compute, no download) whose greedy answer counts down: each
@@ -21,7 +26,9 @@ in its length; every answer is checked to have exactly its drawn length.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import random
+import statistics
 import sys
 import tempfile
 import time
@@ -30,6 +37,7 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers.generation.continuous_batching import scheduler as cb_scheduler
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow" / "lib"))
 
@@ -68,6 +76,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sigma", type=float, default=1.0, help="log-normal sigma of lengths")
     parser.add_argument("--max-new-tokens", type=int, help="length cap (cpu 1024, cuda 4096)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     args = parser.parse_args(argv)
     cuda = args.device.startswith("cuda")
@@ -117,7 +126,9 @@ def workload(args: argparse.Namespace) -> tuple[list[dict], list[int]]:
     return problems, lengths
 
 
-def run(lm: LoadedModel, backend: str, problems: list[dict], args, workdir: Path) -> tuple:
+def run(
+    lm: LoadedModel, backend: str, problems: list[dict], args, workdir: Path, batch_size: int
+) -> tuple:
     """Seconds and completion-token counts of one backend over all problems."""
     if lm.device.type == "cuda":
         torch.cuda.synchronize()
@@ -127,14 +138,38 @@ def run(lm: LoadedModel, backend: str, problems: list[dict], args, workdir: Path
         TEMPLATE,
         problems,
         max_new_tokens=args.max_new_tokens,
-        batch_size=args.batch_size,
-        partial_path=workdir / f"{backend}.partial",
+        batch_size=batch_size,
+        partial_path=workdir / f"{backend}-{batch_size}.partial",
         backend=backend,
         progress=False,
     )
     if lm.device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - start, [len(row["completion_token_ids"]) for row in rows]
+
+
+@contextlib.contextmanager
+def counted_rows(counts: list[int]):
+    """Append the number of rows of every step transformers' scheduler plans to `counts`."""
+    classes = [cb_scheduler.FIFOScheduler, cb_scheduler.PrefillFirstScheduler]
+    originals = {cls: cls.schedule_batch for cls in classes}
+
+    def counting(original):
+        def schedule_batch(self, *args, **kwargs):
+            planned = original(self, *args, **kwargs)
+            if planned[0]:
+                counts.append(len(planned[0]))
+            return planned
+
+        return schedule_batch
+
+    for cls, original in originals.items():
+        cls.schedule_batch = counting(original)
+    try:
+        yield
+    finally:
+        for cls, original in originals.items():
+            cls.schedule_batch = original
 
 
 def static_busy_share(lengths: list[int], problems: list[dict], batch_size: int) -> float:
@@ -148,6 +183,12 @@ def static_busy_share(lengths: list[int], problems: list[dict], batch_size: int)
     return sum(length + 1 for length in lengths) / slots
 
 
+def spread(values: list[float], digits: int = 0) -> str:
+    """Median and range of interleaved rounds."""
+    low, mid, high = min(values), statistics.median(values), max(values)
+    return f"{mid:.{digits}f} ({low:.{digits}f}-{high:.{digits}f})"
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.threads:
@@ -159,26 +200,43 @@ def main(argv: list[str] | None = None) -> None:
     lm = LoadedModel(model, tokenizer, "random", None, "countdown", device, dtype, (EOS,), EOS)
     problems, lengths = workload(args)
     warmup, _ = workload(argparse.Namespace(**{**vars(args), "prompts": 4, "seed": -1}))
+    rows: list[int] = []
     with tempfile.TemporaryDirectory() as tmp:
         for backend in BACKENDS:
-            run(lm, backend, warmup, args, Path(tmp) / "warmup")
-        results = {backend: run(lm, backend, problems, args, Path(tmp)) for backend in BACKENDS}
-    for backend, (_, produced) in results.items():
-        if produced != lengths:
-            sys.exit(f"{backend}: answers do not have their drawn lengths; the countdown failed")
+            run(lm, backend, warmup, args, Path(tmp) / "warmup", args.batch_size)
+        with counted_rows(rows):
+            run(lm, "continuous", problems, args, Path(tmp) / "count", args.batch_size)
+        peak = max(rows)
+        runs = {("static", args.batch_size), ("continuous", args.batch_size), ("static", peak)}
+        seconds: dict[tuple, list[float]] = {key: [] for key in sorted(runs)}
+        for round_ in range(args.rounds):
+            for backend, batch_size in seconds:
+                folder = Path(tmp) / f"round{round_}"
+                took, produced = run(lm, backend, problems, args, folder, batch_size)
+                if produced != lengths:
+                    sys.exit(f"{backend}: answers do not have their drawn lengths")
+                seconds[backend, batch_size].append(took)
     tokens = sum(lengths)
-    static, continuous = (tokens / results[backend][0] for backend in BACKENDS)
     dtype_name = str(dtype).removeprefix("torch.")
     median = sorted(lengths)[len(lengths) // 2]
     busy = static_busy_share(lengths, problems, args.batch_size)
     print(
         f"{args.device} {args.shape} {dtype_name}: {args.prompts} prompts, batch size "
         f"{args.batch_size}, answer lengths median {median}, mean {tokens / len(lengths):.0f}, "
-        f"max {max(lengths)}; static batches busy {busy:.0%} of their slots"
+        f"max {max(lengths)}; static batches busy {busy:.0%} of their slots; continuous ran "
+        f"{peak} rows per step at most, {statistics.mean(rows):.1f} on average "
+        f"({args.rounds} interleaved rounds: median (range))"
     )
-    print("| static tokens/s | continuous tokens/s | continuous / static |")
-    print("| --- | --- | --- |")
-    print(f"| {static:.0f} | {continuous:.0f} | {continuous / static:.2f}x |")
+    static = [tokens / t for t in seconds["static", args.batch_size]]
+    continuous = [tokens / t for t in seconds["continuous", args.batch_size]]
+    at_peak = [tokens / t for t in seconds["static", peak]]
+    print("| static tokens/s | continuous tokens/s | continuous / static | static at the peak |")
+    print("| --- | --- | --- | --- |")
+    ratios = [c / s for c, s in zip(continuous, static, strict=True)]
+    print(
+        f"| {spread(static)} | {spread(continuous)} | {spread(ratios, 2)}x "
+        f"| {spread(at_peak)} ({peak} rows) |"
+    )
 
 
 if __name__ == "__main__":

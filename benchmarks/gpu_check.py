@@ -29,6 +29,7 @@ lengths (the test suite runs it on CPU).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -108,8 +109,6 @@ def timed_peak(step, device: str) -> tuple[float, int]:
 
 def eap_part(size: str, device: str) -> dict:
     """Per token count: floor and EAP seconds and peaks, predicted peak, and how it ran."""
-    import contextlib
-
     import eap_benchmark
 
     from circuitry.attribution.architectures import architecture_for
@@ -180,7 +179,8 @@ def generation_part(size: str, device: str) -> dict:
 
     argv = ["--device", device, "--prompts", "64"]
     if size == "tiny":
-        argv = ["--device", device, "--prompts", "12", "--median", "8", "--max-new-tokens", "64"]
+        argv = ["--device", device, "--prompts", "12", "--batch-size", "4", "--median", "8"]
+        argv += ["--max-new-tokens", "64"]
     args = bench.parse_args(argv)
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     model = bench.countdown_model(args.shape, args.device, dtype)
@@ -192,15 +192,21 @@ def generation_part(size: str, device: str) -> dict:
     problems, lengths = bench.workload(args)
     warmup, _ = bench.workload(argparse.Namespace(**{**vars(args), "prompts": 4, "seed": -1}))
     result = {"prompts": len(problems), "tokens": sum(lengths), "max_length": max(lengths)}
+    rows: list[int] = []
     with tempfile.TemporaryDirectory() as tmp:
         for backend in bench.BACKENDS:
-            bench.run(lm, backend, warmup, args, Path(tmp) / "warmup")
-            seconds, produced = bench.run(lm, backend, problems, args, Path(tmp))
+            bench.run(lm, backend, warmup, args, Path(tmp) / "warmup", args.batch_size)
+            counted = backend == "continuous"
+            with bench.counted_rows(rows) if counted else contextlib.nullcontext():
+                seconds, produced = bench.run(
+                    lm, backend, problems, args, Path(tmp), args.batch_size
+                )
             result[backend] = {
                 "seconds": seconds,
                 "tokens_per_s": sum(lengths) / seconds,
                 "lengths_as_drawn": produced == lengths,
             }
+    result["continuous"] |= {"peak_rows": max(rows), "mean_rows": sum(rows) / len(rows)}
     return result
 
 
@@ -326,10 +332,13 @@ def markdown(result: dict) -> str:
         static, continuous = (generation[b]["tokens_per_s"] for b in ("static", "continuous"))
         lines += [
             "",
-            "| prompts | tokens | static tokens/s | continuous tokens/s | continuous / static |",
-            "| --- | --- | --- | --- | --- |",
+            "| prompts | tokens | static tokens/s | continuous tokens/s | continuous / static "
+            "| continuous rows per step: peak, mean |",
+            "| --- | --- | --- | --- | --- | --- |",
             f"| {generation['prompts']} | {generation['tokens']} | {static:.0f} "
-            f"| {continuous:.0f} | {continuous / static:.2f}x |",
+            f"| {continuous:.0f} | {continuous / static:.2f}x "
+            f"| {generation['continuous']['peak_rows']}, "
+            f"{generation['continuous']['mean_rows']:.1f} |",
         ]
     faithfulness = result["parts"]["faithfulness"]
     if faithfulness["status"] == "ok":

@@ -33,6 +33,8 @@ def test_the_device_check_runs_every_part_on_cpu(tmp_path):
         assert row["predicted_bytes"] == pytest.approx(row["measured_bytes"], rel=0.3)
     generation = result["parts"]["generation"]
     assert generation["static"]["lengths_as_drawn"] and generation["continuous"]["lengths_as_drawn"]
+    # on CPU the continuous backend runs at most batch_size (tiny: 4 of 12) rows per step
+    assert 1 <= generation["continuous"]["mean_rows"] <= generation["continuous"]["peak_rows"] <= 4
     assert result["parts"]["faithfulness"]["seconds"] > 0
     assert result["parts"]["workflow"]["report_bytes"] > 100_000
     assert (tmp_path / "workflow" / "results" / "report" / "report.html").exists()

@@ -77,7 +77,8 @@ from snakemake.cli import main
 sys.argv = ["snakemake", *sys.argv[1:]]
 main()
 """
-# What planning may load of the package: config, paths and run discovery, no analysis.
+# What planning may load of the package: config, paths and run discovery, and the GPU
+# memory a job plans (attribution.memory from the pair files and config.json); no analysis.
 PLANNING_MODULES = {
     "circuitry",
     "circuitry.config",
@@ -91,6 +92,12 @@ PLANNING_MODULES = {
     "circuitry.provenance",
     "circuitry.reproducibility",
     "circuitry.models.runs",
+    "circuitry.models.sources",
+    "circuitry.generation",
+    "circuitry.generation.pairing",
+    "circuitry.attribution",
+    "circuitry.attribution.memory",
+    "circuitry.attribution.samples",
 }
 
 

@@ -257,16 +257,22 @@ def continuous_config(
     lm: LoadedModel, prompts: Sequence[Sequence[int]], max_new_tokens: int, batch_size: int
 ) -> ContinuousBatchingConfig:
     """The settings of a continuous run: log probabilities returned (they show non-finite
-    logits, see the module docstring), and the paged cache. On a GPU transformers sizes the
-    cache from free memory and runs as many rows at once as fit. On CPU it would size it
-    from the host's RAM (gigabytes zeroed even for a toy model), so there it holds
-    `batch_size` rows of the longest prompt plus `max_new_tokens`."""
+    logits, see the module docstring), and the paged cache.
+
+    On a GPU the concurrency is used: transformers sizes the cache from free memory and
+    runs as many rows at once as fit, the point of the backend. On CPU it would size the
+    cache from the host's RAM (gigabytes zeroed even for a toy model), so there the cache
+    holds `batch_size` rows of the longest prompt plus `max_new_tokens`, and at most
+    `batch_size` rows run per step: short rows take one page each, so without the cap the
+    scheduler would run many more rows than `batch_size` in that cache."""
     if lm.device.type == "cuda":
         return ContinuousBatchingConfig(return_logprobs=True)
     page = ContinuousBatchingConfig().page_size
     longest = max(map(len, prompts)) + max_new_tokens
     return ContinuousBatchingConfig(
-        return_logprobs=True, num_blocks=batch_size * math.ceil(longest / page)
+        return_logprobs=True,
+        num_blocks=batch_size * math.ceil(longest / page),
+        max_requests_per_batch=batch_size,
     )
 
 

@@ -110,9 +110,8 @@ def timed_peak(step, device: str) -> tuple[float, int]:
 def eap_part(size: str, device: str) -> dict:
     """Per token count: floor and EAP seconds and peaks, predicted peak, and how it ran."""
     import eap_benchmark
+    import torch
 
-    from circuitry.attribution.architectures import architecture_for
-    from circuitry.attribution.hooks import checkpointed_layers
     from circuitry.attribution.memory import (
         device_budget,
         eap_peak_bytes,
@@ -137,25 +136,11 @@ def eap_part(size: str, device: str) -> dict:
         row = {"tokens": tokens, "window": window, "how": how, "predicted_bytes": plain}
         if how == "checkpointed":
             row["predicted_bytes"] = checkpointed
-        if how != "skipped":
-            floor_s, floor_peak = timed_peak(
-                eap_benchmark.make_step(model, "input-grad", tokens, WINDOW), device
-            )
-            scoring = (
-                checkpointed_layers(model, architecture_for(model))
-                if how == "checkpointed"
-                else contextlib.nullcontext()
-            )
-            with scoring:
-                eap_s, eap_peak = timed_peak(
-                    eap_benchmark.make_step(model, "eap+unit", tokens, WINDOW), device
-                )
-            row |= {
-                "floor_s": floor_s,
-                "eap_s": eap_s,
-                "floor_peak_bytes": floor_peak,
-                "measured_bytes": eap_peak,
-            }
+        try:
+            row |= measured_eap(model, tokens, how, device)
+        except torch.OutOfMemoryError:
+            row["how"] = f"{how}: out of memory"
+            torch.cuda.empty_cache()
         rows.append(row)
     return {
         "shape": vars(shape),
@@ -164,6 +149,32 @@ def eap_part(size: str, device: str) -> dict:
         "budget_of_80gb": device_budget(80 * 10**9, shape),
         "rows": rows,
     }
+
+
+def measured_eap(model, tokens: int, how: str, device: str) -> dict:
+    """Seconds and peaks of EAP with every default reading, run `how` (plain or
+    checkpointed), and of the floor where the window fits plain (the floor keeps every
+    layer's activations, so a window that fits only checkpointed has none)."""
+    import eap_benchmark
+
+    from circuitry.attribution.architectures import architecture_for
+    from circuitry.attribution.hooks import checkpointed_layers
+
+    if how == "skipped":
+        return {}
+    measured = {}
+    if how == "plain":
+        step = eap_benchmark.make_step(model, "input-grad", tokens, WINDOW)
+        measured["floor_s"], measured["floor_peak_bytes"] = timed_peak(step, device)
+    scoring = (
+        checkpointed_layers(model, architecture_for(model))
+        if how == "checkpointed"
+        else contextlib.nullcontext()
+    )
+    with scoring:
+        step = eap_benchmark.make_step(model, "eap+unit", tokens, WINDOW)
+        measured["eap_s"], measured["measured_bytes"] = timed_peak(step, device)
+    return measured
 
 
 def _device_total(device: str) -> int | None:
@@ -294,6 +305,24 @@ def child(args: argparse.Namespace) -> dict:
     return workflow_part(args.out, device, args.time_limit)
 
 
+def eap_cells(row: dict) -> list[str]:
+    """One row of the EAP table; blank where it did not run, or ran without a floor."""
+    mib = 2**20
+    cells = [str(row["tokens"]), row["how"]]
+    measured = "measured_bytes" in row
+    floor = "floor_s" in row
+    cells += [
+        f"{row['eap_s']:.3f}" if measured else "",
+        f"{row['floor_s']:.3f}" if floor else "",
+        f"{row['eap_s'] / row['floor_s']:.2f}x" if floor else "",
+        f"{row['predicted_bytes'] / mib:.0f}",
+        f"{row['measured_bytes'] / mib:.0f}" if measured else "",
+        f"{100 * (row['predicted_bytes'] / row['measured_bytes'] - 1):+.1f}%" if measured else "",
+        f"{row['floor_peak_bytes'] / mib:.0f}" if floor else "",
+    ]
+    return cells
+
+
 def markdown(result: dict) -> str:
     """The check's tables."""
     mib = 2**20
@@ -314,19 +343,7 @@ def markdown(result: dict) -> str:
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for row in eap["rows"]:
-            if row["how"] == "skipped":
-                lines.append(
-                    f"| {row['tokens']} | does not fit | | | | "
-                    f"{row['predicted_bytes'] / mib:.0f} | | | |"
-                )
-                continue
-            error = row["predicted_bytes"] / row["measured_bytes"] - 1
-            lines.append(
-                f"| {row['tokens']} | {row['how']} | {row['eap_s']:.3f} | {row['floor_s']:.3f} "
-                f"| {row['eap_s'] / row['floor_s']:.2f}x | {row['predicted_bytes'] / mib:.0f} "
-                f"| {row['measured_bytes'] / mib:.0f} | {100 * error:+.1f}% "
-                f"| {row['floor_peak_bytes'] / mib:.0f} |"
-            )
+            lines.append("| " + " | ".join(eap_cells(row)) + " |")
     generation = result["parts"]["generation"]
     if generation["status"] == "ok":
         static, continuous = (generation[b]["tokens_per_s"] for b in ("static", "continuous"))

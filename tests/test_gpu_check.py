@@ -3,6 +3,7 @@ every part runs, the tables and the JSON are written, and the time limit holds."
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -46,3 +47,19 @@ def test_the_device_check_stops_before_its_time_limit(tmp_path):
     result = run_check(tmp_path, 40)
     assert result["seconds"] < 40
     assert result["parts"]["workflow"]["status"].startswith("skipped")
+
+
+def test_a_window_run_checkpointed_or_not_at_all_has_a_row_without_its_floor():
+    """On the GPU, 16k tokens run checkpointed (no floor: it keeps every activation) or
+    not at all; the table leaves those cells blank."""
+    spec = importlib.util.spec_from_file_location("gpu_check", CHECK)
+    check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check)
+    mib = 2**20
+    checkpointed = {"tokens": 16384, "how": "checkpointed", "predicted_bytes": 90 * mib}
+    checkpointed |= {"eap_s": 2.0, "measured_bytes": 100 * mib}
+    assert check.eap_cells(checkpointed) == [
+        "16384", "checkpointed", "2.000", "", "", "90", "100", "-10.0%", "",
+    ]  # fmt: skip
+    skipped = {"tokens": 16384, "how": "skipped", "predicted_bytes": 90 * mib}
+    assert check.eap_cells(skipped) == ["16384", "skipped", "", "", "", "90", "", "", ""]

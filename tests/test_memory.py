@@ -16,7 +16,12 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from circuitry.attribution.eap import _length_sorted_batches, check_fits, score_windows
+from circuitry.attribution.eap import (
+    _length_sorted_batches,
+    check_fits,
+    role_memory_budget,
+    score_windows,
+)
 from circuitry.attribution.memory import (
     GIB,
     ModelShape,
@@ -168,3 +173,20 @@ def test_the_planned_gpu_memory_is_the_longest_window_beside_the_weights(tmp_pat
     assert planned == math.ceil((longest + GIB + shape.weights_bytes) / 0.92 / 1e6)
     assert shape.weights_bytes / 1e6 < planned < 80_000  # 7B at 4k tokens: under 80 GB
     assert planned_job_device_mb({}, rows, summaries, conditions, 3) == 0
+
+
+def test_an_eap_job_refuses_a_sample_from_the_config_before_any_weights_load(tmp_path):
+    """`role_memory_budget`, which rule eap_score calls for both roles first: only a
+    config.json in the model folder, no weights; no budget on CPU without eap.memory_gib."""
+    config = {
+        "num_hidden_layers": 32, "hidden_size": 4096, "intermediate_size": 11008,
+        "num_attention_heads": 32, "num_key_value_heads": 32, "vocab_size": 32000,
+    }  # fmt: skip
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    spec = {"path": str(tmp_path), "gpu": False, "dtype": "bfloat16"}
+    rows, summaries = pair_files(3, prompt=200, answer=8000)
+    files = {("base", "d", "0.5", "own", "ce"): "unused.npz"}
+    assert role_memory_budget(spec, "base", rows, summaries, files, LOSSES) is None
+    with pytest.raises(MemoryError, match=r"sample 0 \(#0\) \(4200 tokens, a window of 4000\)"):
+        role_memory_budget(spec, "base", rows, summaries, files, LOSSES, memory_gib=24)
+    assert role_memory_budget(spec, "base", rows, summaries, files, LOSSES, memory_gib=200) > 0

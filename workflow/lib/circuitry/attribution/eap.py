@@ -286,16 +286,17 @@ def role_memory_budget(
     device its model will load on, every sample checked against it (`check_fits`) from
     the model's config alone, before its weights load. None on CPU without `memory_gib`."""
     device = choose_device(spec)
+    total = torch.cuda.get_device_properties(device).total_memory if device.type == "cuda" else None
+    if total is None and not memory_gib:
+        return None
     dtype = str(choose_dtype(spec, device)).removeprefix("torch.")
     shape = ModelShape.from_config(model_config(spec), dtype)
-    total = torch.cuda.get_device_properties(device).total_memory if device.type == "cuda" else None
     budget = memory_budget(shape, total, memory_gib)
-    if budget is not None:
-        conditions = condition_samples(
-            role, pair_rows, summaries, [key[1:4] for key in files if key[0] == role]
-        )
-        samples = [sample for _, listed in conditions.values() for sample in listed]
-        check_fits(shape, samples, len(losses), budget)
+    conditions = condition_samples(
+        role, pair_rows, summaries, [key[1:4] for key in files if key[0] == role]
+    )
+    samples = [sample for _, listed in conditions.values() for sample in listed]
+    check_fits(shape, samples, len(losses), budget)
     return budget
 
 

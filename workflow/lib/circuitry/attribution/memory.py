@@ -154,12 +154,13 @@ def sample_peak_bytes(
 def batch_peak_bytes(
     shape: ModelShape, samples: Sequence[Sample], losses: int, checkpointing: bool = False
 ) -> int:
-    """`eap_peak_bytes` of samples scored together (right-padded to the longest, logits at
-    the union of their windows, bounded by the longest window's span)."""
+    """`eap_peak_bytes` of samples scored together: right-padded to the longest, with
+    logits at the union of their windows' positions."""
     tokens = max(len(s.tokens) for s in samples)
     window = len({p for s in samples for p in s.loss_positions})
-    per_sample = eap_peak_bytes(shape, tokens, window, losses=losses, checkpointing=checkpointing)
-    return len(samples) * per_sample
+    return eap_peak_bytes(
+        shape, tokens, window, losses=losses, batch=len(samples), checkpointing=checkpointing
+    )
 
 
 def device_budget(total_bytes: int, shape: ModelShape) -> int:
